@@ -1,0 +1,123 @@
+"""The ClientApp: feature statistics, distillation rounds, local evaluation.
+
+- ``query.stats``: moment statistics of this client's frozen-base embeddings,
+  for the federated PCA the server fits once before training.
+- ``train``: on first participation fine-tune the LoRA teacher (cached for the
+  run), then train the global student for exactly ``local-steps`` steps with
+  ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` and reply
+  with its arrays and metrics measured on the local validation rows.
+- ``evaluate``: the global student on the local validation rows.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client_app.node import ClientNode
+from config.logs import configure_logging
+from config.run_config import RunConfig
+from quantum.distill import evaluate_student, train_student
+from quantum.projection import MomentStats
+from quantum.student import QuantumStudent, build_student
+
+app = ClientApp()
+
+
+def _node(context: Context) -> ClientNode:
+    configure_logging()
+    # Files were checked by the ServerApp at start-up; the loader re-checks this node's copy.
+    return ClientNode(context, RunConfig.from_flat(context.run_config, check_files=False))
+
+
+def _student(node: ClientNode, msg: Message, in_features: int) -> QuantumStudent:
+    train, _ = node.splits
+    student = build_student(node.config, in_features, train.num_classes)
+    record = msg.content.array_records["arrays"]
+    student.set_arrays({key: array.numpy() for key, array in record.items()})
+    return student
+
+
+@app.query("stats")
+def stats(msg: Message, context: Context) -> Message:
+    """Reply with n, sum(x) and sum(x x^T) of the train embeddings."""
+    started = time.perf_counter()
+    node = _node(context)
+    train_features, _ = node.features()
+    moments = MomentStats.from_features(train_features.astype(np.float64))
+    content = RecordDict(
+        {
+            "stats": ArrayRecord({k: Array(v) for k, v in moments.to_arrays().items()}),
+            "metrics": MetricRecord(
+                {
+                    "partition-id": node.partition_id,
+                    "num-examples": len(train_features),
+                    "embed-seconds": node.seconds.get("embed", 0.0),
+                    "compute-seconds": time.perf_counter() - started,
+                }
+            ),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Distil the cached teacher into the global student for the given budget."""
+    started = time.perf_counter()
+    node = _node(context)
+    config = msg.content.config_records["config"]
+    train_rows, val_rows = node.splits
+    train_features, val_features = node.features()
+    teacher = node.teacher()
+    student = _student(node, msg, train_features.shape[1])
+    fit = train_student(
+        student,
+        train_features,
+        train_rows.labels,
+        teacher.train_logits,
+        steps=int(config["local-steps"]),  # type: ignore[call-overload]
+        lr=float(config["student-lr"]),  # type: ignore[arg-type]
+        batch_size=node.config.student.batch_size,
+        temperature=float(config["temperature"]),  # type: ignore[arg-type]
+        alpha=float(config["alpha"]),  # type: ignore[arg-type]
+        seed=node.config.federation.seed * 1000 + int(config["server-round"]) * 10 + node.partition_id,  # type: ignore[call-overload]
+    )
+    val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(train_rows),
+            "partition-id": node.partition_id,
+            "student-val-loss": val_loss,
+            "student-val-accuracy": val_accuracy,
+            "teacher-val-loss": teacher.val_loss,
+            "teacher-val-accuracy": teacher.val_accuracy,
+            "teacher-untrained-val-loss": teacher.untrained_val_loss,
+            "student-train-loss": fit["train_loss"],
+            "steps": int(fit["steps"]),
+            "teacher-seconds": teacher.seconds_this_round,
+            "embed-seconds": node.seconds.get("embed", 0.0),
+            "student-seconds": fit["seconds"],
+            "compute-seconds": time.perf_counter() - started,
+        }
+    )
+    arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
+    content = RecordDict({"arrays": arrays, "metrics": metrics})
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """The global student's cross-entropy (nats) and accuracy on local validation rows."""
+    node = _node(context)
+    _, val_rows = node.splits
+    _, val_features = node.features()
+    student = _student(node, msg, val_features.shape[1])
+    loss, accuracy = evaluate_student(student, val_features, val_rows.labels)
+    metrics = MetricRecord(
+        {"num-examples": len(val_rows), "student-val-loss": loss, "student-val-accuracy": accuracy}
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

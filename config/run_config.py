@@ -1,0 +1,265 @@
+"""Typed, validated run configuration: the one place that reads run-config keys.
+
+Flower hands the apps a flat ``context.run_config`` (``{"num-server-rounds": 5,
+...}``). :func:`RunConfig.from_flat` turns it into frozen dataclasses and checks
+every value, so a bad setting stops the run at start-up with one line that names
+the key and the fix. No other module reads raw run-config keys.
+
+Every field's ``metadata["key"]`` is its run-config key and ``metadata["help"]``
+its meaning; ``pyproject.toml`` carries the same defaults (a test keeps the two
+in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.errors import ConfigError
+
+MODEL_PRESETS = ("minilm",)
+DEVICES = ("default.qubit", "lightning.qubit")
+PROJECTIONS = ("pca", "linear")
+READOUTS = ("expval", "probs")
+PARTITIONERS = ("iid", "dirichlet")
+TASKS = ("tweeteval", "genomic")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _key(key: str, default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass field(help=)
+    return field(default=default, metadata={"key": key, "help": help})
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How the federation runs."""
+
+    num_rounds: int = _key("num-server-rounds", 5, "Rounds of federated training (>= 1).")
+    fraction_train: float = _key(
+        "fraction-train", 1.0, "Fraction of connected nodes that train each round, in (0, 1]."
+    )
+    min_nodes: int = _key(
+        "min-nodes", 2, "Nodes to wait for before starting (never longer than node-wait-seconds)."
+    )
+    node_wait_seconds: float = _key(
+        "node-wait-seconds", 60.0, "Longest wait for min-nodes nodes to connect, seconds."
+    )
+    round_timeout: float = _key(
+        "round-timeout", 1800.0, "Seconds the server waits for one round's replies."
+    )
+    strategy: str = _key("strategy", "fedavg", "Strategy name (see strategies.registry).")
+    seed: int = _key("seed", 42, "Seed of partitioning, initialisation and sampling.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split among clients and the server."""
+
+    task: str = _key("task", "tweeteval", f"Task: one of {', '.join(TASKS)}.")
+    data_dir: str = _key(
+        "data-dir", "", "Local copy of the task's data; empty means the hub or package loader."
+    )
+    partitioner: str = _key("partitioner", "iid", "Client partitioning: iid or dirichlet.")
+    dirichlet_alpha: float = _key(
+        "dirichlet-alpha", 0.5, "Concentration of the Dirichlet label split (> 0)."
+    )
+    max_train_rows: int = _key(
+        "max-train-rows", 2000, "Rows of the train split shared among clients (0 = all)."
+    )
+    val_fraction: float = _key(
+        "val-fraction", 0.2, "Share of each client's partition kept for local validation."
+    )
+    server_eval_rows: int = _key(
+        "server-eval-rows", 500, "Rows of the test split kept by the server (0 = all)."
+    )
+    kmer: int = _key("kmer", 6, "Genomic task: k-mer length.")
+    kmer_stride: int = _key("kmer-stride", 1, "Genomic task: step between k-mers.")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The local LLM teacher and its LoRA fine-tuning."""
+
+    model: str = _key(
+        "model", "minilm", "minilm (embedded), a Hugging Face id (org/name) or a local path."
+    )
+    max_length: int = _key("max-length", 64, "Tokens per text.")
+    lora_r: int = _key("lora-r", 8, "LoRA rank.")
+    lora_alpha: int = _key("lora-alpha", 16, "LoRA scaling alpha.")
+    lora_dropout: float = _key("lora-dropout", 0.05, "LoRA dropout.")
+    epochs: float = _key("teacher-epochs", 1.0, "Fine-tuning epochs over the client's train rows.")
+    lr: float = _key("teacher-lr", 5e-4, "Fine-tuning learning rate (AdamW).")
+    batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
+    embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The quantum student and its distillation."""
+
+    n_qubits: int = _key("n-qubits", 4, "Qubits of the circuit.")
+    n_layers: int = _key("n-layers", 3, "Entangling layers.")
+    readout: str = _key("readout", "expval", "expval (scaled expectation values) or probs.")
+    device: str = _key("device", "default.qubit", f"Quantum device: {', '.join(DEVICES)}.")
+    projection: str = _key(
+        "projection", "pca", "pca (federated PCA, fixed) or linear (trainable, starts at PCA)."
+    )
+    local_steps: int = _key("local-steps", 20, "Student optimizer steps per round.")
+    lr: float = _key("student-lr", 0.05, "Student learning rate (Adam).")
+    batch_size: int = _key("student-batch-size", 64, "Student minibatch size.")
+    temperature: float = _key("temperature", 2.0, "Distillation temperature T (> 0).")
+    alpha: float = _key("alpha", 0.5, "Weight of the KL term in [0, 1]; 0 = cross-entropy only.")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where results go."""
+
+    results_dir: str = _key("results-dir", "results", "Directory under which each run writes.")
+
+
+_SECTIONS = {
+    "federation": FederationConfig,
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "student": StudentConfig,
+    "output": OutputConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All settings of a run, typed and validated."""
+
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @classmethod
+    def from_flat(cls, run_config: Mapping[str, Any], *, check_files: bool = True) -> RunConfig:
+        """Build and validate a config from Flower's flat ``run_config``.
+
+        Keys that are absent take their defaults. ``check_files`` also checks
+        the data directory's files (fast; no model is loaded).
+
+        Raises
+        ------
+        ConfigError
+            One line naming the first bad key and how to fix it.
+        """
+        known = {f.metadata["key"]: f for section in _SECTIONS.values() for f in _fields(section)}
+        unknown = sorted(set(run_config) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown run-config key {unknown[0]!r}: see README 'Run-config keys' "
+                "for the valid keys"
+            )
+        sections = {
+            name: section(
+                **{
+                    f.name: _coerce(f, run_config[f.metadata["key"]])
+                    for f in _fields(section)
+                    if f.metadata["key"] in run_config
+                }
+            )
+            for name, section in _SECTIONS.items()
+        }
+        config = cls(**sections)
+        config.validate(check_files=check_files)
+        return config
+
+    def to_flat(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_flat`: ``{run-config key: value}``."""
+        return {
+            f.metadata["key"]: getattr(getattr(self, name), f.name)
+            for name, section in _SECTIONS.items()
+            for f in _fields(section)
+        }
+
+    def validate(self, *, check_files: bool = True) -> None:
+        """Check every value; raise :class:`ConfigError` on the first bad one."""
+        fed, data, teacher, student = self.federation, self.data, self.teacher, self.student
+        _check(fed.num_rounds >= 1, "num-server-rounds", fed.num_rounds, "must be >= 1")
+        _check(0 < fed.fraction_train <= 1, "fraction-train", fed.fraction_train, "must be in (0, 1]")
+        _check(fed.min_nodes >= 1, "min-nodes", fed.min_nodes, "must be >= 1")
+        _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
+        _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
+        _check_choice("task", data.task, TASKS)
+        _check_choice("partitioner", data.partitioner, PARTITIONERS)
+        _check(data.dirichlet_alpha > 0, "dirichlet-alpha", data.dirichlet_alpha, "must be > 0")
+        _check(data.max_train_rows >= 0, "max-train-rows", data.max_train_rows, "must be >= 0")
+        _check(0 < data.val_fraction < 1, "val-fraction", data.val_fraction, "must be in (0, 1)")
+        _check(data.server_eval_rows >= 0, "server-eval-rows", data.server_eval_rows, "must be >= 0")
+        _check(data.kmer >= 1, "kmer", data.kmer, "must be >= 1")
+        _check(data.kmer_stride >= 1, "kmer-stride", data.kmer_stride, "must be >= 1")
+        if data.data_dir and check_files:
+            from tasks.datasets import validate_data_dir  # late import: tasks imports config
+
+            validate_data_dir(data.task, data.data_dir)
+        _check_model(teacher.model)
+        for key, value in (
+            ("max-length", teacher.max_length),
+            ("lora-r", teacher.lora_r),
+            ("lora-alpha", teacher.lora_alpha),
+            ("teacher-batch-size", teacher.batch_size),
+            ("embed-batch-size", teacher.embed_batch_size),
+            ("n-qubits", student.n_qubits),
+            ("n-layers", student.n_layers),
+            ("student-batch-size", student.batch_size),
+        ):
+            _check(value >= 1, key, value, "must be >= 1")
+        _check(0 <= teacher.lora_dropout < 1, "lora-dropout", teacher.lora_dropout, "must be in [0, 1)")
+        _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
+        _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
+        _check_choice("readout", student.readout, READOUTS)
+        _check_choice("device", student.device, DEVICES)
+        _check_choice("projection", student.projection, PROJECTIONS)
+        _check(student.local_steps >= 0, "local-steps", student.local_steps, "must be >= 0")
+        _check(student.lr > 0, "student-lr", student.lr, "must be > 0")
+        _check(student.temperature > 0, "temperature", student.temperature, "must be > 0")
+        _check(0 <= student.alpha <= 1, "alpha", student.alpha, "must be in [0, 1]")
+        from strategies.registry import check_strategy_name  # late import: avoids a cycle
+
+        check_strategy_name(fed.strategy)
+
+
+def _fields(section: type) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(section)
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    """Accept what TOML gives (no silent bool/str/float->int conversion)."""
+    key, kind = f.metadata["key"], f.type
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {"int": int, "float": float, "str": str}[str(kind)]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ConfigError(
+            f"{key}={value!r}: expected {str(kind)}, got {type(value).__name__} "
+            f"(strings need quotes: {key}='...')"
+        )
+    return value
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    _check(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _check_model(model: str) -> None:
+    if model in MODEL_PRESETS or os.path.isdir(model) or _HUB_ID.match(model):
+        return
+    raise ConfigError(
+        f"model={model!r}: not a preset ({', '.join(MODEL_PRESETS)}), an existing local "
+        "directory, or a Hugging Face id of the form org/name"
+    )

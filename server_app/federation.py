@@ -1,0 +1,241 @@
+"""The server's side of a run, step by step (see DESIGN.md, "One round, as data").
+
+1. Validate the configuration (before anything slow) and open the results dir.
+2. Embed the server's held-out split with the frozen base model.
+3. Wait for nodes, ask each for its embedding statistics, fit the federated PCA.
+4. Initialise the global student with that projection.
+5. Each round: the strategy configures one message per selected node, the
+   replies are aggregated (example-weighted FedAvg), the global student is
+   evaluated on the server split, the round is written, and the strategy may
+   stop the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from config.run_config import RunConfig
+from llm.teacher import pooled_embeddings
+from quantum.distill import evaluate_student
+from quantum.projection import MomentStats, pca_projection
+from quantum.student import QuantumStudent, build_student
+from server_app.results import ResultsWriter
+from strategies.registry import build_strategy
+from strategies.student_fedavg import StudentFedAvg
+from tasks.datasets import load_task
+from tasks.splits import server_dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSplit:
+    """The server's held-out rows as student features."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    majority_rate: float
+
+
+def load_server_split(config: RunConfig) -> ServerSplit:
+    """Embed the held-out rows (the task's test split, capped at server-eval-rows)."""
+    data, teacher = config.data, config.teacher
+    test = load_task(data.task, "test", data.data_dir, kmer=data.kmer, kmer_stride=data.kmer_stride)
+    held_out = server_dataset(test, data.server_eval_rows, config.federation.seed)
+    features = pooled_embeddings(
+        teacher.model, held_out.texts, teacher.max_length, teacher.embed_batch_size
+    )
+    return ServerSplit(features, held_out.labels, held_out.num_classes, held_out.majority_rate())
+
+
+def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
+    """Connected node IDs once ``min_nodes`` are there, or whatever is there at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_nodes:
+            return nodes
+        if time.monotonic() >= deadline:
+            if not nodes:
+                raise RuntimeError(f"no node connected within node-wait-seconds={timeout}")
+            logger.warning("only %d of min-nodes=%d connected; going on", len(nodes), min_nodes)
+            return nodes
+        time.sleep(0.5)
+
+
+@dataclass
+class Projection:
+    """The fitted federated PCA and what the query round reported."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    partitions: dict[int, int]  # node ID -> partition ID
+    clients: list[dict[str, Any]]  # each node's query metrics
+    bytes_received: int
+
+
+def fit_projection(
+    grid: Grid, node_ids: Iterable[int], n_components: int, timeout: float
+) -> Projection:
+    """Federated PCA: pool each node's embedding moments and take the top components.
+
+    The projection whitens: ``weight @ x + bias`` has zero mean and unit
+    variance per component over all clients' train rows.
+    """
+    messages = [
+        Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=n, message_type="query.stats")
+        for n in node_ids
+    ]
+    replies = [r for r in grid.send_and_receive(messages, timeout=timeout) if not r.has_error()]
+    if not replies:
+        raise RuntimeError("no node answered the embedding-statistics query")
+    pooled: MomentStats | None = None
+    partitions: dict[int, int] = {}
+    clients = []
+    for reply in replies:
+        record = reply.content.array_records["stats"]
+        stats = MomentStats.from_arrays({k: a.numpy() for k, a in record.items()})
+        pooled = stats if pooled is None else pooled + stats
+        metrics = reply.content.metric_records["metrics"]
+        partitions[int(reply.metadata.src_node_id)] = int(metrics["partition-id"])  # type: ignore[call-overload]
+        clients.append({"node-id": int(reply.metadata.src_node_id), **dict(metrics)})
+    assert pooled is not None
+    weight, bias = pca_projection(pooled, n_components)
+    logger.info("federated PCA fitted on %d rows from %d nodes", pooled.n, len(replies))
+    return Projection(weight, bias, partitions, clients, _bytes(replies))
+
+
+def student_record(student: QuantumStudent) -> ArrayRecord:
+    """The student's parameters as a Flower ArrayRecord."""
+    return ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
+
+
+def evaluate_global(student: QuantumStudent, arrays: ArrayRecord, split: ServerSplit) -> dict[str, float]:
+    """Cross-entropy (nats) and accuracy of ``arrays`` on the server split."""
+    student.set_arrays({k: a.numpy() for k, a in arrays.items()})
+    loss, accuracy = evaluate_student(student, split.features, split.labels)
+    return {"loss": loss, "accuracy": accuracy}
+
+
+def _bytes(messages: Iterable[Message]) -> int:
+    return sum(
+        rec.count_bytes() for m in messages if not m.has_error()
+        for rec in m.content.array_records.values()
+    )
+
+
+def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict[str, Any]:
+    """Run the federation; write every round; return the summary."""
+    fed, student_cfg = config.federation, config.student
+    started = time.perf_counter()
+    split = load_server_split(config)
+    server_embed_seconds = time.perf_counter() - started
+    node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
+    query_started = time.perf_counter()
+    projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)
+    partitions = projection.partitions
+    query_seconds = time.perf_counter() - query_started
+    student = build_student(config, split.features.shape[1], split.num_classes)
+    student.set_projection(projection.weight, projection.bias)
+    arrays = student_record(student)
+    strategy: StudentFedAvg = build_strategy(config)
+
+    initial = evaluate_global(student, arrays, split)
+    writer.write_round(
+        {
+            "round": 0,
+            "global": initial,
+            "clients": sorted(projection.clients, key=lambda c: c["partition-id"]),
+            "participants": sorted(partitions.values()),
+            "failures": [],
+            "seconds": time.perf_counter() - started,
+            "server-embed-seconds": server_embed_seconds,
+            "train-seconds": query_seconds,
+            "bytes-sent": 0,
+            "bytes-received": projection.bytes_received,
+        }
+    )
+    logger.info("round 0: global acc %.3f loss %.4f (server split majority %.3f)",
+                initial["accuracy"], initial["loss"], split.majority_rate)
+    stop_reason = "max-rounds"
+    rounds_run = 0
+    for server_round in range(1, fed.num_rounds + 1):
+        round_started = time.perf_counter()
+        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
+        replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+        train_done = time.perf_counter()
+        new_arrays, _ = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        aggregate_done = time.perf_counter()
+        global_metrics = evaluate_global(student, arrays, split)
+        evaluate_seconds = time.perf_counter() - aggregate_done
+        clients = [
+            {**c, "partition-id": partitions.get(c["node-id"], c.get("partition-id")),
+             "budget-reason": strategy.last_plan.get(c["node-id"], {}).get("reason")}
+            for c in strategy.last_client_metrics
+        ]
+        record = {
+            "round": server_round,
+            "participants": sorted(partitions.get(n, n) for n in strategy.last_plan),
+            "budgets": {str(partitions.get(n, n)): p["steps"] for n, p in strategy.last_plan.items()},
+            "clients": sorted(clients, key=lambda c: c["partition-id"]),
+            "failures": strategy.last_failures,
+            "global": global_metrics,
+            "seconds": time.perf_counter() - round_started,
+            "train-seconds": train_done - round_started,
+            "aggregate-seconds": aggregate_done - train_done,
+            "evaluate-seconds": evaluate_seconds,
+            "bytes-sent": _bytes(messages),
+            "bytes-received": _bytes(replies),
+        }
+        writer.write_round(record)
+        rounds_run = server_round
+        logger.info(
+            "round %d/%d: %d/%d clients replied, global acc %.3f loss %.4f, "
+            "client student val loss %.4f vs teacher %.4f, %.1f s",
+            server_round, fed.num_rounds, len(clients), len(messages),
+            global_metrics["accuracy"], global_metrics["loss"],
+            _mean(clients, "student-val-loss"), _mean(clients, "teacher-val-loss"),
+            record["seconds"],
+        )
+        reason = strategy.should_stop(server_round, writer.rounds)
+        if reason is not None:
+            stop_reason = reason
+            logger.info("stopping after round %d: %s", server_round, reason)
+            break
+
+    writer.save_arrays("student.npz", {k: a.numpy() for k, a in arrays.items()})
+    final = writer.rounds[-1]["global"]
+    return {
+        "status": "completed",
+        "rounds": rounds_run,
+        "stop-reason": stop_reason,
+        "initial-global": initial,
+        "final-global": final,
+        "server-majority-rate": split.majority_rate,
+        "server-rows": int(len(split.labels)),
+        "total-seconds": time.perf_counter() - started,
+        "server-embed-seconds": server_embed_seconds,
+        "total-client-steps": sum(c.get("steps", 0) for r in writer.rounds for c in r["clients"]),
+        "total-client-compute-seconds": sum(
+            c.get("compute-seconds", 0.0) for r in writer.rounds for c in r["clients"]
+        ),
+        "total-bytes-sent": sum(r["bytes-sent"] for r in writer.rounds),
+        "total-bytes-received": sum(r["bytes-received"] for r in writer.rounds),
+        "failures": sum(len(r.get("failures", [])) for r in writer.rounds),
+    }
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rows if key in r]
+    return float(np.mean(values)) if values else float("nan")

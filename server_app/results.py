@@ -1,0 +1,105 @@
+"""The one results writer: ``rounds.jsonl``, ``summary.json`` and the plots.
+
+A run writes to ``<results-dir>/<run-name>/``:
+
+- ``config.json``: the run's full, validated configuration;
+- ``rounds.jsonl``: one JSON object per line, one line per round, appended and
+  flushed as each round ends (round 0 is the initial global evaluation);
+- ``summary.json``: written at the end;
+- ``student.npz``: the final global student's arrays;
+- ``accuracy.png`` and ``loss.png``: the global student per round, with the
+  mean client student and teacher validation figures beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class ResultsWriter:
+    """Writes one run's results directory.
+
+    Parameters
+    ----------
+    root : str or Path
+        The ``results-dir`` setting; created if missing.
+    run_name : str
+        The run's sub-directory; must not exist yet (nothing is overwritten).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], run_name: str) -> None:
+        self.path = Path(root).expanduser().resolve() / run_name
+        self.path.mkdir(parents=True, exist_ok=False)
+        self.rounds: list[dict[str, Any]] = []
+
+    def write_config(self, flat_config: Mapping[str, Any]) -> None:
+        """Save the run configuration as ``config.json``."""
+        _write_json(self.path / "config.json", dict(flat_config))
+
+    def write_round(self, record: Mapping[str, Any]) -> None:
+        """Append one round's record to ``rounds.jsonl`` and flush it to disk."""
+        self.rounds.append(dict(record))
+        with open(self.path / "rounds.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    def save_arrays(self, name: str, arrays: Mapping[str, Any]) -> None:
+        """Save named numpy arrays (e.g. the final global student) as ``.npz``."""
+        import numpy as np
+
+        np.savez(self.path / name, **arrays)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write ``summary.json`` and the plots."""
+        _write_json(self.path / "summary.json", dict(summary))
+        plot_rounds(self.rounds, self.path)
+
+
+def read_rounds(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``rounds.jsonl`` file, in order."""
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _client_mean(record: Mapping[str, Any], key: str) -> float:
+    values = [c[key] for c in record.get("clients", []) if key in c]
+    return sum(values) / len(values) if values else math.nan
+
+
+def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> None:
+    """Draw ``accuracy.png`` and ``loss.png`` (global and mean client figures per round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["round"] for r in rounds]
+    for name, metric in (("accuracy", "accuracy"), ("loss", "loss")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(x, [r["global"][metric] for r in rounds], marker="o", label="global student (server split)")
+        for who in ("student", "teacher"):
+            key = f"{who}-val-{metric}"
+            ax.plot(x, [_client_mean(r, key) for r in rounds], marker=".", linestyle="--",
+                    label=f"mean client {who} (local validation)")
+        ax.set_xlabel("round")
+        ax.set_ylabel("accuracy" if metric == "accuracy" else "cross-entropy (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}.png", dpi=100)
+        plt.close(fig)
