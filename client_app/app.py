@@ -81,6 +81,7 @@ def train(msg: Message, context: Context) -> Message:
         teacher.train_logits,
         steps=int(config["local-steps"]),  # type: ignore[call-overload]
         lr=float(config["student-lr"]),  # type: ignore[arg-type]
+        projection_lr=float(config["projection-lr"]),  # type: ignore[arg-type]
         batch_size=node.config.student.batch_size,
         temperature=float(config["temperature"]),  # type: ignore[arg-type]
         alpha=float(config["alpha"]),  # type: ignore[arg-type]

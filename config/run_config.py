@@ -92,7 +92,7 @@ class TeacherConfig:
     lora_alpha: int = _key("lora-alpha", 16, "LoRA scaling alpha.")
     lora_dropout: float = _key("lora-dropout", 0.05, "LoRA dropout.")
     epochs: float = _key("teacher-epochs", 1.0, "Fine-tuning epochs over the client's train rows.")
-    lr: float = _key("teacher-lr", 5e-4, "Fine-tuning learning rate (AdamW).")
+    lr: float = _key("teacher-lr", 2e-3, "Fine-tuning learning rate (AdamW).")
     batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
     embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")
 
@@ -110,6 +110,9 @@ class StudentConfig:
     )
     local_steps: int = _key("local-steps", 20, "Student optimizer steps per round.")
     lr: float = _key("student-lr", 0.05, "Student learning rate (Adam).")
+    projection_lr: float = _key(
+        "projection-lr", 0.02, "Learning rate of the trainable projection (projection=linear)."
+    )
     batch_size: int = _key("student-batch-size", 64, "Student minibatch size.")
     temperature: float = _key("temperature", 2.0, "Distillation temperature T (> 0).")
     alpha: float = _key("alpha", 0.5, "Weight of the KL term in [0, 1]; 0 = cross-entropy only.")
@@ -222,6 +225,7 @@ class RunConfig:
         _check_choice("projection", student.projection, PROJECTIONS)
         _check(student.local_steps >= 0, "local-steps", student.local_steps, "must be >= 0")
         _check(student.lr > 0, "student-lr", student.lr, "must be > 0")
+        _check(student.projection_lr > 0, "projection-lr", student.projection_lr, "must be > 0")
         _check(student.temperature > 0, "temperature", student.temperature, "must be > 0")
         _check(0 <= student.alpha <= 1, "alpha", student.alpha, "must be in [0, 1]")
         from strategies.registry import check_strategy_name  # late import: avoids a cycle

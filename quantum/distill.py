@@ -39,6 +39,7 @@ def train_student(
     *,
     steps: int,
     lr: float,
+    projection_lr: float | None = None,
     batch_size: int,
     temperature: float,
     alpha: float,
@@ -47,15 +48,24 @@ def train_student(
     """Run exactly ``steps`` Adam steps of :func:`kd_loss` on seeded minibatches.
 
     Minibatches are drawn without replacement within an epoch; each epoch
-    reshuffles. Returns ``steps``, ``train_loss`` (mean of the last
+    reshuffles. A trainable ``projection`` submodule learns at
+    ``projection_lr`` (default ``lr``): its inputs are raw embeddings, and it
+    measured best at a smaller rate than the circuit's. Returns ``steps``, ``train_loss`` (mean of the last
     ``min(steps, 5)`` losses; NaN when ``steps`` is 0) and wall ``seconds``.
     """
     started = time.perf_counter()
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
     t = torch.as_tensor(teacher_logits, dtype=torch.float32)
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    projection = getattr(student, "projection", None)
+    projection_params = (
+        [p for p in projection.parameters() if p.requires_grad] if projection is not None else []
+    )
+    own = {id(p) for p in projection_params}
+    groups = [{"params": [p for p in student.parameters() if p.requires_grad and id(p) not in own]}]
+    if projection_params:
+        groups.append({"params": projection_params, "lr": projection_lr or lr})
+    optimizer = torch.optim.Adam(groups, lr=lr)
     rng = np.random.default_rng(seed)
     order = np.empty(0, dtype=np.int64)
     losses: list[float] = []

@@ -9,8 +9,8 @@ overrides a decision, not a whole round:
 - :meth:`should_stop`: whether the federation stops after a round, and why.
 
 Each selected node gets its own ``Message`` with its own ``ConfigRecord``
-(``server-round``, ``local-steps``, ``student-lr``, ``temperature``,
-``alpha``). Aggregation is FedAvg's example-weighted mean of the replies'
+(``server-round``, ``local-steps``, ``student-lr``, ``projection-lr``,
+``temperature``, ``alpha``). Aggregation is FedAvg's example-weighted mean of the replies'
 arrays (weighted by ``num-examples``).
 """
 
@@ -37,7 +37,7 @@ class StudentFedAvg(FedAvg):
     ----------
     local_steps : int
         Student optimizer steps every selected client runs each round.
-    student_lr, temperature, alpha : float
+    student_lr, projection_lr, temperature, alpha : float
         Sent to each client in its ``ConfigRecord``.
     fraction_train : float (default: 1.0)
         Fraction of connected nodes that train each round.
@@ -52,6 +52,7 @@ class StudentFedAvg(FedAvg):
         *,
         local_steps: int,
         student_lr: float,
+        projection_lr: float,
         temperature: float,
         alpha: float,
         fraction_train: float = 1.0,
@@ -67,6 +68,7 @@ class StudentFedAvg(FedAvg):
         )
         self.local_steps = local_steps
         self.student_lr = student_lr
+        self.projection_lr = projection_lr
         self.temperature = temperature
         self.alpha = alpha
         self.seed = seed
@@ -81,6 +83,7 @@ class StudentFedAvg(FedAvg):
         return cls(
             local_steps=config.student.local_steps,
             student_lr=config.student.lr,
+            projection_lr=config.student.projection_lr,
             temperature=config.student.temperature,
             alpha=config.student.alpha,
             fraction_train=config.federation.fraction_train,
@@ -121,6 +124,7 @@ class StudentFedAvg(FedAvg):
                     "server-round": server_round,
                     "local-steps": int(steps),
                     "student-lr": float(self.student_lr),
+                    "projection-lr": float(self.projection_lr),
                     "temperature": float(self.temperature),
                     "alpha": float(self.alpha),
                 }
