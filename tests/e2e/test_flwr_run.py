@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +25,13 @@ def flwr_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield env
     found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{tmp_path}"],
                            capture_output=True, text=True, check=False)
-    for pid in found.stdout.split():
-        os.kill(int(pid), signal.SIGTERM)
+    pids = [int(pid) for pid in found.stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while pids and time.monotonic() < deadline:  # free the port for the next test
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.2)
 
 
 @pytest.mark.slow

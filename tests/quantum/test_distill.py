@@ -1,0 +1,102 @@
+"""Distillation loss and training loop, checked with numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from quantum.distill import evaluate_student, kd_loss, train_student
+from quantum.student import QuantumStudent
+
+LABELS = torch.tensor([0])
+UNIFORM = torch.tensor([[0.0, 0.0]])
+STUDENT = torch.tensor([[math.log(3.0), 0.0]])  # softmax -> (0.75, 0.25)
+
+
+def test_zero_when_student_equals_teacher() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    loss = kd_loss(logits, logits, torch.tensor([0, 2]), temperature=3.0, alpha=1.0)
+    assert loss.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_at_temperature_one_by_hand() -> None:
+    # KL((.5,.5) || (.75,.25)) = .5 ln(.5/.75) + .5 ln(.5/.25) = .5 ln(4/3)
+    loss = kd_loss(STUDENT, UNIFORM, LABELS, temperature=1.0, alpha=1.0)
+    assert loss.item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-6)  # 0.143841
+
+
+def test_t_squared_scaling_by_hand() -> None:
+    # At T=2 the student's softened distribution is (sqrt3, 1) / (1 + sqrt3).
+    p = math.sqrt(3) / (1 + math.sqrt(3))
+    kl = 0.5 * math.log(0.5 / p) + 0.5 * math.log(0.5 / (1 - p))  # 0.037253
+    loss = kd_loss(STUDENT, UNIFORM, LABELS, temperature=2.0, alpha=1.0)
+    assert loss.item() == pytest.approx(4 * kl, rel=1e-6)  # T^2 = 4 -> 0.149012
+
+
+def test_alpha_zero_is_cross_entropy_and_mixes_linearly() -> None:
+    ce = -math.log(0.75)  # label 0 under (0.75, 0.25)
+    assert kd_loss(STUDENT, UNIFORM, LABELS, 2.0, 0.0).item() == pytest.approx(ce, rel=1e-6)
+    half = kd_loss(STUDENT, UNIFORM, LABELS, 1.0, 0.5).item()
+    assert half == pytest.approx(0.5 * 0.5 * math.log(4 / 3) + 0.5 * ce, rel=1e-6)
+
+
+def _blobs(rows: int = 200, dims: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=rows)
+    features = rng.normal(size=(rows, dims)).astype(np.float32) + labels[:, None] * 1.5
+    return features, labels
+
+
+def test_trains_exactly_the_given_steps_and_learns() -> None:
+    features, labels = _blobs()
+    student = QuantumStudent(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
+    calls = []
+    student.register_forward_hook(lambda *_: calls.append(1))
+    loss_before, _ = evaluate_student(student, features, labels)
+    calls.clear()
+    out = train_student(
+        student, features, labels, np.zeros((len(labels), 2), np.float32),
+        steps=30, lr=0.1, batch_size=32, temperature=1.0, alpha=0.0, seed=0,
+    )
+    assert len(calls) == 30 and out["steps"] == 30
+    loss_after, accuracy = evaluate_student(student, features, labels)
+    assert loss_after < loss_before
+    assert accuracy > 0.8
+
+
+def test_zero_steps_changes_nothing() -> None:
+    features, labels = _blobs(20)
+    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, seed=3)
+    before = student.get_arrays()
+    train_student(student, features, labels, np.zeros((20, 2), np.float32), steps=0, lr=0.1,
+                  batch_size=8, temperature=1.0, alpha=0.5, seed=0)
+    after = student.get_arrays()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_projection_learns_at_its_own_rate() -> None:
+    features, labels = _blobs(64)
+    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, trainable_projection=True, seed=3)
+    projection_before = student.projection.weight.detach().clone()
+    weights_before = student.weights.detach().clone()
+    train_student(student, features, labels, np.zeros((64, 2), np.float32), steps=1, lr=0.1,
+                  projection_lr=0.001, batch_size=64, temperature=1.0, alpha=0.0, seed=0)
+    # Adam's first step moves every parameter by about its learning rate.
+    projection_step = (student.projection.weight - projection_before).abs().max().item()
+    weights_step = (student.weights - weights_before).abs().max().item()
+    assert projection_step == pytest.approx(0.001, rel=0.01)
+    assert weights_step == pytest.approx(0.1, rel=0.01)
+
+
+def test_evaluate_reports_nats_and_accuracy() -> None:
+    class Fixed(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(torch.tensor([[0.75, 0.25]])).repeat(len(x), 1)
+
+    loss, accuracy = evaluate_student(Fixed(), np.zeros((4, 3)), np.array([0, 0, 0, 1]))
+    assert loss == pytest.approx((3 * -math.log(0.75) - math.log(0.25)) / 4)
+    assert accuracy == pytest.approx(0.75)

@@ -1,0 +1,109 @@
+"""The FedAvg seam with fake replies (no Ray): weighting, per-node configs, registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.supercore.task_identity import TaskIdentity
+
+from config import ConfigError, RunConfig
+from strategies import StudentFedAvg, build_strategy
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Instruction messages need a run identity outside a real run."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class FakeGrid:
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return self.node_ids
+
+
+def _reply(node_id: int, weights: list[float], examples: int) -> Message:
+    metadata = Metadata(run_id=1, message_id="", src_node_id=node_id, dst_node_id=1,
+                        reply_to_message_id="i", group_id="1", created_at=time.time(), ttl=60.0,
+                        message_type=MessageType.TRAIN)
+    content = RecordDict({
+        "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
+        "metrics": MetricRecord({"num-examples": examples, "steps": 5}),
+    })
+    return Message(content, metadata=metadata)
+
+
+def _strategy(**kwargs: object) -> StudentFedAvg:
+    defaults = {"local_steps": 7, "student_lr": 0.05, "projection_lr": 0.02,
+                "temperature": 2.0, "alpha": 0.5}
+    return StudentFedAvg(**{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+def test_example_weighted_average_by_hand() -> None:
+    strategy = _strategy()
+    instruction = Message(RecordDict(), dst_node_id=12, message_type=MessageType.TRAIN)
+    failed = Message(Error(code=2, reason="Traceback ...\nRuntimeError: boom"), reply_to=instruction)
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(10, [1.0, 1.0], 1), _reply(11, [4.0, 7.0], 2), failed]
+    )
+    assert arrays is not None
+    # (1 * [1, 1] + 2 * [4, 7]) / 3 = [3, 5]
+    np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 5.0])
+    assert [c["node-id"] for c in strategy.last_client_metrics] == [10, 11]
+    assert strategy.last_failures == [{"node-id": 12, "code": 2, "reason": "RuntimeError: boom"}]
+
+
+def test_one_message_per_node_with_its_own_config() -> None:
+    strategy = _strategy()
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    messages = list(strategy.configure_train(3, arrays, ConfigRecord({}), FakeGrid([12, 10, 11])))
+    assert [m.metadata.dst_node_id for m in messages] == [10, 11, 12]
+    configs = [m.content.config_records["config"] for m in messages]
+    assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
+    assert all(c["alpha"] == 0.5 and c["temperature"] == 2.0 for c in configs)
+    assert len({id(c) for c in configs}) == 3  # a separate record per node
+    assert strategy.last_plan == {n: {"steps": 7, "reason": "fixed"} for n in (10, 11, 12)}
+
+
+def test_fractional_selection_is_seeded_and_bounded() -> None:
+    nodes = list(range(100, 110))
+    picks = [_strategy(fraction_train=0.3, seed=s).select_nodes(2, nodes) for s in (1, 1, 2)]
+    assert picks[0] == picks[1] and picks[0] != picks[2] and len(picks[0]) == 3
+    assert len(_strategy(fraction_train=0.05, min_train_nodes=2).select_nodes(1, nodes)) == 2
+    assert _strategy(fraction_train=0.5, min_train_nodes=5).select_nodes(1, [1, 2]) == [1, 2]
+
+
+class CustomStrategy(StudentFedAvg):
+    """A user strategy: every node runs one step more each round."""
+
+    def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
+        return self.local_steps + server_round, "custom"
+
+
+def test_registry_builds_builtin_and_module_class() -> None:
+    assert type(build_strategy(RunConfig())) is StudentFedAvg
+    spec = f"{__name__}:CustomStrategy"
+    strategy = build_strategy(RunConfig.from_flat({"strategy": spec}, check_files=False))
+    assert isinstance(strategy, CustomStrategy)
+    assert strategy.step_budget(2, 5) == (22, "custom")
+    with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
+        RunConfig.from_flat({"strategy": f"{__name__}:Nope"}, check_files=False)
