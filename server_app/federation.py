@@ -172,6 +172,10 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         round_started = time.perf_counter()
         messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+        if len(replies) < len(messages):
+            logger.warning("round %d: %d of %d nodes did not reply within round-timeout=%s",
+                           server_round, len(messages) - len(replies), len(messages),
+                           fed.round_timeout)
         train_done = time.perf_counter()
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:

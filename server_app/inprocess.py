@@ -23,14 +23,16 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 SUPERLINK_NODE_ID = 1
+NODE_ID_BASE = 0xF0E1_D2C3_B4A5_9687  # > 2**63, as real node IDs often are
 _CLIENT_APP_ERROR = 2  # Flower's code for an exception raised by a ClientApp
 
 
 class InProcessGrid(Grid):
     """A Grid whose ``num_nodes`` nodes run ``client_app`` in this process.
 
-    Node ``i`` (partition ``i``) has node ID ``1000 + i`` and node config
-    ``{"partition-id": i, "num-partitions": num_nodes}``.
+    Node ``i`` (partition ``i``) has node config ``{"partition-id": i,
+    "num-partitions": num_nodes}`` and, like real nodes, a large unsigned
+    64-bit node ID (``NODE_ID_BASE + 7919 * i``).
     """
 
     def __init__(
@@ -44,9 +46,9 @@ class InProcessGrid(Grid):
         self.client_app = client_app
         self.run_id = run_id
         self.contexts = {
-            1000 + i: Context(
+            NODE_ID_BASE + 7919 * i: Context(
                 run_id=run_id,
-                node_id=1000 + i,
+                node_id=NODE_ID_BASE + 7919 * i,
                 node_config={"partition-id": i, "num-partitions": num_nodes},
                 state=RecordDict(),
                 run_config=dict(run_config),

@@ -97,7 +97,9 @@ class StudentFedAvg(FedAvg):
         wanted = max(int(len(node_ids) * self.fraction_train), self.min_train_nodes)
         wanted = min(wanted, len(node_ids))
         rng = np.random.default_rng([self.seed, server_round])
-        return sorted(int(n) for n in rng.choice(sorted(node_ids), size=wanted, replace=False))
+        # Choose positions, not IDs: node IDs are unsigned 64-bit and do not survive numpy.
+        ordered = sorted(int(n) for n in node_ids)
+        return sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
 
     def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
         """Local optimizer steps for ``node_id`` this round, and the reason."""

@@ -84,6 +84,13 @@ def test_one_message_per_node_with_its_own_config() -> None:
     assert strategy.last_plan == {n: {"steps": 7, "reason": "fixed"} for n in (10, 11, 12)}
 
 
+def test_selection_keeps_64_bit_node_ids_exact() -> None:
+    nodes = [2**64 - 1, 2**63 + 12345, 171412779869714627, 3]
+    assert _strategy(fraction_train=0.5).select_nodes(1, nodes) != []
+    assert set(_strategy().select_nodes(1, nodes)) == set(nodes)
+    assert set(_strategy(fraction_train=0.5).select_nodes(4, nodes)) <= set(nodes)
+
+
 def test_fractional_selection_is_seeded_and_bounded() -> None:
     nodes = list(range(100, 110))
     picks = [_strategy(fraction_train=0.3, seed=s).select_nodes(2, nodes) for s in (1, 1, 2)]
