@@ -36,8 +36,9 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DATASETS = {"tweeteval": "tweeteval_sentiment", "genomic": "genomic_nontata_promoters"}
 
 
-def _run(config: dict[str, Any], clients: int, grid: InProcessGrid | None,
-         results: Path) -> tuple[InProcessGrid, Path]:
+def _run(
+    config: dict[str, Any], clients: int, grid: InProcessGrid | None, results: Path
+) -> tuple[InProcessGrid, Path]:
     before = set(results.iterdir())
     grid = run_in_process(config, clients, grid=grid)
     (run_dir,) = set(results.iterdir()) - before

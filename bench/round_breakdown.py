@@ -64,7 +64,9 @@ def main() -> None:
         "embeddings": total("embed-seconds") + summary["server-embed-seconds"],
         "student_training": total("student-seconds"),
         "client_other": total("compute-seconds")
-        - total("teacher-seconds") - total("embed-seconds") - total("student-seconds"),
+        - total("teacher-seconds")
+        - total("embed-seconds")
+        - total("student-seconds"),
         "aggregation_evaluation": sum(
             r.get("aggregate-seconds", 0.0) + r.get("evaluate-seconds", 0.0) for r in rounds
         ),
@@ -75,8 +77,10 @@ def main() -> None:
     for name, seconds in phases.items():
         print(f"  {name:<24} {seconds:8.2f} s  {seconds / wall:6.1%}")
     share = phases["framework_overhead"] / wall
-    print(f"RESULT overhead_share={share:.3f} wall_s={wall:.1f} "
-          + " ".join(f"{k}_s={v:.2f}" for k, v in phases.items()))
+    print(
+        f"RESULT overhead_share={share:.3f} wall_s={wall:.1f} "
+        + " ".join(f"{k}_s={v:.2f}" for k, v in phases.items())
+    )
 
 
 if __name__ == "__main__":

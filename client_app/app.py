@@ -19,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from client_app.node import ClientNode
 from config.logs import configure_logging
+from config.messages import TrainInstructions
 from config.run_config import RunConfig
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
@@ -69,7 +70,7 @@ def train(msg: Message, context: Context) -> Message:
     """Distil the cached teacher into the global student for the given budget."""
     started = time.perf_counter()
     node = _node(context)
-    config = msg.content.config_records["config"]
+    orders = TrainInstructions.from_record(msg.content.config_records["config"])
     train_rows, val_rows = node.splits
     train_features, val_features = node.features()
     teacher = node.teacher()
@@ -79,13 +80,13 @@ def train(msg: Message, context: Context) -> Message:
         train_features,
         train_rows.labels,
         teacher.train_logits,
-        steps=int(config["local-steps"]),  # type: ignore[call-overload]
-        lr=float(config["student-lr"]),  # type: ignore[arg-type]
-        projection_lr=float(config["projection-lr"]),  # type: ignore[arg-type]
+        steps=orders.local_steps,
+        lr=orders.student_lr,
+        projection_lr=orders.projection_lr,
         batch_size=node.config.student.batch_size,
-        temperature=float(config["temperature"]),  # type: ignore[arg-type]
-        alpha=float(config["alpha"]),  # type: ignore[arg-type]
-        seed=node.config.federation.seed * 1000 + int(config["server-round"]) * 10 + node.partition_id,  # type: ignore[call-overload]
+        temperature=orders.temperature,
+        alpha=orders.alpha,
+        seed=node.config.federation.seed * 1000 + orders.server_round * 10 + node.partition_id,
     )
     val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     metrics = MetricRecord(

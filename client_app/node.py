@@ -18,6 +18,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
 from config.errors import ConfigError
+from config.messages import metric_float
 from config.run_config import RunConfig
 from llm.teacher import finetune_teacher, pooled_embeddings
 from tasks.datasets import TextDataset, load_task
@@ -54,7 +55,7 @@ class ClientNode:
         except KeyError as err:
             raise ConfigError(
                 f"node config lacks {err.args[0]!r}: start the SuperNode with "
-                "--node-config \"partition-id=<i> num-partitions=<n>\""
+                '--node-config "partition-id=<i> num-partitions=<n>"'
             ) from None
         self.seconds: dict[str, float] = {}
 
@@ -88,8 +89,9 @@ class ClientNode:
                 max_length=teacher.max_length,
                 batch_size=teacher.embed_batch_size,
             )
-            self.state[_FEATURES] = ArrayRecord({"train": Array(embed(train.texts)),
-                                                 "val": Array(embed(val.texts))})
+            self.state[_FEATURES] = ArrayRecord(
+                {"train": Array(embed(train.texts)), "val": Array(embed(val.texts))}
+            )
             self.seconds["embed"] = time.perf_counter() - started
         record = self.state.array_records[_FEATURES]
         return record["train"].numpy(), record["val"].numpy()
@@ -100,7 +102,10 @@ class ClientNode:
         if _TEACHER not in self.state.array_records:
             train, val = self.splits
             out = finetune_teacher(
-                train, val, self.config.teacher, seed=self.config.federation.seed + self.partition_id
+                train,
+                val,
+                self.config.teacher,
+                seed=self.config.federation.seed + self.partition_id,
             )
             seconds = out.seconds
             self.state[_TEACHER] = ArrayRecord(
@@ -120,8 +125,8 @@ class ClientNode:
         return TeacherView(
             train_logits=logits["train"].numpy(),
             val_logits=logits["val"].numpy(),
-            val_loss=float(metrics["val-loss"]),  # type: ignore[arg-type]
-            val_accuracy=float(metrics["val-accuracy"]),  # type: ignore[arg-type]
-            untrained_val_loss=float(metrics["untrained-val-loss"]),  # type: ignore[arg-type]
+            val_loss=metric_float(metrics, "val-loss"),
+            val_accuracy=metric_float(metrics, "val-accuracy"),
+            untrained_val_loss=metric_float(metrics, "untrained-val-loss"),
             seconds_this_round=seconds,
         )

@@ -91,7 +91,7 @@ class TeacherConfig:
     lora_r: int = _key("lora-r", 8, "LoRA rank.")
     lora_alpha: int = _key("lora-alpha", 16, "LoRA scaling alpha.")
     lora_dropout: float = _key("lora-dropout", 0.05, "LoRA dropout.")
-    epochs: float = _key("teacher-epochs", 1.0, "Fine-tuning epochs over the client's train rows.")
+    epochs: float = _key("teacher-epochs", 3.0, "Fine-tuning epochs over the client's train rows.")
     lr: float = _key("teacher-lr", 2e-3, "Fine-tuning learning rate (AdamW).")
     batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
     embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")
@@ -189,7 +189,9 @@ class RunConfig:
         """Check every value; raise :class:`ConfigError` on the first bad one."""
         fed, data, teacher, student = self.federation, self.data, self.teacher, self.student
         _check(fed.num_rounds >= 1, "num-server-rounds", fed.num_rounds, "must be >= 1")
-        _check(0 < fed.fraction_train <= 1, "fraction-train", fed.fraction_train, "must be in (0, 1]")
+        _check(
+            0 < fed.fraction_train <= 1, "fraction-train", fed.fraction_train, "must be in (0, 1]"
+        )
         _check(fed.min_nodes >= 1, "min-nodes", fed.min_nodes, "must be >= 1")
         _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
         _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
@@ -198,7 +200,9 @@ class RunConfig:
         _check(data.dirichlet_alpha > 0, "dirichlet-alpha", data.dirichlet_alpha, "must be > 0")
         _check(data.max_train_rows >= 0, "max-train-rows", data.max_train_rows, "must be >= 0")
         _check(0 < data.val_fraction < 1, "val-fraction", data.val_fraction, "must be in (0, 1)")
-        _check(data.server_eval_rows >= 0, "server-eval-rows", data.server_eval_rows, "must be >= 0")
+        _check(
+            data.server_eval_rows >= 0, "server-eval-rows", data.server_eval_rows, "must be >= 0"
+        )
         _check(data.kmer >= 1, "kmer", data.kmer, "must be >= 1")
         _check(data.kmer_stride >= 1, "kmer-stride", data.kmer_stride, "must be >= 1")
         if data.data_dir and check_files:
@@ -217,7 +221,9 @@ class RunConfig:
             ("student-batch-size", student.batch_size),
         ):
             _check(value >= 1, key, value, "must be >= 1")
-        _check(0 <= teacher.lora_dropout < 1, "lora-dropout", teacher.lora_dropout, "must be in [0, 1)")
+        _check(
+            0 <= teacher.lora_dropout < 1, "lora-dropout", teacher.lora_dropout, "must be in [0, 1)"
+        )
         _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
         _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
         _check_choice("readout", student.readout, READOUTS)
@@ -231,6 +237,15 @@ class RunConfig:
         from strategies.registry import check_strategy_name  # late import: avoids a cycle
 
         check_strategy_name(fed.strategy)
+
+
+def markdown_table() -> str:
+    """The README's table of run-config keys (``python -m config.run_config``)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for section in _SECTIONS.values():
+        for f in _fields(section):
+            rows.append(f"| `{f.metadata['key']}` | `{f.default!r}` | {f.metadata['help']} |")
+    return "\n".join(rows)
 
 
 def _fields(section: type) -> tuple[dataclasses.Field[Any], ...]:
@@ -267,3 +282,7 @@ def _check_model(model: str) -> None:
         f"model={model!r}: not a preset ({', '.join(MODEL_PRESETS)}), an existing local "
         "directory, or a Hugging Face id of the form org/name"
     )
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -85,7 +85,9 @@ def predict_logits(
 ) -> np.ndarray:
     """Class logits (rows, classes), float32, in eval mode."""
     model.eval()
-    out = [model(**enc).logits.float() for _, enc in _batches(tokenizer, texts, max_length, batch_size)]
+    out = [
+        model(**enc).logits.float() for _, enc in _batches(tokenizer, texts, max_length, batch_size)
+    ]
     return torch.cat(out).numpy().astype(np.float32)
 
 
@@ -144,9 +146,7 @@ def finetune_teacher(
         val.labels,
     )
     steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr
-    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = np.random.default_rng(seed)
     order = np.empty(0, dtype=np.int64)
     model.train()
@@ -165,13 +165,19 @@ def finetune_teacher(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    train_logits = predict_logits(model, tokenizer, train.texts, cfg.max_length, cfg.embed_batch_size)
+    train_logits = predict_logits(
+        model, tokenizer, train.texts, cfg.max_length, cfg.embed_batch_size
+    )
     val_logits = predict_logits(model, tokenizer, val.texts, cfg.max_length, cfg.embed_batch_size)
     val_loss, val_accuracy = logit_metrics(val_logits, val.labels)
     seconds = time.perf_counter() - started
     logger.info(
         "teacher fine-tuned: %d steps, val loss %.4f nats (untrained %.4f), val acc %.3f, %.1f s",
-        steps, val_loss, untrained_val_loss, val_accuracy, seconds,
+        steps,
+        val_loss,
+        untrained_val_loss,
+        val_accuracy,
+        seconds,
     )
     return TeacherOutputs(
         train_logits=train_logits,

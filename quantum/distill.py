@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,9 @@ def train_student(
     Minibatches are drawn without replacement within an epoch; each epoch
     reshuffles. A trainable ``projection`` submodule learns at
     ``projection_lr`` (default ``lr``): its inputs are raw embeddings, and it
-    measured best at a smaller rate than the circuit's. Returns ``steps``, ``train_loss`` (mean of the last
-    ``min(steps, 5)`` losses; NaN when ``steps`` is 0) and wall ``seconds``.
+    measured best at a smaller rate than the circuit's. Returns ``steps``,
+    ``train_loss`` (mean of the last ``min(steps, 5)`` losses; NaN when
+    ``steps`` is 0) and wall ``seconds``.
     """
     started = time.perf_counter()
     x = torch.as_tensor(features, dtype=torch.float32)
@@ -62,7 +64,9 @@ def train_student(
         [p for p in projection.parameters() if p.requires_grad] if projection is not None else []
     )
     own = {id(p) for p in projection_params}
-    groups = [{"params": [p for p in student.parameters() if p.requires_grad and id(p) not in own]}]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in student.parameters() if p.requires_grad and id(p) not in own]}
+    ]
     if projection_params:
         groups.append({"params": projection_params, "lr": projection_lr or lr})
     optimizer = torch.optim.Adam(groups, lr=lr)

@@ -95,8 +95,7 @@ class QuantumStudent(nn.Module):
 
     def set_projection(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Set the projection: ``weight`` (n_qubits, in_features), ``bias`` (n_qubits,)."""
-        self.set_arrays({**self.get_arrays(), "projection.weight": weight,
-                         "projection.bias": bias})
+        self.set_arrays({**self.get_arrays(), "projection.weight": weight, "projection.bias": bias})
 
     def get_arrays(self) -> dict[str, np.ndarray]:
         """Every parameter (projection included), as numpy copies in a stable order."""

@@ -31,7 +31,11 @@ def main(grid: Grid, context: Context) -> None:
     writer.write_summary(summary)
     logger.info(
         "run %s: %d rounds (%s), global acc %.3f -> %.3f, loss %.4f -> %.4f",
-        summary["status"], summary["rounds"], summary["stop-reason"],
-        summary["initial-global"]["accuracy"], summary["final-global"]["accuracy"],
-        summary["initial-global"]["loss"], summary["final-global"]["loss"],
+        summary["status"],
+        summary["rounds"],
+        summary["stop-reason"],
+        summary["initial-global"]["accuracy"],
+        summary["final-global"]["accuracy"],
+        summary["initial-global"]["loss"],
+        summary["final-global"]["loss"],
     )

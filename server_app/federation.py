@@ -22,6 +22,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from config.messages import metric_int
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
 from quantum.distill import evaluate_student
@@ -106,7 +107,7 @@ def fit_projection(
         stats = MomentStats.from_arrays({k: a.numpy() for k, a in record.items()})
         pooled = stats if pooled is None else pooled + stats
         metrics = reply.content.metric_records["metrics"]
-        partitions[int(reply.metadata.src_node_id)] = int(metrics["partition-id"])  # type: ignore[call-overload]
+        partitions[int(reply.metadata.src_node_id)] = metric_int(metrics, "partition-id")
         clients.append({"node-id": int(reply.metadata.src_node_id), **dict(metrics)})
     assert pooled is not None
     weight, bias = pca_projection(pooled, n_components)
@@ -119,7 +120,9 @@ def student_record(student: QuantumStudent) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
 
 
-def evaluate_global(student: QuantumStudent, arrays: ArrayRecord, split: ServerSplit) -> dict[str, float]:
+def evaluate_global(
+    student: QuantumStudent, arrays: ArrayRecord, split: ServerSplit
+) -> dict[str, float]:
     """Cross-entropy (nats) and accuracy of ``arrays`` on the server split."""
     student.set_arrays({k: a.numpy() for k, a in arrays.items()})
     loss, accuracy = evaluate_student(student, split.features, split.labels)
@@ -128,7 +131,9 @@ def evaluate_global(student: QuantumStudent, arrays: ArrayRecord, split: ServerS
 
 def _bytes(messages: Iterable[Message]) -> int:
     return sum(
-        rec.count_bytes() for m in messages if not m.has_error()
+        rec.count_bytes()
+        for m in messages
+        if not m.has_error()
         for rec in m.content.array_records.values()
     )
 
@@ -164,8 +169,12 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             "bytes-received": projection.bytes_received,
         }
     )
-    logger.info("round 0: global acc %.3f loss %.4f (server split majority %.3f)",
-                initial["accuracy"], initial["loss"], split.majority_rate)
+    logger.info(
+        "round 0: global acc %.3f loss %.4f (server split majority %.3f)",
+        initial["accuracy"],
+        initial["loss"],
+        split.majority_rate,
+    )
     stop_reason = "max-rounds"
     rounds_run = 0
     for server_round in range(1, fed.num_rounds + 1):
@@ -173,9 +182,13 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
         if len(replies) < len(messages):
-            logger.warning("round %d: %d of %d nodes did not reply within round-timeout=%s",
-                           server_round, len(messages) - len(replies), len(messages),
-                           fed.round_timeout)
+            logger.warning(
+                "round %d: %d of %d nodes did not reply within round-timeout=%s",
+                server_round,
+                len(messages) - len(replies),
+                len(messages),
+                fed.round_timeout,
+            )
         train_done = time.perf_counter()
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
@@ -184,14 +197,19 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         global_metrics = evaluate_global(student, arrays, split)
         evaluate_seconds = time.perf_counter() - aggregate_done
         clients = [
-            {**c, "partition-id": partitions.get(c["node-id"], c.get("partition-id")),
-             "budget-reason": strategy.last_plan.get(c["node-id"], {}).get("reason")}
+            {
+                **c,
+                "partition-id": partitions.get(c["node-id"], c.get("partition-id")),
+                "budget-reason": strategy.last_plan.get(c["node-id"], {}).get("reason"),
+            }
             for c in strategy.last_client_metrics
         ]
         record = {
             "round": server_round,
             "participants": sorted(partitions.get(n, n) for n in strategy.last_plan),
-            "budgets": {str(partitions.get(n, n)): p["steps"] for n, p in strategy.last_plan.items()},
+            "budgets": {
+                str(partitions.get(n, n)): p["steps"] for n, p in strategy.last_plan.items()
+            },
             "clients": sorted(clients, key=lambda c: c["partition-id"]),
             "failures": strategy.last_failures,
             "global": global_metrics,
@@ -207,9 +225,14 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         logger.info(
             "round %d/%d: %d/%d clients replied, global acc %.3f loss %.4f, "
             "client student val loss %.4f vs teacher %.4f, %.1f s",
-            server_round, fed.num_rounds, len(clients), len(messages),
-            global_metrics["accuracy"], global_metrics["loss"],
-            _mean(clients, "student-val-loss"), _mean(clients, "teacher-val-loss"),
+            server_round,
+            fed.num_rounds,
+            len(clients),
+            len(messages),
+            global_metrics["accuracy"],
+            global_metrics["loss"],
+            _mean(clients, "student-val-loss"),
+            _mean(clients, "teacher-val-loss"),
             record["seconds"],
         )
         reason = strategy.should_stop(server_round, writer.rounds)

@@ -84,8 +84,9 @@ class InProcessGrid(Grid):
                 raise RuntimeError(f"node {node_id} was told to fail")
             return self.client_app(instruction, self.contexts[node_id])
         except Exception:  # noqa: BLE001 - every ClientApp failure becomes an error reply
-            return Message(Error(code=_CLIENT_APP_ERROR, reason=traceback.format_exc()),
-                           reply_to=instruction)
+            return Message(
+                Error(code=_CLIENT_APP_ERROR, reason=traceback.format_exc()), reply_to=instruction
+            )
 
     # Not used by the apps ------------------------------------------------------
     def set_run(self, run_id: int) -> None:  # type: ignore[override]
@@ -123,19 +124,30 @@ def run_in_process(
     from flwr.supercore.task_identity import TaskIdentity
 
     if server_app is None:
-        from server_app.app import app as server_app
+        from server_app.app import app as default_server_app
+
+        server_app = default_server_app
     if client_app is None:
-        from client_app.app import app as client_app
+        from client_app.app import app as default_client_app
+
+        client_app = default_client_app
     if grid is None:
-        grid = InProcessGrid(client_app, num_nodes, run_config, run_id=run_id, fail_nodes=fail_nodes)
+        grid = InProcessGrid(
+            client_app, num_nodes, run_config, run_id=run_id, fail_nodes=fail_nodes
+        )
     else:
         for context in grid.contexts.values():
             context.run_config = dict(run_config)
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
     try:
-        context = Context(run_id=run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                          state=RecordDict(), run_config=dict(run_config))
+        context = Context(
+            run_id=run_id,
+            node_id=SUPERLINK_NODE_ID,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(run_config),
+        )
         server_app(grid, context)
     finally:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved

@@ -42,6 +42,7 @@ class RunOutcome:
 
 def to_toml_pairs(values: Mapping[str, Any]) -> str:
     """``{"a": 1, "b": "x"}`` -> ``"a=1 b='x'"`` (the form ``--run-config`` takes)."""
+
     def literal(value: Any) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -68,8 +69,9 @@ def _flwr_json(args: list[str], env: Mapping[str, str] | None) -> dict[str, Any]
     return parsed
 
 
-def run_status(run_id: int, connection: str | None = None,
-               env: Mapping[str, str] | None = None) -> str:
+def run_status(
+    run_id: int, connection: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
     """The status of ``run_id`` as ``flwr ls`` reports it (e.g. ``finished:completed``)."""
     args = ["ls", *([connection] if connection else []), "--run-id", str(run_id)]
     runs = _flwr_json(args, env)["runs"]
@@ -99,10 +101,15 @@ def flwr_run(
     status = run_status(run_id, connection, env)
     while not status.startswith("finished"):
         if time.monotonic() > deadline:
-            subprocess.run(["flwr", "stop", str(run_id), *([connection] if connection else [])],
-                           capture_output=True, env=env, check=False)
-            return RunOutcome(run_id, f"timeout after {timeout:.0f} s ({status})",
-                              time.perf_counter() - started)
+            subprocess.run(
+                ["flwr", "stop", str(run_id), *([connection] if connection else [])],
+                capture_output=True,
+                env=env,
+                check=False,
+            )
+            return RunOutcome(
+                run_id, f"timeout after {timeout:.0f} s ({status})", time.perf_counter() - started
+            )
         time.sleep(1.0)
         status = run_status(run_id, connection, env)
     return RunOutcome(run_id, status, time.perf_counter() - started)
@@ -119,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     federation = {"num-supernodes": args.supernodes} if args.supernodes else None
-    outcome = flwr_run(args.app, run_config=args.run_config or None, federation_config=federation,
-                       connection=args.connection, timeout=args.timeout)
+    outcome = flwr_run(
+        args.app,
+        run_config=args.run_config or None,
+        federation_config=federation,
+        connection=args.connection,
+        timeout=args.timeout,
+    )
     logger.info("run %d: %s after %.0f s", outcome.run_id, outcome.status, outcome.seconds)
     return 0 if outcome.completed else 1
 

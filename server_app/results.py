@@ -91,11 +91,21 @@ def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> None:
     x = [r["round"] for r in rounds]
     for name, metric in (("accuracy", "accuracy"), ("loss", "loss")):
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(x, [r["global"][metric] for r in rounds], marker="o", label="global student (server split)")
+        ax.plot(
+            x,
+            [r["global"][metric] for r in rounds],
+            marker="o",
+            label="global student (server split)",
+        )
         for who in ("student", "teacher"):
             key = f"{who}-val-{metric}"
-            ax.plot(x, [_client_mean(r, key) for r in rounds], marker=".", linestyle="--",
-                    label=f"mean client {who} (local validation)")
+            ax.plot(
+                x,
+                [_client_mean(r, key) for r in rounds],
+                marker=".",
+                linestyle="--",
+                label=f"mean client {who} (local validation)",
+            )
         ax.set_xlabel("round")
         ax.set_ylabel("accuracy" if metric == "accuracy" else "cross-entropy (nats)")
         ax.grid(alpha=0.3)

@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from config.messages import TrainInstructions
 from config.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -122,14 +123,14 @@ class StudentFedAvg(FedAvg):
             self.last_plan[node_id] = {"steps": steps, "reason": reason}
             node_config = ConfigRecord(dict(config))
             node_config.update(
-                {
-                    "server-round": server_round,
-                    "local-steps": int(steps),
-                    "student-lr": float(self.student_lr),
-                    "projection-lr": float(self.projection_lr),
-                    "temperature": float(self.temperature),
-                    "alpha": float(self.alpha),
-                }
+                TrainInstructions(
+                    server_round=server_round,
+                    local_steps=int(steps),
+                    student_lr=float(self.student_lr),
+                    projection_lr=float(self.projection_lr),
+                    temperature=float(self.temperature),
+                    alpha=float(self.alpha),
+                ).to_record()
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
             messages.append(
@@ -148,8 +149,11 @@ class StudentFedAvg(FedAvg):
             if not r.has_error()
         ]
         self.last_failures = [
-            {"node-id": int(r.metadata.src_node_id), "code": int(r.error.code),
-             "reason": str(r.error.reason).strip().splitlines()[-1][:300]}
+            {
+                "node-id": int(r.metadata.src_node_id),
+                "code": int(r.error.code),
+                "reason": str(r.error.reason).strip().splitlines()[-1][:300],
+            }
             for r in replies
             if r.has_error()
         ]

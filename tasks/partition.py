@@ -12,7 +12,7 @@ SCHEMES = ("iid", "dirichlet")
 
 
 def sample_rows(n_rows: int, max_rows: int, seed: int) -> np.ndarray:
-    """A seeded subset of ``range(n_rows)`` of size ``max_rows``, sorted (all if ``max_rows <= 0``)."""
+    """A seeded, sorted subset of ``range(n_rows)`` of size ``max_rows`` (all if ``<= 0``)."""
     if max_rows <= 0 or max_rows >= n_rows:
         return np.arange(n_rows)
     return np.sort(np.random.default_rng(seed).choice(n_rows, size=max_rows, replace=False))
@@ -52,8 +52,12 @@ def partition_indices(
         partitioner: IidPartitioner | DirichletPartitioner = IidPartitioner(num_partitions)
     else:
         partitioner = DirichletPartitioner(
-            num_partitions, partition_by="label", alpha=alpha, min_partition_size=1,
-            self_balancing=False, seed=seed,
+            num_partitions,
+            partition_by="label",
+            alpha=alpha,
+            min_partition_size=1,
+            self_balancing=False,
+            seed=seed,
         )
     partitioner.dataset = Dataset.from_dict(
         {"label": np.asarray(labels)[rows].tolist(), "row": rows.tolist()}

@@ -26,7 +26,11 @@ def client_datasets(
     """
     pool = sample_rows(len(full_train), max_rows, seed)
     positions = partition_indices(
-        full_train.labels[pool], num_partitions, partition_id, scheme=scheme, alpha=alpha,
+        full_train.labels[pool],
+        num_partitions,
+        partition_id,
+        scheme=scheme,
+        alpha=alpha,
         seed=seed,
     )
     if len(positions) < 2:
@@ -35,7 +39,9 @@ def client_datasets(
             "lower num-partitions, raise max-train-rows or raise dirichlet-alpha"
         )
     rows = pool[positions]
-    train_rows, val_rows = train_val_split(rows, full_train.labels, val_fraction, seed + partition_id)
+    train_rows, val_rows = train_val_split(
+        rows, full_train.labels, val_fraction, seed + partition_id
+    )
     return full_train.subset(train_rows), full_train.subset(val_rows)
 
 

@@ -74,3 +74,10 @@ def test_shared_data_dirs_validate(shared_data: Path) -> None:
     RunConfig.from_flat(
         {"task": "genomic", "data-dir": str(shared_data / "genomic_nontata_promoters")}
     )
+
+
+def test_readme_lists_every_key_with_its_default() -> None:
+    from config.run_config import markdown_table
+
+    readme = (PYPROJECT.parent / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate with: python -m config.run_config"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from server_app.launch import COMPLETED, flwr_run
+from server_app.results import read_rounds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,11 +21,18 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture()
 def flwr_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A private FLWR_HOME; the local SuperLink this starts is stopped afterwards."""
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
     yield env
-    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{tmp_path}"],
-                           capture_output=True, text=True, check=False)
+    found = subprocess.run(
+        ["pgrep", "-f", f"flower-superlink.*{tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     pids = [int(pid) for pid in found.stdout.split()]
     for pid in pids:
         os.kill(pid, signal.SIGTERM)
@@ -59,12 +67,16 @@ def test_flwr_run_simulation_completes(
     (run_dir,) = results.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
+    rounds = read_rounds(run_dir / "rounds.jsonl")
+    for record in rounds[1:]:  # both simulated nodes trained in every round
+        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
+        assert record["participants"] == [0, 1]
+    assert summary["total-client-steps"] == 2 * 2 * 10
+    assert summary["final-global"]["loss"] < summary["initial-global"]["loss"]
 
 
 @pytest.mark.slow
-def test_flwr_run_bad_config_is_not_completed(
-    tmp_path: Path, flwr_env: dict[str, str]
-) -> None:
+def test_flwr_run_bad_config_is_not_completed(tmp_path: Path, flwr_env: dict[str, str]) -> None:
     outcome = flwr_run(
         str(REPO),
         run_config={"num-server-rounds": 0, "results-dir": str(tmp_path / "results")},

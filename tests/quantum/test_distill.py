@@ -59,8 +59,16 @@ def test_trains_exactly_the_given_steps_and_learns() -> None:
     loss_before, _ = evaluate_student(student, features, labels)
     calls.clear()
     out = train_student(
-        student, features, labels, np.zeros((len(labels), 2), np.float32),
-        steps=30, lr=0.1, batch_size=32, temperature=1.0, alpha=0.0, seed=0,
+        student,
+        features,
+        labels,
+        np.zeros((len(labels), 2), np.float32),
+        steps=30,
+        lr=0.1,
+        batch_size=32,
+        temperature=1.0,
+        alpha=0.0,
+        seed=0,
     )
     assert len(calls) == 30 and out["steps"] == 30
     loss_after, accuracy = evaluate_student(student, features, labels)
@@ -72,8 +80,18 @@ def test_zero_steps_changes_nothing() -> None:
     features, labels = _blobs(20)
     student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, seed=3)
     before = student.get_arrays()
-    train_student(student, features, labels, np.zeros((20, 2), np.float32), steps=0, lr=0.1,
-                  batch_size=8, temperature=1.0, alpha=0.5, seed=0)
+    train_student(
+        student,
+        features,
+        labels,
+        np.zeros((20, 2), np.float32),
+        steps=0,
+        lr=0.1,
+        batch_size=8,
+        temperature=1.0,
+        alpha=0.5,
+        seed=0,
+    )
     after = student.get_arrays()
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
@@ -83,8 +101,19 @@ def test_projection_learns_at_its_own_rate() -> None:
     student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, trainable_projection=True, seed=3)
     projection_before = student.projection.weight.detach().clone()
     weights_before = student.weights.detach().clone()
-    train_student(student, features, labels, np.zeros((64, 2), np.float32), steps=1, lr=0.1,
-                  projection_lr=0.001, batch_size=64, temperature=1.0, alpha=0.0, seed=0)
+    train_student(
+        student,
+        features,
+        labels,
+        np.zeros((64, 2), np.float32),
+        steps=1,
+        lr=0.1,
+        projection_lr=0.001,
+        batch_size=64,
+        temperature=1.0,
+        alpha=0.0,
+        seed=0,
+    )
     # Adam's first step moves every parameter by about its learning rate.
     projection_step = (student.projection.weight - projection_before).abs().max().item()
     weights_step = (student.weights - weights_before).abs().max().item()

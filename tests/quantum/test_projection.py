@@ -18,8 +18,9 @@ def _data() -> np.ndarray:
 def test_pooled_moments_equal_moments_of_pooled_data() -> None:
     x = _data()
     chunks = [x[:50], x[50:180], x[180:]]
-    pooled = sum((MomentStats.from_features(c) for c in chunks[1:]),
-                 MomentStats.from_features(chunks[0]))
+    pooled = sum(
+        (MomentStats.from_features(c) for c in chunks[1:]), MomentStats.from_features(chunks[0])
+    )
     whole = MomentStats.from_features(x)
     assert pooled.n == 300
     np.testing.assert_allclose(pooled.total, whole.total)

@@ -71,8 +71,13 @@ def test_arrays_round_trip_exactly() -> None:
     for key, value in source.get_arrays().items():
         assert np.array_equal(value, target.get_arrays()[key]), key
     assert torch.equal(source(_features()), target(_features()))
-    assert sorted(source.get_arrays()) == ["bias", "projection.bias", "projection.weight",
-                                           "scale", "weights"]
+    assert sorted(source.get_arrays()) == [
+        "bias",
+        "projection.bias",
+        "projection.weight",
+        "scale",
+        "weights",
+    ]
 
 
 def test_bad_arrays_name_the_key() -> None:

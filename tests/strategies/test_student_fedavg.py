@@ -42,26 +42,43 @@ class FakeGrid:
 
 
 def _reply(node_id: int, weights: list[float], examples: int) -> Message:
-    metadata = Metadata(run_id=1, message_id="", src_node_id=node_id, dst_node_id=1,
-                        reply_to_message_id="i", group_id="1", created_at=time.time(), ttl=60.0,
-                        message_type=MessageType.TRAIN)
-    content = RecordDict({
-        "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
-        "metrics": MetricRecord({"num-examples": examples, "steps": 5}),
-    })
+    metadata = Metadata(
+        run_id=1,
+        message_id="",
+        src_node_id=node_id,
+        dst_node_id=1,
+        reply_to_message_id="i",
+        group_id="1",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=MessageType.TRAIN,
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
+            "metrics": MetricRecord({"num-examples": examples, "steps": 5}),
+        }
+    )
     return Message(content, metadata=metadata)
 
 
 def _strategy(**kwargs: object) -> StudentFedAvg:
-    defaults = {"local_steps": 7, "student_lr": 0.05, "projection_lr": 0.02,
-                "temperature": 2.0, "alpha": 0.5}
+    defaults = {
+        "local_steps": 7,
+        "student_lr": 0.05,
+        "projection_lr": 0.02,
+        "temperature": 2.0,
+        "alpha": 0.5,
+    }
     return StudentFedAvg(**{**defaults, **kwargs})  # type: ignore[arg-type]
 
 
 def test_example_weighted_average_by_hand() -> None:
     strategy = _strategy()
     instruction = Message(RecordDict(), dst_node_id=12, message_type=MessageType.TRAIN)
-    failed = Message(Error(code=2, reason="Traceback ...\nRuntimeError: boom"), reply_to=instruction)
+    failed = Message(
+        Error(code=2, reason="Traceback ...\nRuntimeError: boom"), reply_to=instruction
+    )
     arrays, _ = strategy.aggregate_train(
         1, [_reply(10, [1.0, 1.0], 1), _reply(11, [4.0, 7.0], 2), failed]
     )

@@ -58,9 +58,18 @@ def _tweeteval_dir(root: Path, texts: int = 3, labels: int = 3, label: str = "1"
     [
         (lambda p: p / "absent", "not a directory"),
         (lambda p: (p / "file.txt").write_text("x") and p / "file.txt", "not a directory"),
-        (lambda p: _tweeteval_dir(p / "d", texts=4), "train_labels.txt has 3 lines but train_text.txt has 4"),
-        (lambda p: _tweeteval_dir(p / "d", label="pos"), "train_labels.txt line 1 is 'pos', not an integer"),
-        (lambda p: _tweeteval_dir(p / "d", label="7"), "train_labels.txt line 1 has label 7, expected 0..2"),
+        (
+            lambda p: _tweeteval_dir(p / "d", texts=4),
+            "train_labels.txt has 3 lines but train_text.txt has 4",
+        ),
+        (
+            lambda p: _tweeteval_dir(p / "d", label="pos"),
+            "train_labels.txt line 1 is 'pos', not an integer",
+        ),
+        (
+            lambda p: _tweeteval_dir(p / "d", label="7"),
+            "train_labels.txt line 1 has label 7, expected 0..2",
+        ),
         (lambda p: _tweeteval_dir(p / "d", texts=0, labels=0), "the train split is empty"),
     ],
 )
@@ -99,8 +108,10 @@ def test_unknown_task() -> None:
 
 @pytest.mark.parametrize(
     ("task", "message"),
-    [("tweeteval", "cardiffnlp/tweet_eval could not be loaded"),
-     ("genomic", "demo_human_or_worm needs a download")],
+    [
+        ("tweeteval", "cardiffnlp/tweet_eval could not be loaded"),
+        ("genomic", "demo_human_or_worm needs a download"),
+    ],
 )
 def test_hub_loaders_offline_fail_fast_and_clearly(
     task: str, message: str, monkeypatch: pytest.MonkeyPatch

@@ -16,7 +16,9 @@ LABELS = np.random.default_rng(1).integers(0, 3, size=600)
 
 
 def _all(scheme: str, seed: int, n: int = 4, alpha: float = 0.5) -> list[np.ndarray]:
-    return [partition_indices(LABELS, n, i, scheme=scheme, alpha=alpha, seed=seed) for i in range(n)]
+    return [
+        partition_indices(LABELS, n, i, scheme=scheme, alpha=alpha, seed=seed) for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
@@ -71,8 +73,7 @@ def test_train_val_split() -> None:
 def test_client_and_server_splits_on_shared_data(shared_data: Path) -> None:
     full = load_task("tweeteval", "train", str(shared_data / "tweeteval_sentiment"))
     splits = [
-        client_datasets(full, i, 3, scheme="iid", alpha=0.5, max_rows=300, val_fraction=0.2,
-                        seed=0)
+        client_datasets(full, i, 3, scheme="iid", alpha=0.5, max_rows=300, val_fraction=0.2, seed=0)
         for i in range(3)
     ]
     texts = [t for train, val in splits for t in train.texts + val.texts]
@@ -86,5 +87,4 @@ def test_client_and_server_splits_on_shared_data(shared_data: Path) -> None:
 def test_empty_partition_is_a_clear_error(shared_data: Path) -> None:
     full = load_task("tweeteval", "train", str(shared_data / "tweeteval_sentiment"))
     with pytest.raises(ConfigError, match="partition 0 of 3 has 1 row"):
-        client_datasets(full, 0, 3, scheme="iid", alpha=0.5, max_rows=3, val_fraction=0.2,
-                        seed=0)
+        client_datasets(full, 0, 3, scheme="iid", alpha=0.5, max_rows=3, val_fraction=0.2, seed=0)
