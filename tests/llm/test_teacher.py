@@ -1,0 +1,71 @@
+"""The LoRA teacher: local-path models, fine-tuning lowers the loss, embeddings, offline errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from config.errors import ConfigError
+from config.run_config import TeacherConfig
+from llm.models import load_tokenizer
+from llm.teacher import finetune_teacher, logit_metrics, pooled_embeddings
+from tasks.datasets import TextDataset
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer BERT with random weights and MiniLM's tokenizer, saved as a local model."""
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = load_tokenizer("minilm")
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _toy(rows: int) -> TextDataset:
+    words = {0: "awful terrible sad", 1: "table chair window", 2: "great happy wonderful"}
+    labels = np.arange(rows) % 3
+    return TextDataset([f"{words[int(y)]} {i}" for i, y in enumerate(labels)], labels, 3, "toy")
+
+
+def test_logit_metrics_by_hand() -> None:
+    logits = np.log(np.array([[0.5, 0.25, 0.25], [0.2, 0.2, 0.6]]))
+    loss, accuracy = logit_metrics(logits, np.array([0, 1]))
+    assert loss == pytest.approx((-np.log(0.5) - np.log(0.2)) / 2)
+    assert accuracy == 0.5
+
+
+def test_a_local_model_fine_tunes_and_its_loss_drops(tiny_model_dir: str) -> None:
+    config = TeacherConfig(model=tiny_model_dir, epochs=15.0, lr=5e-3, batch_size=8,
+                           max_length=16, lora_r=4)
+    out = finetune_teacher(_toy(24), _toy(12), config, seed=0)
+    assert out.train_logits.shape == (24, 3) and out.val_logits.shape == (12, 3)
+    assert out.steps == 45
+    assert out.val_loss < out.untrained_val_loss
+    assert out.val_accuracy > 0.6
+
+
+def test_embeddings_of_the_frozen_base(tiny_model_dir: str) -> None:
+    texts = _toy(5).texts
+    first = pooled_embeddings(tiny_model_dir, texts, max_length=16, batch_size=2)
+    again = pooled_embeddings(tiny_model_dir, texts[::-1], max_length=16, batch_size=3)
+    assert first.shape == (5, 32) and first.dtype == np.float32
+    np.testing.assert_allclose(first[::-1], again, atol=1e-5)  # no batch or order effects
+
+
+def test_minilm_is_embedded() -> None:
+    embedding = pooled_embeddings("minilm", ["a short tweet"], max_length=16, batch_size=1)
+    assert embedding.shape == (1, 384)
+
+
+def test_offline_hub_model_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as err:
+        load_tokenizer("some-org/no-such-model")
+    message = str(err.value)
+    assert message.startswith("model='some-org/no-such-model': could not be loaded")
+    assert "offline" in message and "\n" not in message
