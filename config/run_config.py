@@ -106,7 +106,7 @@ class StudentConfig:
     readout: str = _key("readout", "expval", "expval (scaled expectation values) or probs.")
     device: str = _key("device", "default.qubit", f"Quantum device: {', '.join(DEVICES)}.")
     projection: str = _key(
-        "projection", "pca", "pca (federated PCA, fixed) or linear (trainable, starts at PCA)."
+        "projection", "linear", "linear (trainable, starts at the federated PCA) or pca (fixed)."
     )
     local_steps: int = _key("local-steps", 20, "Student optimizer steps per round.")
     lr: float = _key("student-lr", 0.05, "Student learning rate (Adam).")
