@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: Losses of the last steps averaged into ``train_loss``.
+LOSS_TAIL = 5
 
 
 def kd_loss(
@@ -18,18 +25,96 @@ def kd_loss(
     temperature: float,
     alpha: float,
 ) -> torch.Tensor:
-    """``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``.
+    """Distillation loss ``alpha * T^2 * KL(p_T || q_T) + (1 - alpha) * CE(student, labels)``.
 
-    ``teacher_T = softmax(teacher_logits / T)`` and likewise for the student;
-    KL is averaged over the batch, in nats. The ``T^2`` factor keeps the
-    gradient of the KL term on the same scale as the cross-entropy's when T
-    changes (Hinton et al., 2015).
+    ``p_T = softmax(teacher_logits / T)``, ``q_T = softmax(student_logits / T)``;
+    the KL is summed over classes and averaged over the batch, in nats. The
+    ``T^2`` factor keeps the gradient of the KL term on the same scale as the
+    cross-entropy's when T changes (Hinton et al., 2015). The cross-entropy
+    uses the unsoftened student logits.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor
+        Shape (batch, n_classes).
+    labels : torch.Tensor
+        Shape (batch,), int64 class indices in [0, n_classes).
+    temperature : float
+        T > 0.
+    alpha : float
+        Weight of the KL term, in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss in nats, >= 0.
     """
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
     ce = F.cross_entropy(student_logits, labels)
     return alpha * temperature**2 * kl + (1.0 - alpha) * ce
+
+
+def make_optimizer(
+    student: nn.Module, lr: float, projection_lr: float | None = None
+) -> torch.optim.Adam:
+    """Adam over the trainable parameters; a trainable ``projection`` gets ``projection_lr``.
+
+    Parameters
+    ----------
+    student : nn.Module
+        The student; its optional ``projection`` submodule is grouped apart.
+    lr : float
+        Learning rate of the circuit and readout parameters.
+    projection_lr : float, optional
+        Learning rate of the projection; ``None`` means ``lr``.
+    """
+    projection = getattr(student, "projection", None)
+    projection_params = (
+        [p for p in projection.parameters() if p.requires_grad] if projection is not None else []
+    )
+    own = {id(p) for p in projection_params}
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in student.parameters() if p.requires_grad and id(p) not in own]}
+    ]
+    if projection_params:
+        groups.append({"params": projection_params, "lr": projection_lr or lr})
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def minibatches(rows: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Endless seeded minibatch indices: each epoch is a fresh permutation of ``range(rows)``.
+
+    Rows are drawn without replacement within an epoch; the last batch of an
+    epoch holds the remainder (``rows % batch_size`` rows, if not 0).
+
+    Yields
+    ------
+    np.ndarray
+        int64 indices, shape (<= batch_size,).
+    """
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(rows)
+        for start in range(0, rows, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _check_training_inputs(
+    features: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray, steps: int, batch: int
+) -> None:
+    if steps < 0:
+        raise ValueError(f"steps={steps} must be >= 0")
+    if batch < 1:
+        raise ValueError(f"batch_size={batch} must be >= 1")
+    if not len(features) == len(labels) == len(teacher_logits):
+        raise ValueError(
+            f"features, labels and teacher_logits have {len(features)}, {len(labels)} and "
+            f"{len(teacher_logits)} rows; they must match"
+        )
+    if steps > 0 and len(features) == 0:
+        raise ValueError("cannot train the student on 0 rows")
 
 
 def train_student(
@@ -48,55 +133,88 @@ def train_student(
 ) -> dict[str, float]:
     """Run exactly ``steps`` Adam steps of :func:`kd_loss` on seeded minibatches.
 
-    Minibatches are drawn without replacement within an epoch; each epoch
-    reshuffles. A trainable ``projection`` submodule learns at
-    ``projection_lr`` (default ``lr``): its inputs are raw embeddings, and it
-    measured best at a smaller rate than the circuit's. Returns ``steps``,
-    ``train_loss`` (mean of the last ``min(steps, 5)`` losses; NaN when
-    ``steps`` is 0) and wall ``seconds``.
+    Parameters
+    ----------
+    student : nn.Module
+        Maps (batch, in_features) float32 to (batch, n_classes) logits; trained in place.
+    features : np.ndarray
+        Shape (rows, in_features).
+    labels : np.ndarray
+        Shape (rows,), class indices.
+    teacher_logits : np.ndarray
+        Shape (rows, n_classes).
+    steps : int
+        Optimizer steps, >= 0 (0 changes nothing).
+    lr : float
+        Adam learning rate of the circuit and readout.
+    projection_lr : float, optional
+        Adam learning rate of a trainable ``projection`` (default ``lr``): its
+        inputs are raw embeddings, and it measured best at a smaller rate.
+    batch_size : int
+        Minibatch rows, >= 1; see :func:`minibatches`.
+    temperature, alpha : float
+        See :func:`kd_loss`.
+    seed : int
+        Seeds the minibatch order.
+
+    Returns
+    -------
+    dict of str to float
+        ``steps``; ``train_loss``, the mean loss (nats) of the last
+        ``min(steps, 5)`` steps, NaN when ``steps`` is 0; ``seconds``, wall time.
     """
     started = time.perf_counter()
+    _check_training_inputs(features, labels, teacher_logits, steps, batch_size)
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
     t = torch.as_tensor(teacher_logits, dtype=torch.float32)
-    projection = getattr(student, "projection", None)
-    projection_params = (
-        [p for p in projection.parameters() if p.requires_grad] if projection is not None else []
-    )
-    own = {id(p) for p in projection_params}
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in student.parameters() if p.requires_grad and id(p) not in own]}
-    ]
-    if projection_params:
-        groups.append({"params": projection_params, "lr": projection_lr or lr})
-    optimizer = torch.optim.Adam(groups, lr=lr)
-    rng = np.random.default_rng(seed)
-    order = np.empty(0, dtype=np.int64)
+    optimizer = make_optimizer(student, lr, projection_lr)
+    batches = minibatches(len(x), batch_size, seed)
     losses: list[float] = []
     student.train()
     for _ in range(steps):
-        if len(order) == 0:
-            order = rng.permutation(len(x))
-        rows = torch.as_tensor(order[:batch_size])
-        order = order[batch_size:]
+        rows = torch.as_tensor(next(batches))
         loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    tail = losses[-5:]
-    return {
+    tail = losses[-LOSS_TAIL:]
+    result = {
         "steps": float(steps),
         "train_loss": float(np.mean(tail)) if tail else float("nan"),
         "seconds": time.perf_counter() - started,
     }
+    logger.debug("student trained: %s", result)
+    return result
 
 
 @torch.no_grad()
 def evaluate_student(
     student: nn.Module, features: np.ndarray, labels: np.ndarray, batch_size: int = 512
 ) -> tuple[float, float]:
-    """Mean cross-entropy (nats) and accuracy of the student on ``features``."""
+    """Cross-entropy and accuracy of the student, without gradients.
+
+    Parameters
+    ----------
+    student : nn.Module
+        Maps (batch, in_features) float32 to (batch, n_classes) logits.
+    features : np.ndarray
+        Shape (rows, in_features), rows >= 1.
+    labels : np.ndarray
+        Shape (rows,), class indices.
+    batch_size : int
+        Rows per forward pass (memory only; the result does not depend on it).
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy in nats (computed in float64).
+    accuracy : float
+        Fraction of rows whose argmax logit is the label, in [0, 1].
+    """
+    if len(features) == 0 or len(features) != len(labels):
+        raise ValueError(f"need >= 1 row and matching labels, got {len(features)}/{len(labels)}")
     student.eval()
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -15,39 +16,72 @@ from quantum.circuits import build_vqc
 if TYPE_CHECKING:
     from config.run_config import RunConfig
 
+logger = logging.getLogger(__name__)
+
 _EPS = 1e-9
+#: Initial ``scale`` of the expval readout: logits in [-4, 4], so softmax is not flat.
+INITIAL_SCALE = 4.0
+#: Standard deviation (radians) of the initial circuit weights.
+INITIAL_WEIGHT_STD = 0.1
+
+
+def to_angles(z: torch.Tensor) -> torch.Tensor:
+    """Map projected features to embedding angles: ``pi/2 + arctan(z)``.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        Projected features, shape (batch, n_qubits), any real values
+        (about zero mean, unit variance after the whitened PCA).
+
+    Returns
+    -------
+    torch.Tensor
+        Angles in radians, same shape and dtype, in the open interval (0, pi).
+        Monotonic in ``z`` and centred at ``pi/2``, where ``cos`` (what a Z
+        measurement sees of an RY rotation) is steepest.
+    """
+    return math.pi / 2 + torch.atan(z)
 
 
 class QuantumStudent(nn.Module):
     """A VQC classifier reading an embedding through a projection shared by all clients.
 
     ``features`` (batch, in_features) -> ``z = projection(features)`` (batch,
-    n_qubits) -> angles ``pi/2 + arctan(z)`` in (0, pi) -> circuit -> readout.
-    The angle map is monotonic and centred where ``cos`` (what an RY
-    embedding shows to a Z measurement) is steepest; ``pi * tanh(z)`` wraps
-    round and measured 3-5 points worse. Readouts:
+    n_qubits) -> angles :func:`to_angles` in (0, pi) -> circuit -> readout.
+    The angle map is monotonic and centred where ``cos`` is steepest;
+    ``pi * tanh(z)`` folds ``z`` and ``-z`` onto the same ``<Z>`` and measured
+    3-5 accuracy points worse. Readouts:
 
     - ``expval``: logits ``scale * <Z_c> + bias`` (trainable ``scale`` and
       ``bias`` per class);
-    - ``probs``: logits ``log p_c`` of the renormalised first ``classes``
-      basis-state probabilities.
+    - ``probs``: logits ``log(p_c / sum_k p_k + 1e-9)`` of the first
+      ``n_classes`` basis-state probabilities.
 
-    ``softmax(logits)`` is the student's distribution over the classes.
+    ``softmax(logits)`` is the student's distribution over the classes. All
+    parameters are float32; the circuit itself runs in float64/complex128.
 
     Parameters
     ----------
     in_features : int
         Embedding size (384 for MiniLM).
     n_classes : int
-        Classes of the task.
-    n_qubits, n_layers : int
-        Circuit width and entangling depth.
+        Classes of the task, >= 2.
+    n_qubits : int
+        Circuit width in [1, 16]; also the projection's output size.
+    n_layers : int
+        Entangling layers, >= 1.
     readout : {"expval", "probs"}
     device_name : {"default.qubit", "lightning.qubit"}
     trainable_projection : bool
         False for ``projection = pca`` (fixed), True for ``linear``.
     seed : int
-        Seeds the initial parameters.
+        Seeds every initial parameter (same seed -> same student everywhere).
+
+    Raises
+    ------
+    ConfigError
+        If the circuit settings are invalid (see ``quantum.circuits.check_circuit``).
     """
 
     def __init__(
@@ -68,44 +102,101 @@ class QuantumStudent(nn.Module):
         self.readout = readout
         generator = torch.Generator().manual_seed(seed)
         self.projection = nn.Linear(in_features, n_qubits)
-        with torch.no_grad():
-            bound = 1.0 / math.sqrt(in_features)
-            self.projection.weight.uniform_(-bound, bound, generator=generator)
-            self.projection.bias.zero_()
+        _init_projection(self.projection, generator)
         self.projection.requires_grad_(trainable_projection)
         # Small angles: the circuit starts near the embedding's own readout.
-        self.weights = nn.Parameter(
-            torch.randn(shapes["weights"], generator=generator, dtype=torch.float64) * 0.1
-        )
+        noise = torch.randn(shapes["weights"], generator=generator, dtype=torch.float64)
+        self.weights = nn.Parameter((noise * INITIAL_WEIGHT_STD).to(torch.float32))
         if readout == "expval":
-            self.scale = nn.Parameter(torch.full((n_classes,), 4.0, dtype=torch.float64))
-            self.bias = nn.Parameter(torch.zeros(n_classes, dtype=torch.float64))
+            self.scale = nn.Parameter(torch.full((n_classes,), INITIAL_SCALE))
+            self.bias = nn.Parameter(torch.zeros(n_classes))
+        logger.debug(
+            "student: %d -> %d qubits, %d trainable parameters",
+            in_features,
+            n_qubits,
+            self.num_trainable(),
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Class logits, float32 of shape (batch, n_classes), for float32 features (batch, in)."""
-        angles = math.pi / 2 + torch.atan(self.projection(features))
-        out = self.circuit(angles.to(torch.float64), self.weights)
+        """Class logits.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            Embeddings, shape (batch, in_features); cast to float32.
+
+        Returns
+        -------
+        torch.Tensor
+            Logits, float32 of shape (batch, n_classes); ``softmax`` over the
+            last axis is the student's class distribution.
+        """
+        z = self.projection(features.to(self.projection.weight.dtype))
+        out = self.circuit(to_angles(z).to(torch.float64), self.weights.to(torch.float64))
         if self.readout == "expval":
-            expvals = torch.stack(list(out), dim=-1)
-            logits = self.scale * expvals + self.bias
-        else:
-            probs = out[..., : self.n_classes]
-            logits = torch.log(probs / probs.sum(dim=-1, keepdim=True) + _EPS)
-        return logits.to(torch.float32)
+            return self._expval_logits(out)
+        return self._probs_logits(out)
+
+    def _expval_logits(self, out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """``scale * <Z_c> + bias``: (batch, n_classes) float32 from n_classes (batch,) tensors."""
+        expvals = torch.stack(list(out), dim=-1).to(torch.float32)
+        return self.scale * expvals + self.bias
+
+    def _probs_logits(self, probs: torch.Tensor) -> torch.Tensor:
+        """Log of the renormalised first n_classes probabilities of (batch, 2**wires)."""
+        kept = probs[..., : self.n_classes]
+        return torch.log(kept / kept.sum(dim=-1, keepdim=True) + _EPS).to(torch.float32)
 
     def set_projection(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        """Set the projection: ``weight`` (n_qubits, in_features), ``bias`` (n_qubits,)."""
+        """Set the projection (stored as float32).
+
+        Parameters
+        ----------
+        weight : np.ndarray
+            Shape (n_qubits, in_features), e.g. the whitened PCA components.
+        bias : np.ndarray
+            Shape (n_qubits,).
+
+        Raises
+        ------
+        ValueError
+            If a shape is wrong (the message names ``projection.weight`` or
+            ``projection.bias``).
+        """
         self.set_arrays({**self.get_arrays(), "projection.weight": weight, "projection.bias": bias})
 
     def get_arrays(self) -> dict[str, np.ndarray]:
-        """Every parameter (projection included), as numpy copies in a stable order."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
+        """Every parameter, projection included, as float32 numpy copies.
+
+        Returns
+        -------
+        dict of str to np.ndarray
+            In this order: ``weights`` (n_layers, n_qubits, 3) radians, then for
+            ``expval`` ``scale`` (n_classes,) and ``bias`` (n_classes,), then
+            ``projection.weight`` (n_qubits, in_features) and
+            ``projection.bias`` (n_qubits,).
+        """
+        return {
+            key: value.detach().cpu().numpy().astype(np.float32, copy=True)
+            for key, value in self.state_dict().items()
+        }
 
     def set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Inverse of :meth:`get_arrays`; a missing key or wrong shape raises ValueError."""
+        """Load parameters: the exact inverse of :meth:`get_arrays`.
+
+        Parameters
+        ----------
+        arrays : Mapping of str to np.ndarray
+            The keys and shapes :meth:`get_arrays` returns (any order); values
+            are cast to float32.
+
+        Raises
+        ------
+        ValueError
+            Naming the first missing, unexpected or wrongly shaped key.
+        """
         state = self.state_dict()
-        if set(arrays) != set(state):
-            raise ValueError(f"student arrays {sorted(arrays)} do not match {sorted(state)}")
+        _check_keys(arrays, state)
         for key, value in arrays.items():
             if tuple(np.shape(value)) != tuple(state[key].shape):
                 raise ValueError(
@@ -117,12 +208,43 @@ class QuantumStudent(nn.Module):
         )
 
     def num_trainable(self) -> int:
-        """Number of trainable scalars."""
+        """Number of trainable scalars (the projection counts only when trainable)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+def _init_projection(projection: nn.Linear, generator: torch.Generator) -> None:
+    """Seeded init: weight ~ U(-1/sqrt(in), 1/sqrt(in)), bias 0 (PCA usually replaces it)."""
+    bound = 1.0 / math.sqrt(projection.in_features)
+    with torch.no_grad():
+        projection.weight.uniform_(-bound, bound, generator=generator)
+        projection.bias.zero_()
+
+
+def _check_keys(arrays: Mapping[str, np.ndarray], state: Mapping[str, torch.Tensor]) -> None:
+    """Raise ValueError naming the first missing or unexpected student array."""
+    missing = [key for key in state if key not in arrays]
+    if missing:
+        raise ValueError(f"student array {missing[0]!r} is missing; expected keys {list(state)}")
+    unexpected = [key for key in arrays if key not in state]
+    if unexpected:
+        raise ValueError(
+            f"student array {unexpected[0]!r} is unexpected; expected keys {list(state)}"
+        )
+
+
 def build_student(config: RunConfig, in_features: int, n_classes: int) -> QuantumStudent:
-    """The student the run configuration describes (same initial weights everywhere)."""
+    """The student the run configuration describes (same initial weights everywhere).
+
+    Parameters
+    ----------
+    config : RunConfig
+        Reads ``n-qubits``, ``n-layers``, ``readout``, ``device``,
+        ``projection`` (``linear`` -> trainable) and ``seed``.
+    in_features : int
+        Embedding size.
+    n_classes : int
+        Classes of the task.
+    """
     student = config.student
     return QuantumStudent(
         in_features,

@@ -61,3 +61,22 @@ def test_sign_convention_is_deterministic() -> None:
 def test_too_many_components() -> None:
     with pytest.raises(ValueError, match="n_components=11"):
         pca_projection(MomentStats.from_features(_data()), 11)
+
+
+def test_wire_format_is_checked() -> None:
+    arrays = MomentStats.from_features(_data()).to_arrays()
+    assert arrays["n"].dtype == np.int64 and arrays["outer"].shape == (10, 10)
+    with pytest.raises(ValueError, match="'outer' has shape"):
+        MomentStats.from_arrays({**arrays, "outer": np.zeros((9, 10))})
+    with pytest.raises(ValueError, match="'total' is missing"):
+        MomentStats.from_arrays({"n": arrays["n"], "outer": arrays["outer"]})
+
+
+def test_pooling_different_feature_sizes_fails() -> None:
+    with pytest.raises(ValueError, match="10 and 3 features"):
+        _ = MomentStats.from_features(_data()) + MomentStats.from_features(np.ones((4, 3)))
+
+
+def test_no_rows() -> None:
+    with pytest.raises(ValueError, match="0 rows"):
+        pca_projection(MomentStats.from_features(np.zeros((0, 10))), 2)

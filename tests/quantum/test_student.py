@@ -8,7 +8,7 @@ import torch
 
 from config.errors import ConfigError
 from quantum.circuits import build_vqc
-from quantum.student import QuantumStudent
+from quantum.student import QuantumStudent, to_angles
 
 
 def _features(rows: int = 5, dims: int = 6) -> torch.Tensor:
@@ -38,7 +38,7 @@ def test_output_is_a_distribution_over_the_classes(readout: str, device: str, cl
 def test_probs_readout_is_the_renormalised_basis_distribution() -> None:
     student = QuantumStudent(6, 3, n_qubits=4, readout="probs", seed=2)
     x = _features()
-    angles = torch.pi / 2 + torch.atan(student.projection(x))
+    angles = to_angles(student.projection(x))
     basis = student.circuit(angles.double(), student.weights)  # 4 outcomes of 2 wires
     expected = basis[:, :3] / basis[:, :3].sum(dim=1, keepdim=True)
     assert torch.allclose(torch.softmax(student(x), 1).double(), expected, atol=1e-6)
@@ -51,17 +51,33 @@ def test_expval_readouts_differ_per_class() -> None:
     assert not torch.allclose(logits[:, 1], logits[:, 2])
 
 
-def test_statevector_devices_agree_and_gradients_match() -> None:
-    backprop = QuantumStudent(6, 3, n_qubits=4, device_name="default.qubit", seed=4)
-    adjoint = QuantumStudent(6, 3, n_qubits=4, device_name="lightning.qubit", seed=4)
+def test_angles_are_monotonic_in_zero_to_pi() -> None:
+    z = torch.linspace(-50.0, 50.0, 1001)
+    angles = to_angles(z)
+    assert torch.all(angles > 0) and torch.all(angles < torch.pi)
+    assert torch.all(torch.diff(angles) > 0)
+    assert to_angles(torch.zeros(1)).item() == pytest.approx(torch.pi / 2)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_statevector_devices_agree_and_gradients_match(classes: int) -> None:
+    kwargs = {"n_qubits": 4, "trainable_projection": True}
+    backprop = QuantumStudent(6, classes, device_name="default.qubit", seed=4, **kwargs)
+    adjoint = QuantumStudent(6, classes, device_name="lightning.qubit", seed=9, **kwargs)
     adjoint.set_arrays(backprop.get_arrays())
     x = _features(3)
     out_b, out_a = backprop(x), adjoint(x)
     assert torch.allclose(out_b, out_a, atol=1e-6)
-    out_b.sum().backward()
-    out_a.sum().backward()
-    assert backprop.weights.grad is not None and adjoint.weights.grad is not None
-    assert torch.allclose(backprop.weights.grad, adjoint.weights.grad, atol=1e-6)
+    # A loss that weights every logit differently, so no gradient cancels by symmetry.
+    mix = torch.linspace(0.5, 2.0, 3 * classes).reshape(3, classes)
+    (out_b * mix).sum().backward()
+    (out_a * mix).sum().backward()
+    grads_b = dict(backprop.named_parameters())
+    for name, param in adjoint.named_parameters():
+        grad_b, grad_a = grads_b[name].grad, param.grad
+        assert grad_b is not None and grad_a is not None, name
+        assert grad_b.abs().max() > 0, name
+        assert torch.allclose(grad_b, grad_a, atol=1e-6), name
 
 
 def test_arrays_round_trip_exactly() -> None:
@@ -71,6 +87,8 @@ def test_arrays_round_trip_exactly() -> None:
     for key, value in source.get_arrays().items():
         assert np.array_equal(value, target.get_arrays()[key]), key
     assert torch.equal(source(_features()), target(_features()))
+    assert all(value.dtype == np.float32 for value in source.get_arrays().values())
+    assert list(source.get_arrays()) == list(target.get_arrays())  # stable order
     assert sorted(source.get_arrays()) == [
         "bias",
         "projection.bias",
@@ -80,12 +98,39 @@ def test_arrays_round_trip_exactly() -> None:
     ]
 
 
+def test_get_arrays_are_copies() -> None:
+    student = QuantumStudent(6, 2, n_qubits=2, seed=1)
+    arrays = student.get_arrays()
+    arrays["weights"][...] = 7.0
+    assert not np.any(student.get_arrays()["weights"] == 7.0)
+
+
+def test_probs_student_has_no_readout_parameters() -> None:
+    student = QuantumStudent(6, 3, n_qubits=4, n_layers=2, readout="probs")
+    assert list(student.get_arrays()) == ["weights", "projection.weight", "projection.bias"]
+    assert student.num_trainable() == 2 * 4 * 3
+
+
 def test_bad_arrays_name_the_key() -> None:
     student = QuantumStudent(6, 2, n_qubits=2, seed=1)
     arrays = student.get_arrays()
-    arrays["weights"] = np.zeros((1, 1, 3))
     with pytest.raises(ValueError, match="'weights' has shape"):
-        student.set_arrays(arrays)
+        student.set_arrays({**arrays, "weights": np.zeros((1, 1, 3))})
+    with pytest.raises(ValueError, match="'scale' is missing"):
+        student.set_arrays({k: v for k, v in arrays.items() if k != "scale"})
+    with pytest.raises(ValueError, match="'extra' is unexpected"):
+        student.set_arrays({**arrays, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match="'projection.weight' has shape"):
+        student.set_projection(np.zeros((3, 6)), np.zeros(2))
+
+
+def test_set_projection_is_used_by_forward() -> None:
+    student = QuantumStudent(6, 2, n_qubits=2, seed=1)
+    weight = np.arange(12, dtype=np.float64).reshape(2, 6) / 10
+    student.set_projection(weight, np.array([0.5, -0.5]))
+    x = _features()
+    expected = x.double() @ torch.tensor(weight).T + torch.tensor([0.5, -0.5])
+    assert torch.allclose(student.projection(x).double(), expected, atol=1e-5)
 
 
 def test_parameter_count() -> None:
@@ -103,6 +148,9 @@ def test_parameter_count() -> None:
         ({"readout": "counts"}, "readout='counts': must be one of expval, probs"),
         ({"device_name": "ibm:foo"}, "device='ibm:foo': must be one of"),
         ({"readout": "probs", "device_name": "lightning.qubit"}, "readout='probs': lightning"),
+        ({"n_qubits": 1, "readout": "probs"}, "n-qubits=1: readout='probs' needs 2 qubits"),
+        ({"n_qubits": 17}, "n-qubits=17: must be in [1, 16]"),
+        ({"n_classes": 1}, "task: has 1 class(es)"),
     ],
 )
 def test_bad_circuit_settings(kwargs: dict, message: str) -> None:
