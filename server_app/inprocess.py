@@ -11,11 +11,12 @@ or deployment.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import traceback
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -121,8 +122,6 @@ def run_in_process(
     (cached embeddings and teachers), with the new ``run_config``; only
     settings that leave the data and the teacher unchanged may differ.
     """
-    from flwr.supercore.task_identity import TaskIdentity
-
     if server_app is None:
         from server_app.app import app as default_server_app
 
@@ -138,17 +137,31 @@ def run_in_process(
     else:
         for context in grid.contexts.values():
             context.run_config = dict(run_config)
+    context = Context(
+        run_id=run_id,
+        node_id=SUPERLINK_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config),
+    )
+    with task_identity(run_id):
+        server_app(grid, context)
+    return grid
+
+
+@contextlib.contextmanager
+def task_identity(run_id: int = 1) -> Iterator[None]:
+    """Act as the SuperLink's task of run ``run_id`` (instruction messages need one).
+
+    Outside a real run, building an instruction ``Message`` raises
+    ``TaskIdentity.run_id is not set``; this sets it, and restores the
+    previous identity on exit.
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, SUPERLINK_NODE_ID, 1
     try:
-        context = Context(
-            run_id=run_id,
-            node_id=SUPERLINK_NODE_ID,
-            node_config={},
-            state=RecordDict(),
-            run_config=dict(run_config),
-        )
-        server_app(grid, context)
+        yield
     finally:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
-    return grid

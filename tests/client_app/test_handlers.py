@@ -7,26 +7,30 @@ from pathlib import Path
 
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.app import app
 from config import ConfigError, RunConfig
 from quantum.student import build_student
+from server_app.inprocess import task_identity
 
 
 @pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+def as_superlink() -> Iterator[None]:
+    with task_identity():
+        yield
 
 
 def _context(shared_data: Path, node_config: dict | None = None) -> Context:
     run_config = {"data-dir": str(shared_data / "tweeteval_sentiment"), "max-train-rows": 120}
-    return Context(run_id=1, node_id=7, state=RecordDict(), run_config=run_config,
-                   node_config={"partition-id": 1, "num-partitions": 2} if node_config is None
-                   else node_config)
+    return Context(
+        run_id=1,
+        node_id=7,
+        state=RecordDict(),
+        run_config=run_config,
+        node_config={"partition-id": 1, "num-partitions": 2}
+        if node_config is None
+        else node_config,
+    )
 
 
 def _ask(message_type: str, content: RecordDict, context: Context) -> Message:

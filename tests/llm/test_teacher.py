@@ -19,8 +19,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("minilm")
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
@@ -40,8 +45,9 @@ def test_logit_metrics_by_hand() -> None:
 
 
 def test_a_local_model_fine_tunes_and_its_loss_drops(tiny_model_dir: str) -> None:
-    config = TeacherConfig(model=tiny_model_dir, epochs=15.0, lr=5e-3, batch_size=8,
-                           max_length=16, lora_r=4)
+    config = TeacherConfig(
+        model=tiny_model_dir, epochs=15.0, lr=5e-3, batch_size=8, max_length=16, lora_r=4
+    )
     out = finetune_teacher(_toy(24), _toy(12), config, seed=0)
     assert out.train_logits.shape == (24, 3) and out.val_logits.shape == (12, 3)
     assert out.steps == 45

@@ -18,19 +18,16 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from config import ConfigError, RunConfig
+from server_app.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
 
 
 @pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Instruction messages need a run identity outside a real run."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+def as_superlink() -> Iterator[None]:
+    with task_identity():
+        yield
 
 
 class FakeGrid:
