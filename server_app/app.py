@@ -8,6 +8,7 @@ import time
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from config.errors import ConfigError
 from config.logs import configure_logging
 from config.run_config import RunConfig
 from server_app.federation import run_federation
@@ -22,7 +23,11 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run one LLM-QFL federation as configured by ``context.run_config``."""
     configure_logging()
-    config = RunConfig.from_flat(context.run_config)  # bad settings stop here, in one line
+    try:
+        config = RunConfig.from_flat(context.run_config)
+    except ConfigError as err:  # bad settings stop here, before anything slow
+        logger.error("invalid run config: %s", err)
+        raise
     run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-run{context.run_id}"
     writer = ResultsWriter(config.output.results_dir, run_name)
     writer.write_config(config.to_flat())
