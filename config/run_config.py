@@ -22,11 +22,7 @@ from typing import Any
 from config.errors import ConfigError
 
 MODEL_PRESETS = ("minilm",)
-DEVICES = ("default.qubit", "lightning.qubit")
 PROJECTIONS = ("pca", "linear")
-READOUTS = ("expval", "probs")
-PARTITIONERS = ("iid", "dirichlet")
-TASKS = ("tweeteval", "genomic")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -59,7 +55,7 @@ class FederationConfig:
 class DataConfig:
     """Which data, and how it is split among clients and the server."""
 
-    task: str = _key("task", "tweeteval", f"Task: one of {', '.join(TASKS)}.")
+    task: str = _key("task", "tweeteval", "Task: tweeteval or genomic.")
     data_dir: str = _key(
         "data-dir", "", "Local copy of the task's data; empty means the hub or package loader."
     )
@@ -104,7 +100,9 @@ class StudentConfig:
     n_qubits: int = _key("n-qubits", 4, "Qubits of the circuit.")
     n_layers: int = _key("n-layers", 3, "Entangling layers.")
     readout: str = _key("readout", "expval", "expval (scaled expectation values) or probs.")
-    device: str = _key("device", "default.qubit", f"Quantum device: {', '.join(DEVICES)}.")
+    device: str = _key(
+        "device", "default.qubit", "Quantum device: default.qubit or lightning.qubit."
+    )
     projection: str = _key(
         "projection", "linear", "linear (trainable, starts at the federated PCA) or pca (fixed)."
     )
@@ -195,8 +193,13 @@ class RunConfig:
         _check(fed.min_nodes >= 1, "min-nodes", fed.min_nodes, "must be >= 1")
         _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
         _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
+        # The packages that implement each choice own its list (late imports: they import config).
+        from quantum.circuits import DEVICES, READOUTS
+        from tasks.datasets import TASKS
+        from tasks.partition import SCHEMES
+
         _check_choice("task", data.task, TASKS)
-        _check_choice("partitioner", data.partitioner, PARTITIONERS)
+        _check_choice("partitioner", data.partitioner, SCHEMES)
         _check(data.dirichlet_alpha > 0, "dirichlet-alpha", data.dirichlet_alpha, "must be > 0")
         _check(data.max_train_rows >= 0, "max-train-rows", data.max_train_rows, "must be >= 0")
         _check(0 < data.val_fraction < 1, "val-fraction", data.val_fraction, "must be in (0, 1)")
@@ -227,7 +230,7 @@ class RunConfig:
         _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
         _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
         _check_choice("readout", student.readout, READOUTS)
-        _check_choice("device", student.device, DEVICES)
+        _check_choice("device", student.device, tuple(DEVICES))
         _check_choice("projection", student.projection, PROJECTIONS)
         _check(student.local_steps >= 0, "local-steps", student.local_steps, "must be >= 0")
         _check(student.lr > 0, "student-lr", student.lr, "must be > 0")
