@@ -86,7 +86,7 @@ def train(msg: Message, context: Context) -> Message:
         batch_size=node.config.student.batch_size,
         temperature=orders.temperature,
         alpha=orders.alpha,
-        seed=node.config.federation.seed * 1000 + orders.server_round * 10 + node.partition_id,
+        seed=(node.config.federation.seed, orders.server_round, node.partition_id),
     )
     val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     metrics = MetricRecord(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,7 @@ def make_optimizer(
     return torch.optim.Adam(groups, lr=lr)
 
 
-def minibatches(rows: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+def minibatches(rows: int, batch_size: int, seed: int | Sequence[int]) -> Iterator[np.ndarray]:
     """Endless seeded minibatch indices: each epoch is a fresh permutation of ``range(rows)``.
 
     Rows are drawn without replacement within an epoch; the last batch of an
@@ -129,7 +129,7 @@ def train_student(
     batch_size: int,
     temperature: float,
     alpha: float,
-    seed: int,
+    seed: int | Sequence[int],
 ) -> dict[str, float]:
     """Run exactly ``steps`` Adam steps of :func:`kd_loss` on seeded minibatches.
 
@@ -154,7 +154,7 @@ def train_student(
         Minibatch rows, >= 1; see :func:`minibatches`.
     temperature, alpha : float
         See :func:`kd_loss`.
-    seed : int
+    seed : int or sequence of int
         Seeds the minibatch order.
 
     Returns
