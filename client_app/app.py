@@ -4,8 +4,10 @@
   for the federated PCA the server fits once before training.
 - ``train``: on first participation fine-tune the LoRA teacher (cached for the
   run), then train the global student for exactly ``local-steps`` steps with
-  ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` and reply
-  with its arrays and metrics measured on the local validation rows.
+  ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` (plus
+  FedProx's proximal term when ``proximal-mu > 0``) and reply with its arrays
+  and metrics: the received global student's and the trained student's
+  validation loss, and the teacher's, all on the local validation rows.
 - ``evaluate``: the global student on the local validation rows.
 """
 
@@ -21,6 +23,7 @@ from client_app.node import ClientNode
 from config.logs import configure_logging
 from config.messages import TrainInstructions
 from config.run_config import RunConfig
+from llm.teacher import logit_metrics
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
 from quantum.student import QuantumStudent, build_student
@@ -75,6 +78,8 @@ def train(msg: Message, context: Context) -> Message:
     train_features, val_features = node.features()
     teacher = node.teacher()
     student = _student(node, msg, train_features.shape[1])
+    global_val_loss, global_val_accuracy = evaluate_student(student, val_features, val_rows.labels)
+    teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
     fit = train_student(
         student,
         train_features,
@@ -87,6 +92,7 @@ def train(msg: Message, context: Context) -> Message:
         temperature=orders.temperature,
         alpha=orders.alpha,
         seed=(node.config.federation.seed, orders.server_round, node.partition_id),
+        proximal_mu=orders.proximal_mu,
     )
     val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     metrics = MetricRecord(
@@ -95,9 +101,12 @@ def train(msg: Message, context: Context) -> Message:
             "partition-id": node.partition_id,
             "student-val-loss": val_loss,
             "student-val-accuracy": val_accuracy,
+            "global-val-loss": global_val_loss,
+            "global-val-accuracy": global_val_accuracy,
             "teacher-val-loss": teacher.val_loss,
             "teacher-val-accuracy": teacher.val_accuracy,
             "teacher-untrained-val-loss": teacher.untrained_val_loss,
+            "teacher-train-loss": teacher_train_loss,
             "student-train-loss": fit["train_loss"],
             "steps": int(fit["steps"]),
             "teacher-seconds": teacher.seconds_this_round,

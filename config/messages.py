@@ -31,6 +31,8 @@ class TrainInstructions:
         Distillation temperature T.
     alpha : float
         Weight of the KL term; ``1 - alpha`` weighs the cross-entropy.
+    proximal_mu : float
+        FedProx: weight of ``mu/2 ||w - w_global||^2`` (0 = plain local training).
     """
 
     server_round: int
@@ -39,6 +41,7 @@ class TrainInstructions:
     projection_lr: float
     temperature: float
     alpha: float
+    proximal_mu: float = 0.0
 
     def to_record(self) -> ConfigRecord:
         """As a Flower ConfigRecord (keys in run-config style)."""
@@ -50,6 +53,7 @@ class TrainInstructions:
                 "projection-lr": self.projection_lr,
                 "temperature": self.temperature,
                 "alpha": self.alpha,
+                "proximal-mu": self.proximal_mu,
             }
         )
 
@@ -63,6 +67,7 @@ class TrainInstructions:
             projection_lr=float(_number(record, "projection-lr")),
             temperature=float(_number(record, "temperature")),
             alpha=float(_number(record, "alpha")),
+            proximal_mu=float(_number(record, "proximal-mu")),
         )
 
 

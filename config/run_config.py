@@ -47,7 +47,11 @@ class FederationConfig:
     round_timeout: float = _key(
         "round-timeout", 1800.0, "Seconds the server waits for one round's replies."
     )
-    strategy: str = _key("strategy", "fedavg", "Strategy name (see strategies.registry).")
+    strategy: str = _key(
+        "strategy",
+        "fedavg",
+        "fedavg, fedprox, llm-guided, llmqfl-reference, or package.module:Class.",
+    )
     seed: int = _key("seed", 42, "Seed of partitioning, initialisation and sampling.")
 
 
@@ -117,6 +121,68 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """The guided strategies' policies (llm-guided, llmqfl-reference) and aggregation."""
+
+    steps_policy: str = _key(
+        "steps-policy",
+        "adaptive",
+        "Step budgets: fixed, incremental, dynamic-weighted, logarithmic, adaptive, hybrid, "
+        "bandit.",
+    )
+    min_steps: int = _key("min-steps", 5, "Smallest step budget a policy may set (>= 1).")
+    max_steps: int = _key("max-steps", 100, "Largest step budget a policy may set.")
+    max_increment: int = _key(
+        "max-increment", 100, "hybrid: largest change of a budget in one round."
+    )
+    bandit_arms: str = _key(
+        "bandit-arms",
+        "",
+        "bandit: comma-separated budgets to choose from; empty = min-steps doubling to max-steps.",
+    )
+    bandit_epsilon: float = _key(
+        "bandit-epsilon", 0.1, "bandit: probability of trying a random budget, in [0, 1]."
+    )
+    selection: str = _key(
+        "selection",
+        "all",
+        "Which nodes train: all, random-k, closest, gap, power-of-choice "
+        "(k = fraction-train of the connected nodes).",
+    )
+    poc_candidates: float = _key(
+        "poc-candidates", 2.0, "power-of-choice: candidates sampled, as a multiple of k (>= 1)."
+    )
+    termination: str = _key(
+        "termination",
+        "teacher-gap,plateau",
+        "Comma-separated stop rules: teacher-gap, plateau, distance, max-rounds.",
+    )
+    stop_epsilon: float = _key(
+        "stop-epsilon", 0.05, "teacher-gap: stop when student - teacher val loss <= this (nats)."
+    )
+    stop_patience: int = _key(
+        "stop-patience", 2, "plateau, distance: rounds without progress before stopping."
+    )
+    stop_min_delta: float = _key(
+        "stop-min-delta", 0.005, "plateau: smallest drop of the global loss that counts (nats)."
+    )
+    stop_distance_delta: float = _key(
+        "stop-distance-delta",
+        0.01,
+        "distance: smallest change of the mean client-server loss distance that counts.",
+    )
+    stop_min_rounds: int = _key(
+        "stop-min-rounds", 2, "No termination rule may stop the run before this round."
+    )
+    aggregation: str = _key(
+        "aggregation", "fedavg", "fedavg (example-weighted) or fednova (normalised by steps)."
+    )
+    proximal_mu: float = _key(
+        "proximal-mu", 0.01, "fedprox: weight of the proximal term mu/2 ||w - w_global||^2."
+    )
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results go."""
 
@@ -128,6 +194,7 @@ _SECTIONS = {
     "data": DataConfig,
     "teacher": TeacherConfig,
     "student": StudentConfig,
+    "policy": PolicyConfig,
     "output": OutputConfig,
 }
 
@@ -140,6 +207,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @classmethod
@@ -240,6 +308,9 @@ class RunConfig:
         from strategies.registry import check_strategy_name  # late import: avoids a cycle
 
         check_strategy_name(fed.strategy)
+        from strategies.policies import check_policy_config
+
+        check_policy_config(self)
 
 
 def markdown_table() -> str:

@@ -130,6 +130,7 @@ def train_student(
     temperature: float,
     alpha: float,
     seed: int | Sequence[int],
+    proximal_mu: float = 0.0,
 ) -> dict[str, float]:
     """Run exactly ``steps`` Adam steps of :func:`kd_loss` on seeded minibatches.
 
@@ -156,6 +157,9 @@ def train_student(
         See :func:`kd_loss`.
     seed : int or sequence of int
         Seeds the minibatch order.
+    proximal_mu : float
+        FedProx: adds ``mu/2 * ||w - w_start||^2`` over the trainable
+        parameters, ``w_start`` being their values on entry (the global model).
 
     Returns
     -------
@@ -170,11 +174,17 @@ def train_student(
     t = torch.as_tensor(teacher_logits, dtype=torch.float32)
     optimizer = make_optimizer(student, lr, projection_lr)
     batches = minibatches(len(x), batch_size, seed)
+    params = [p for p in student.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     losses: list[float] = []
     student.train()
     for _ in range(steps):
         rows = torch.as_tensor(next(batches))
         loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
+        if anchor:
+            loss = loss + 0.5 * proximal_mu * sum(
+                ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

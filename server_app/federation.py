@@ -155,6 +155,7 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
     strategy: StudentFedAvg = build_strategy(config)
 
     initial = evaluate_global(student, arrays, split)
+    strategy.observe_global(0, initial)
     writer.write_round(
         {
             "round": 0,
@@ -195,6 +196,7 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             arrays = new_arrays
         aggregate_done = time.perf_counter()
         global_metrics = evaluate_global(student, arrays, split)
+        strategy.observe_global(server_round, global_metrics)
         evaluate_seconds = time.perf_counter() - aggregate_done
         clients = [
             {
@@ -207,8 +209,12 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         record = {
             "round": server_round,
             "participants": sorted(partitions.get(n, n) for n in strategy.last_plan),
+            "selection-reason": strategy.last_selection_reason,
             "budgets": {
                 str(partitions.get(n, n)): p["steps"] for n, p in strategy.last_plan.items()
+            },
+            "budget-reasons": {
+                str(partitions.get(n, n)): p["reason"] for n, p in strategy.last_plan.items()
             },
             "clients": sorted(clients, key=lambda c: c["partition-id"]),
             "failures": strategy.last_failures,
@@ -242,9 +248,11 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             break
 
     writer.save_arrays("student.npz", {k: a.numpy() for k, a in arrays.items()})
+    writer.write_json("strategy.json", {"class": type(strategy).__name__, **strategy.state()})
     final = writer.rounds[-1]["global"]
     return {
         "status": "completed",
+        "strategy": type(strategy).__name__,
         "rounds": rounds_run,
         "stop-reason": stop_reason,
         "initial-global": initial,

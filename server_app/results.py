@@ -7,8 +7,12 @@ A run writes to ``<results-dir>/<run-name>/``:
   flushed as each round ends (round 0 is the initial global evaluation);
 - ``summary.json``: written at the end;
 - ``student.npz``: the final global student's arrays;
+- ``strategy.json``: the strategy's learned state at the end (``state()``);
 - ``accuracy.png`` and ``loss.png``: the global student per round, with the
-  mean client student and teacher validation figures beside it.
+  mean client student and teacher validation figures beside it;
+- ``budgets.png``: each client's step budget per round (a heatmap; blank
+  where the client was not selected), and ``participation.png``: which
+  clients trained in which round, and which failed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +60,11 @@ class ResultsWriter:
 
     def save_arrays(self, name: str, arrays: Mapping[str, Any]) -> None:
         """Save named numpy arrays (e.g. the final global student) as ``.npz``."""
-        import numpy as np
-
         np.savez(self.path / name, **arrays)
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write ``data`` as the JSON file ``name`` (atomically)."""
+        _write_json(self.path / name, dict(data))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` and the plots."""
@@ -113,3 +121,69 @@ def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / f"{name}.png", dpi=100)
         plt.close(fig)
+    plot_budgets(rounds, out_dir)
+
+
+def budget_matrix(rounds: list[dict[str, Any]]) -> tuple[list[int], list[int], Any, Any]:
+    """``(rounds, partitions, budgets, participation)`` of the trained rounds.
+
+    ``budgets[i, j]`` is partition ``j``'s step budget in round ``i`` (NaN if
+    not selected); ``participation[i, j]`` is 1 if it trained, -1 if it was
+    selected and failed, 0 if not selected.
+    """
+    trained = [r for r in rounds if r["round"] >= 1]
+    partitions = sorted(
+        {int(p) for r in trained for p in r.get("budgets", {})}
+        | {int(p) for r in rounds for p in r.get("participants", [])}
+    )
+    column = {p: j for j, p in enumerate(partitions)}
+    budgets = np.full((len(trained), len(partitions)), np.nan)
+    participation = np.zeros((len(trained), len(partitions)), dtype=int)
+    for i, record in enumerate(trained):
+        for part, steps in record.get("budgets", {}).items():
+            budgets[i, column[int(part)]] = steps
+            participation[i, column[int(part)]] = -1
+        for client in record.get("clients", []):
+            if int(client.get("partition-id", -1)) in column:
+                participation[i, column[int(client["partition-id"])]] = 1
+    return [r["round"] for r in trained], partitions, budgets, participation
+
+
+def plot_budgets(rounds: list[dict[str, Any]], out_dir: Path) -> None:
+    """Draw ``budgets.png`` (steps per client per round) and ``participation.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    x, partitions, budgets, participation = budget_matrix(rounds)
+    if not x or not partitions:
+        return
+    size = (max(4.0, 0.5 * len(x) + 2), max(3.0, 0.35 * len(partitions) + 1.5))
+    fig, ax = plt.subplots(figsize=size)
+    image = ax.imshow(budgets.T, aspect="auto", cmap="viridis", origin="lower")
+    fig.colorbar(image, ax=ax, label="local optimizer steps")
+    for (i, j), steps in np.ndenumerate(budgets):
+        if np.isfinite(steps):
+            ax.text(i, j, f"{int(steps)}", ha="center", va="center", fontsize=7, color="w")
+    _matrix_axes(ax, x, partitions, "step budget per client (blank: not selected)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "budgets.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=size)
+    colours = ListedColormap(["tab:red", "whitesmoke", "tab:green"])
+    ax.imshow(participation.T, aspect="auto", cmap=colours, vmin=-1, vmax=1, origin="lower")
+    _matrix_axes(ax, x, partitions, "participation (green: trained, red: failed)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "participation.png", dpi=100)
+    plt.close(fig)
+
+
+def _matrix_axes(ax: Any, x: list[int], partitions: list[int], title: str) -> None:
+    ax.set_xticks(range(len(x)), [str(r) for r in x])
+    ax.set_yticks(range(len(partitions)), [str(p) for p in partitions])
+    ax.set_xlabel("round")
+    ax.set_ylabel("client (partition)")
+    ax.set_title(title, fontsize=9)

@@ -6,9 +6,15 @@ import importlib
 from typing import Any
 
 from config.errors import ConfigError
+from strategies.llm_guided import FedProx, LLMGuidedStrategy, LLMQFLReference
 from strategies.student_fedavg import StudentFedAvg
 
-BUILTIN: dict[str, type[StudentFedAvg]] = {"fedavg": StudentFedAvg}
+BUILTIN: dict[str, type[StudentFedAvg]] = {
+    "fedavg": StudentFedAvg,
+    "fedprox": FedProx,
+    "llm-guided": LLMGuidedStrategy,
+    "llmqfl-reference": LLMQFLReference,
+}
 
 
 def _import_class(spec: str) -> Any:

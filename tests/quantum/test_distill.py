@@ -222,3 +222,29 @@ def test_evaluate_reports_nats_and_accuracy() -> None:
     loss, accuracy = evaluate_student(Fixed(), np.zeros((4, 3)), np.array([0, 0, 0, 1]))
     assert loss == pytest.approx((3 * -math.log(0.75) - math.log(0.25)) / 4)
     assert accuracy == pytest.approx(0.75)
+
+
+def test_proximal_term_keeps_the_student_near_where_it_started() -> None:
+    features, labels = _blobs()
+
+    def drift(mu: float) -> float:
+        student = QuantumStudent(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
+        start = student.get_arrays()
+        train_student(
+            student,
+            features,
+            labels,
+            np.zeros((len(labels), 2), np.float32),
+            steps=25,
+            lr=0.1,
+            batch_size=32,
+            temperature=1.0,
+            alpha=0.0,
+            seed=0,
+            proximal_mu=mu,
+        )
+        end = student.get_arrays()
+        return float(sum(np.sum((end[k] - start[k]) ** 2) for k in start))
+
+    free, held = drift(0.0), drift(100.0)
+    assert held < 0.2 * free

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from server_app.inprocess import run_in_process
@@ -33,6 +34,7 @@ def test_module_class_from_run_config_runs(tmp_path: Path, shared_data: Path) ->
         num_nodes=2,
     )
     (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["strategy"] == "GrowingBudget"
     first, second = read_rounds(run_dir / "rounds.jsonl")[1:]
     assert first["participants"] == [0, 1] and second["participants"] == [0]
     assert first["budgets"] == {"0": 3, "1": 3} and second["budgets"] == {"0": 6}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server_app.inprocess import run_in_process
+from server_app.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
 
 
@@ -16,22 +16,66 @@ def _run_dir(results: Path) -> Path:
     return run_dir
 
 
+BASE = {
+    "num-server-rounds": 2,
+    "min-nodes": 3,
+    "max-train-rows": 900,
+    "server-eval-rows": 400,
+    "teacher-epochs": 2.0,
+    "local-steps": 40,
+    "seed": 7,
+}
+
+
 @pytest.fixture(scope="module")
-def tweeteval_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def tweeteval_fedavg(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> tuple[Path, InProcessGrid]:
     results = tmp_path_factory.mktemp("results")
-    run_in_process(
+    grid = run_in_process(
         {
+            **BASE,
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
-            "num-server-rounds": 2,
-            "min-nodes": 3,
-            "max-train-rows": 900,
-            "server-eval-rows": 400,
-            "teacher-epochs": 2.0,
-            "local-steps": 40,
-            "seed": 7,
         },
         num_nodes=3,
+    )
+    return _run_dir(results), grid
+
+
+@pytest.fixture(scope="module")
+def tweeteval_run(tweeteval_fedavg: tuple[Path, InProcessGrid]) -> Path:
+    return tweeteval_fedavg[0]
+
+
+@pytest.fixture(scope="module")
+def guided_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_data: Path,
+    tweeteval_fedavg: tuple[Path, InProcessGrid],
+) -> Path:
+    """llm-guided on the same three nodes (their teachers are cached from the FedAvg run)."""
+    results = tmp_path_factory.mktemp("guided")
+    run_in_process(
+        {
+            **BASE,
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "strategy": "llm-guided",
+            "num-server-rounds": 6,
+            "min-nodes": 2,
+            "fraction-train": 0.67,  # k = 2 of 3
+            "selection": "closest",
+            "steps-policy": "adaptive",
+            "local-steps": 20,
+            "min-steps": 5,
+            "max-steps": 60,
+            "termination": "teacher-gap",
+            "stop-epsilon": 0.3,
+            "stop-min-rounds": 3,
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
     )
     return _run_dir(results)
 
@@ -66,3 +110,38 @@ def test_every_teacher_was_fine_tuned(tweeteval_run: Path) -> None:
         assert client["teacher-seconds"] > 0
     # The teacher is cached: round 2 does not fine-tune again.
     assert all(c["teacher-seconds"] == 0 for c in rounds[2]["clients"])
+
+
+def test_llm_guided_selects_sets_budgets_and_stops_early(guided_run: Path) -> None:
+    rounds = read_rounds(guided_run / "rounds.jsonl")[1:]
+    summary = json.loads((guided_run / "summary.json").read_text())
+    assert summary["strategy"] == "LLMGuidedStrategy"
+    # Stopped by its termination rule before max rounds, with the reason written.
+    assert summary["rounds"] == len(rounds) == 3 < 6
+    assert summary["stop-reason"].startswith("teacher-gap: mean student-teacher val loss gap")
+    last = rounds[-1]["clients"]
+    gap = sum(c["student-val-loss"] - c["teacher-val-loss"] for c in last) / len(last)
+    assert gap <= 0.3
+    # k = 2 of 3 train each round (one is left out); unmeasured clients go first, so all
+    # three are measured by round 2; after that the 2 closest to the server loss train.
+    assert all(len(r["participants"]) == 2 for r in rounds)
+    assert all(r["selection-reason"].startswith("closest 2") for r in rounds)
+    assert set(rounds[0]["participants"]) | set(rounds[1]["participants"]) == {0, 1, 2}
+    # Budgets start at local-steps, then follow each client's student/teacher loss ratio.
+    assert set(rounds[0]["budgets"].values()) == {20}
+    later = [r["budgets"] for r in rounds[1:]]
+    assert any(len(set(b.values())) > 1 for b in later), later
+    seen: set[int] = set()
+    for record in rounds:
+        for client in record["clients"]:
+            part = client["partition-id"]
+            assert client["steps"] == record["budgets"][str(part)]
+            expected = "adaptive: ratio" if part in seen else "first participation"
+            assert client["budget-reason"].startswith(expected)
+        seen |= set(record["participants"])
+    # Every client ran exactly its budget; the plots of budgets and participation exist.
+    assert summary["total-client-steps"] == sum(sum(r["budgets"].values()) for r in rounds)
+    for name in ("budgets.png", "participation.png", "strategy.json"):
+        assert (guided_run / name).stat().st_size > 0
+    state = json.loads((guided_run / "strategy.json").read_text())
+    assert state["class"] == "LLMGuidedStrategy" and len(state["clients"]) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -28,6 +29,9 @@ from strategies import StudentFedAvg, build_strategy
 def as_superlink() -> Iterator[None]:
     with task_identity():
         yield
+
+
+BIG_ID = 2**64 - 5
 
 
 class FakeGrid:
@@ -128,3 +132,65 @@ def test_registry_builds_builtin_and_module_class() -> None:
     assert strategy.step_budget(2, 5) == (22, "custom")
     with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
         RunConfig.from_flat({"strategy": f"{__name__}:Nope"}, check_files=False)
+
+
+def _steps_reply(node_id: int, weights: list[float], examples: int, steps: int) -> Message:
+    reply = _reply(node_id, weights, examples)
+    reply.content.metric_records["metrics"]["steps"] = steps
+    return reply
+
+
+def test_fednova_normalises_updates_by_steps_by_hand() -> None:
+    strategy = _strategy(aggregation="fednova")
+    sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
+    list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    replies = [
+        _steps_reply(10, [-2.0, 4.0], 1, 2),  # per step: (1, -2)
+        _steps_reply(11, [-8.0, 0.0], 3, 8),  # per step: (1, 0)
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    # p = (1/4, 3/4); d = 1/4 (1, -2) + 3/4 (1, 0) = (1, -0.5); tau_eff = 1/4 2 + 3/4 8 = 6.5
+    np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
+    fedavg, _ = _strategy().aggregate_train(1, replies)
+    assert fedavg is not None  # plain FedAvg: 1/4 (-2, 4) + 3/4 (-8, 0) = (-6.5, 1)
+    np.testing.assert_allclose(fedavg["w"].numpy(), [-6.5, 1.0])
+
+
+def test_fednova_with_equal_steps_is_fedavg() -> None:
+    sent = ArrayRecord({"w": Array(np.array([0.5, -1.0], dtype=np.float32))})
+    replies = [_steps_reply(10, [1.0, 2.0], 2, 5), _steps_reply(11, [3.0, -4.0], 6, 5)]
+    results = []
+    for aggregation in ("fedavg", "fednova"):
+        strategy = _strategy(aggregation=aggregation)
+        list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+        arrays, _ = strategy.aggregate_train(1, replies)
+        assert arrays is not None
+        results.append(arrays["w"].numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
+
+
+def test_replies_are_remembered_and_the_state_round_trips() -> None:
+    strategy = _strategy()
+    reply = _reply(BIG_ID, [1.0, 1.0], 4)
+    reply.content.metric_records["metrics"]["student-val-loss"] = 0.9
+    reply.content.metric_records["metrics"]["teacher-val-loss"] = 0.8
+    strategy.aggregate_train(2, [reply])
+    strategy.observe_global(2, {"loss": 1.1, "accuracy": 0.5})
+    memory = strategy.clients[BIG_ID]
+    assert (memory.budget, memory.rounds, memory.last_round) == (5, 1, 2)
+    assert memory.ratio == pytest.approx(0.9 / 0.8)
+    restored = _strategy()
+    restored.load_state(json.loads(json.dumps(strategy.state())))
+    assert restored.state() == strategy.state() and restored.global_loss == 1.1
+
+
+def test_fedprox_sends_its_proximal_weight() -> None:
+    config = RunConfig.from_flat({"strategy": "fedprox", "proximal-mu": 0.3}, check_files=False)
+    strategy = build_strategy(config)
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
+    assert message.content.config_records["config"]["proximal-mu"] == 0.3
+    plain = build_strategy(RunConfig())
+    (message,) = plain.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
+    assert message.content.config_records["config"]["proximal-mu"] == 0.0
