@@ -23,6 +23,7 @@ from config.errors import ConfigError
 
 MODEL_PRESETS = ("minilm",)
 PROJECTIONS = ("pca", "linear")
+AGGREGATIONS = ("fedavg", "fednova")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -40,6 +41,11 @@ class FederationConfig:
     )
     min_nodes: int = _key(
         "min-nodes", 2, "Nodes to wait for before starting (never longer than node-wait-seconds)."
+    )
+    min_train_nodes: int = _key(
+        "min-train-nodes",
+        2,
+        "Fewest nodes a round trains (or all connected nodes, if fewer are connected).",
     )
     node_wait_seconds: float = _key(
         "node-wait-seconds", 60.0, "Longest wait for min-nodes nodes to connect, seconds."
@@ -259,6 +265,7 @@ class RunConfig:
             0 < fed.fraction_train <= 1, "fraction-train", fed.fraction_train, "must be in (0, 1]"
         )
         _check(fed.min_nodes >= 1, "min-nodes", fed.min_nodes, "must be >= 1")
+        _check(fed.min_train_nodes >= 1, "min-train-nodes", fed.min_train_nodes, "must be >= 1")
         _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
         _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
         # The packages that implement each choice own its list (late imports: they import config).
@@ -308,9 +315,70 @@ class RunConfig:
         from strategies.registry import check_strategy_name  # late import: avoids a cycle
 
         check_strategy_name(fed.strategy)
-        from strategies.policies import check_policy_config
+        self._validate_policy()
 
-        check_policy_config(self)
+    def _validate_policy(self) -> None:
+        policy, strategy, local_steps = (
+            self.policy,
+            self.federation.strategy,
+            self.student.local_steps,
+        )
+        from strategies.policies import (
+            RATIO_RULES,
+            SELECTIONS,
+            STEP_POLICIES,
+            parse_arms,
+            parse_rules,
+        )
+
+        _check_choice("steps-policy", policy.steps_policy, STEP_POLICIES)
+        _check(policy.min_steps >= 1, "min-steps", policy.min_steps, "must be >= 1")
+        _check(
+            policy.max_steps >= policy.min_steps,
+            "max-steps",
+            policy.max_steps,
+            f"must be >= min-steps ({policy.min_steps})",
+        )
+        _check(policy.max_increment >= 1, "max-increment", policy.max_increment, "must be >= 1")
+        bounds = f"[min-steps, max-steps] = [{policy.min_steps}, {policy.max_steps}]"
+        if policy.bandit_arms:
+            arms = parse_arms(policy.bandit_arms)
+            _check(
+                all(policy.min_steps <= a <= policy.max_steps for a in arms),
+                "bandit-arms",
+                policy.bandit_arms,
+                f"every budget must be in {bounds}",
+            )
+        _check(
+            0 <= policy.bandit_epsilon <= 1,
+            "bandit-epsilon",
+            policy.bandit_epsilon,
+            "must be in [0, 1]",
+        )
+        _check_choice("selection", policy.selection, tuple(SELECTIONS))
+        _check(policy.poc_candidates >= 1, "poc-candidates", policy.poc_candidates, "must be >= 1")
+        parse_rules(policy.termination)
+        for key, value in (
+            ("stop-epsilon", policy.stop_epsilon),
+            ("stop-min-delta", policy.stop_min_delta),
+            ("stop-distance-delta", policy.stop_distance_delta),
+            ("proximal-mu", policy.proximal_mu),
+        ):
+            _check(value >= 0, key, value, "must be >= 0")
+        _check(policy.stop_patience >= 1, "stop-patience", policy.stop_patience, "must be >= 1")
+        _check(
+            policy.stop_min_rounds >= 1, "stop-min-rounds", policy.stop_min_rounds, "must be >= 1"
+        )
+        _check_choice("aggregation", policy.aggregation, AGGREGATIONS)
+        if strategy in ("llm-guided", "llmqfl-reference") and policy.steps_policy in RATIO_RULES:
+            _check(
+                policy.min_steps <= local_steps <= policy.max_steps,
+                "local-steps",
+                local_steps,
+                f"the starting budget must be in {bounds}",
+            )
+        if strategy == "llmqfl-reference":
+            _check_choice("steps-policy", policy.steps_policy, tuple(RATIO_RULES))
 
 
 def markdown_table() -> str:

@@ -131,7 +131,7 @@ class StudentFedAvg(FedAvg):
             temperature=config.student.temperature,
             alpha=config.student.alpha,
             fraction_train=config.federation.fraction_train,
-            min_train_nodes=config.federation.min_nodes,
+            min_train_nodes=config.federation.min_train_nodes,
             seed=config.federation.seed,
             aggregation=config.policy.aggregation,
         )

@@ -246,7 +246,7 @@ def test_selection_never_picks_fewer_than_the_minimum_nor_absent_nodes(
             "strategy": "llm-guided",
             "selection": name,
             "fraction-train": fraction,
-            "min-nodes": minimum,
+            "min-train-nodes": minimum,
         }
     )
     strategy = LLMGuidedStrategy.from_config(config)
