@@ -151,7 +151,7 @@ class PolicyConfig:
     )
     selection: str = _key(
         "selection",
-        "all",
+        "gap",
         "Which nodes train: all, random-k, closest, gap, power-of-choice "
         "(k = fraction-train of the connected nodes).",
     )
@@ -160,7 +160,7 @@ class PolicyConfig:
     )
     termination: str = _key(
         "termination",
-        "teacher-gap,plateau",
+        "plateau",
         "Comma-separated stop rules: teacher-gap, plateau, distance, max-rounds.",
     )
     stop_epsilon: float = _key(
@@ -178,7 +178,7 @@ class PolicyConfig:
         "distance: smallest change of the mean client-server loss distance that counts.",
     )
     stop_min_rounds: int = _key(
-        "stop-min-rounds", 2, "No termination rule may stop the run before this round."
+        "stop-min-rounds", 3, "No termination rule may stop the run before this round."
     )
     aggregation: str = _key(
         "aggregation", "fedavg", "fedavg (example-weighted) or fednova (normalised by steps)."
