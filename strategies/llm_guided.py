@@ -26,11 +26,11 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from config.run_config import RunConfig
 from strategies.policies import (
     RATIO_RULES,
+    MaxRounds,
     ReferenceRule,
     SelectionPolicy,
     StepPolicy,
     Termination,
-    TerminationRule,
     build_selection,
     build_step_policy,
     build_termination,
@@ -128,7 +128,7 @@ class LLMQFLReference(LLMGuidedStrategy):
                 rule, config.student.local_steps, policy.max_steps, policy.max_increment
             ),
             selection=SelectionPolicy(config.federation.seed),
-            termination=Termination([TerminationRule(config.federation.num_rounds)], 1),
+            termination=Termination([MaxRounds(config.federation.num_rounds)], 1),
             **cls.config_kwargs(config),
         )
 

@@ -449,15 +449,10 @@ SELECTIONS: dict[str, type[SelectionPolicy]] = {
 class TerminationRule:
     """Base: reads the run's round records (``rounds.jsonl``) and may give a reason to stop."""
 
-    name = "max-rounds"
-
-    def __init__(self, num_rounds: int) -> None:
-        self.num_rounds = num_rounds
+    name = "never"
 
     def check(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
-        """A reason to stop after ``server_round``, or None."""
-        if server_round >= self.num_rounds:
-            return f"max-rounds: {server_round} of {self.num_rounds} rounds run"
+        """A reason to stop after ``server_round``, or None (the base never stops)."""
         return None
 
     def state(self) -> dict[str, Any]:
@@ -466,6 +461,20 @@ class TerminationRule:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+
+class MaxRounds(TerminationRule):
+    """Stop after ``num_rounds`` rounds (the run loop ends there anyway; this names it)."""
+
+    name = "max-rounds"
+
+    def __init__(self, num_rounds: int) -> None:
+        self.num_rounds = num_rounds
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        if server_round >= self.num_rounds:
+            return f"max-rounds: {server_round} of {self.num_rounds} rounds run"
+        return None
 
 
 def _trained(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -647,7 +656,7 @@ def build_termination(config: Any) -> Termination:
         "teacher-gap": lambda: TeacherGap(policy.stop_epsilon),
         "plateau": lambda: Plateau(policy.stop_patience, policy.stop_min_delta),
         "distance": lambda: DistanceStagnation(policy.stop_patience, policy.stop_distance_delta),
-        "max-rounds": lambda: TerminationRule(config.federation.num_rounds),
+        "max-rounds": lambda: MaxRounds(config.federation.num_rounds),
     }
     return Termination(
         [makers[n]() for n in parse_rules(policy.termination)], policy.stop_min_rounds

@@ -18,6 +18,7 @@ from strategies.policies import (
     ClosestToServer,
     DistanceStagnation,
     LargestGap,
+    MaxRounds,
     Plateau,
     PowerOfChoice,
     RandomK,
@@ -26,7 +27,6 @@ from strategies.policies import (
     SelectionPolicy,
     TeacherGap,
     Termination,
-    TerminationRule,
     build_selection,
     build_step_policy,
     build_termination,
@@ -299,8 +299,8 @@ def test_distance_stagnation_fires_when_the_distance_stops_changing() -> None:
 
 
 def test_max_rounds_and_min_rounds() -> None:
-    assert TerminationRule(5).check(4, []) is None
-    assert TerminationRule(5).check(5, []) == "max-rounds: 5 of 5 rounds run"
+    assert MaxRounds(5).check(4, []) is None
+    assert MaxRounds(5).check(5, []) == "max-rounds: 5 of 5 rounds run"
     always = TeacherGap(epsilon=10.0)
     history = [_round(1, 1.0, [(1.0, 0.9)])]
     assert Termination([always], min_rounds=3).check(2, history) is None
