@@ -41,18 +41,18 @@ from server_app.results import read_rounds
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
-#: llm-guided at its default policies (gap selection, adaptive budgets, plateau stop),
-#: training half of the clients each round; everything else as in the fedavg run.
-GUIDED: dict[str, Any] = {"strategy": "llm-guided", "fraction-train": 0.5}
+#: llm-guided at its default policies (every client, adaptive budgets, plateau stop) with
+#: FedNova aggregation, which keeps unequal budgets unbiased; all else as in the fedavg run.
+GUIDED: dict[str, Any] = {"strategy": "llm-guided", "aggregation": "fednova"}
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy": "fedavg"},
     "llm-guided": GUIDED,
     "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     # Variants of llm-guided, reported beside it (the RESULT line uses llm-guided).
-    "guided-closest": {**GUIDED, "selection": "closest"},
-    "guided-teacher-gap": {**GUIDED, "termination": "teacher-gap,plateau"},
+    "guided-fedavg-agg": {**GUIDED, "aggregation": "fedavg"},
     "guided-bandit": {**GUIDED, "steps-policy": "bandit"},
+    "guided-half-gap": {**GUIDED, "fraction-train": 0.5},
 }
 
 

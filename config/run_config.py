@@ -167,7 +167,7 @@ class PolicyConfig:
         "stop-epsilon", 0.05, "teacher-gap: stop when student - teacher val loss <= this (nats)."
     )
     stop_patience: int = _key(
-        "stop-patience", 2, "plateau, distance: rounds without progress before stopping."
+        "stop-patience", 3, "plateau, distance: rounds without progress before stopping."
     )
     stop_min_delta: float = _key(
         "stop-min-delta", 0.005, "plateau: smallest drop of the global loss that counts (nats)."
