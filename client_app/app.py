@@ -9,6 +9,10 @@
   and metrics: the received global student's and the trained student's
   validation loss, and the teacher's, all on the local validation rows.
 - ``evaluate``: the global student on the local validation rows.
+
+Every reply carries the quantum cost of the work it did (executions, jobs,
+shots, QPU and queue seconds, circuit wall time; see ``quantum.metering``),
+on this node's device: its node config may set ``device`` for itself.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _node(context: Context) -> ClientNode:
 
 def _student(node: ClientNode, msg: Message, in_features: int) -> QuantumStudent:
     train, _ = node.splits
-    student = build_student(node.config, in_features, train.num_classes)
+    student = build_student(node.config, in_features, train.num_classes, device=node.device)
     record = msg.content.array_records["arrays"]
     student.set_arrays({key: array.numpy() for key, array in record.items()})
     return student
@@ -93,6 +97,7 @@ def train(msg: Message, context: Context) -> Message:
         alpha=orders.alpha,
         seed=(node.config.federation.seed, orders.server_round, node.partition_id),
         proximal_mu=orders.proximal_mu,
+        optimizer=node.optimizer,
     )
     val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     metrics = MetricRecord(
@@ -113,6 +118,7 @@ def train(msg: Message, context: Context) -> Message:
             "embed-seconds": node.seconds.get("embed", 0.0),
             "student-seconds": fit["seconds"],
             "compute-seconds": time.perf_counter() - started,
+            **student.meter.as_metrics(),
         }
     )
     arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
@@ -129,6 +135,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     student = _student(node, msg, val_features.shape[1])
     loss, accuracy = evaluate_student(student, val_features, val_rows.labels)
     metrics = MetricRecord(
-        {"num-examples": len(val_rows), "student-val-loss": loss, "student-val-accuracy": accuracy}
+        {
+            "num-examples": len(val_rows),
+            "student-val-loss": loss,
+            "student-val-accuracy": accuracy,
+            **student.meter.as_metrics(),
+        }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -21,6 +21,8 @@ from config.errors import ConfigError
 from config.messages import metric_float
 from config.run_config import RunConfig
 from llm.teacher import finetune_teacher, pooled_embeddings
+from quantum.devices import parse_device
+from quantum.optimizers import resolve_optimizer
 from tasks.datasets import TextDataset, load_task
 from tasks.splits import client_datasets
 
@@ -58,6 +60,11 @@ class ClientNode:
                 '--node-config "partition-id=<i> num-partitions=<n>"'
             ) from None
         self.seconds: dict[str, float] = {}
+        # A node may run its student on its own device (e.g. one site on a QPU).
+        self.device = str(context.node_config.get("device", config.student.device))
+        self.optimizer = resolve_optimizer(config.student.optimizer, parse_device(self.device))
+        if self.device != config.student.device:
+            logger.info("node %d: device %s from its node config", self.partition_id, self.device)
 
     @functools.cached_property
     def splits(self) -> tuple[TextDataset, TextDataset]:

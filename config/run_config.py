@@ -24,6 +24,7 @@ from config.errors import ConfigError
 MODEL_PRESETS = ("minilm",)
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova")
+QISKIT_EXECUTIONS = ("batched", "per-sample")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -110,8 +111,31 @@ class StudentConfig:
     n_qubits: int = _key("n-qubits", 4, "Qubits of the circuit.")
     n_layers: int = _key("n-layers", 3, "Entangling layers.")
     readout: str = _key("readout", "expval", "expval (scaled expectation values) or probs.")
+    circuit: str = _key("circuit", "vqc", "Student circuit: vqc or qcnn.")
+    embedding: str = _key("embedding", "angle", "Input embedding: angle (RY) or iqp (ZZ map).")
+    ansatz: str = _key(
+        "ansatz", "strong", "vqc layers: strong (strongly entangling) or real-amplitudes."
+    )
     device: str = _key(
-        "device", "default.qubit", "Quantum device: default.qubit or lightning.qubit."
+        "device",
+        "default.qubit",
+        "Quantum device: default.qubit, lightning.qubit, qiskit.aer, fake:<FakeBackendV2>, "
+        "ibm:<backend> or ibm:least-busy; a node's node config may set its own.",
+    )
+    shots: int = _key("shots", 1024, "Shots per circuit execution on Qiskit devices.")
+    noise_model: str = _key(
+        "noise-model", "", "qiskit.aer: a FakeBackendV2 name whose noise model to apply."
+    )
+    qiskit_execution: str = _key(
+        "qiskit-execution",
+        "batched",
+        "Qiskit devices: batched (one job per batch) or per-sample (one job per row).",
+    )
+    optimizer: str = _key(
+        "optimizer",
+        "auto",
+        "Student optimizer: adam, cobyla, spsa, or auto (adam on PennyLane devices, spsa on "
+        "Qiskit ones); for cobyla and spsa local-steps is maxiter.",
     )
     projection: str = _key(
         "projection", "linear", "linear (trainable, starts at the federated PCA) or pca (fixed)."
@@ -269,7 +293,8 @@ class RunConfig:
         _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
         _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
         # The packages that implement each choice own its list (late imports: they import config).
-        from quantum.circuits import DEVICES, READOUTS
+        from quantum.circuits import CircuitSpec
+        from quantum.devices import fake_backend_class, parse_device
         from tasks.datasets import TASKS
         from tasks.partition import SCHEMES
 
@@ -304,8 +329,23 @@ class RunConfig:
         )
         _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
         _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
-        _check_choice("readout", student.readout, READOUTS)
-        _check_choice("device", student.device, tuple(DEVICES))
+        from quantum.optimizers import resolve_optimizer
+        from tasks.datasets import NUM_CLASSES
+
+        _check(student.shots >= 1, "shots", student.shots, "must be >= 1")
+        _check_choice("qiskit-execution", student.qiskit_execution, QISKIT_EXECUTIONS)
+        if student.noise_model:
+            fake_backend_class(student.noise_model, key="noise-model")
+        CircuitSpec(
+            student.n_qubits,
+            student.n_layers,
+            NUM_CLASSES[data.task],
+            student.readout,
+            student.circuit,
+            student.embedding,
+            student.ansatz,
+        )
+        resolve_optimizer(student.optimizer, parse_device(student.device))
         _check_choice("projection", student.projection, PROJECTIONS)
         _check(student.local_steps >= 0, "local-steps", student.local_steps, "must be >= 0")
         _check(student.lr > 0, "student-lr", student.lr, "must be > 0")

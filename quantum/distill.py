@@ -131,8 +131,9 @@ def train_student(
     alpha: float,
     seed: int | Sequence[int],
     proximal_mu: float = 0.0,
+    optimizer: str = "adam",
 ) -> dict[str, float]:
-    """Run exactly ``steps`` Adam steps of :func:`kd_loss` on seeded minibatches.
+    """Run exactly ``steps`` optimizer steps of :func:`kd_loss` on seeded minibatches.
 
     Parameters
     ----------
@@ -160,6 +161,11 @@ def train_student(
     proximal_mu : float
         FedProx: adds ``mu/2 * ||w - w_start||^2`` over the trainable
         parameters, ``w_start`` being their values on entry (the global model).
+    optimizer : {"adam", "cobyla", "spsa"}
+        Resolved name (see :func:`quantum.optimizers.resolve_optimizer`).
+        ``cobyla`` makes at most ``steps`` evaluations on one seeded minibatch;
+        ``spsa`` runs ``steps`` iterations of two evaluations each, a fresh
+        minibatch per iteration. Both tune the circuit and readout only.
 
     Returns
     -------
@@ -172,22 +178,26 @@ def train_student(
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.long)
     t = torch.as_tensor(teacher_logits, dtype=torch.float32)
-    optimizer = make_optimizer(student, lr, projection_lr)
     batches = minibatches(len(x), batch_size, seed)
     params = [p for p in student.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     losses: list[float] = []
     student.train()
-    for _ in range(steps):
+    if optimizer != "adam":
+        losses = _train_gradient_free(
+            student, (x, y, t), batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
+        )
+    adam = make_optimizer(student, lr, projection_lr) if optimizer == "adam" else None
+    for _ in range(steps if adam is not None else 0):
         rows = torch.as_tensor(next(batches))
         loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
         if anchor:
             loss = loss + 0.5 * proximal_mu * sum(
                 ((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True)
             )
-        optimizer.zero_grad()
+        adam.zero_grad()
         loss.backward()
-        optimizer.step()
+        adam.step()
         losses.append(float(loss.detach()))
     tail = losses[-LOSS_TAIL:]
     result = {
@@ -197,6 +207,61 @@ def train_student(
     }
     logger.debug("student trained: %s", result)
     return result
+
+
+@torch.no_grad()
+def _train_gradient_free(
+    student: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batches: Iterator[np.ndarray],
+    optimizer: str,
+    steps: int,
+    lr: float,
+    temperature: float,
+    alpha: float,
+    proximal_mu: float,
+    seed: int | Sequence[int],
+) -> list[float]:
+    """COBYLA or SPSA over the circuit and readout parameters; returns each step's loss."""
+    from quantum.optimizers import cobyla, spsa
+
+    if steps == 0:
+        return []
+    x, y, t = data
+    projection = getattr(student, "projection", None)
+    skip = {id(p) for p in projection.parameters()} if projection is not None else set()
+    params = [p for p in student.parameters() if p.requires_grad and id(p) not in skip]
+    start = nn.utils.parameters_to_vector(params).double().numpy()
+    fixed_rows = torch.as_tensor(next(batches))
+    fresh: dict[int, torch.Tensor] = {}
+
+    def loss_at(theta: np.ndarray, rows: torch.Tensor) -> float:
+        nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
+        loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
+        if proximal_mu > 0:
+            loss = loss + 0.5 * proximal_mu * float(np.sum((theta - start) ** 2))
+        return float(loss)
+
+    if optimizer == "cobyla":
+        best, losses = cobyla(lambda theta: loss_at(theta, fixed_rows), start, steps)
+    else:
+        fresh[0] = fixed_rows
+
+        def minibatch(k: int) -> torch.Tensor:
+            if k not in fresh:
+                fresh.clear()
+                fresh[k] = torch.as_tensor(next(batches))
+            return fresh[k]
+
+        best, losses = spsa(
+            lambda theta, k: loss_at(theta, minibatch(k)),
+            start,
+            steps,
+            lr,
+            [int(s) for s in np.atleast_1d(seed)],
+        )
+    nn.utils.vector_to_parameters(torch.as_tensor(best, dtype=torch.float32), params)
+    return losses
 
 
 @torch.no_grad()

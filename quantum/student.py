@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from quantum.circuits import build_vqc
+from config.errors import ConfigError
+from quantum.circuits import CircuitSpec, build_qnode
+from quantum.devices import make_pennylane_device, make_qiskit_backend, parse_device
+from quantum.metering import CostMeter
+from quantum.sampler import SamplerExecutor
 
 if TYPE_CHECKING:
     from config.run_config import RunConfig
@@ -72,16 +77,34 @@ class QuantumStudent(nn.Module):
     n_layers : int
         Entangling layers, >= 1.
     readout : {"expval", "probs"}
-    device_name : {"default.qubit", "lightning.qubit"}
+    device_name : str
+        A name :func:`quantum.devices.parse_device` accepts. PennyLane devices
+        give gradients (backprop or adjoint); Qiskit ones (``qiskit.aer``,
+        ``fake:...``, ``ibm:...``) run batched shot-based jobs without
+        gradients, for the gradient-free optimizers.
     trainable_projection : bool
         False for ``projection = pca`` (fixed), True for ``linear``.
     seed : int
-        Seeds every initial parameter (same seed -> same student everywhere).
+        Seeds every initial parameter (same seed -> same student everywhere),
+        the transpiler and Aer's sampling.
+    model, embedding, ansatz : str
+        See :class:`quantum.circuits.CircuitSpec`.
+    shots : int
+        Shots per circuit execution on Qiskit devices.
+    noise_model : str
+        ``qiskit.aer`` only: a fake backend whose noise model to apply.
+    batched : bool
+        Qiskit devices: one job per batch (True) or one job per row (False).
+
+    Attributes
+    ----------
+    meter : CostMeter
+        Executions, jobs, shots, QPU and queue seconds of every forward pass.
 
     Raises
     ------
     ConfigError
-        If the circuit settings are invalid (see ``quantum.circuits.check_circuit``).
+        If the circuit or device settings are invalid (one line).
     """
 
     def __init__(
@@ -95,9 +118,32 @@ class QuantumStudent(nn.Module):
         device_name: str = "default.qubit",
         trainable_projection: bool = False,
         seed: int = 0,
+        model: str = "vqc",
+        embedding: str = "angle",
+        ansatz: str = "strong",
+        shots: int = 1024,
+        noise_model: str = "",
+        batched: bool = True,
     ) -> None:
         super().__init__()
-        self.circuit, shapes = build_vqc(n_qubits, n_layers, n_classes, readout, device_name)
+        self.spec = CircuitSpec(n_qubits, n_layers, n_classes, readout, model, embedding, ansatz)
+        self.device = parse_device(device_name)
+        self.meter = CostMeter()
+        self.circuit: Any
+        if self.device.family == "pennylane":
+            if readout == "probs" and self.device.diff_method == "adjoint":
+                raise ConfigError(
+                    f"readout='probs': {device_name} differentiates with the adjoint method, "
+                    "which supports only expectation values; use readout='expval' or "
+                    "device='default.qubit'"
+                )
+            device = make_pennylane_device(self.device, n_qubits)
+            self.circuit = build_qnode(self.spec, device, str(self.device.diff_method))
+        else:
+            backend = make_qiskit_backend(self.device, n_qubits, noise_model=noise_model, seed=seed)
+            self.circuit = SamplerExecutor(
+                self.spec, backend, shots=shots, batched=batched, seed=seed, meter=self.meter
+            )
         self.n_classes = n_classes
         self.readout = readout
         generator = torch.Generator().manual_seed(seed)
@@ -105,7 +151,7 @@ class QuantumStudent(nn.Module):
         _init_projection(self.projection, generator)
         self.projection.requires_grad_(trainable_projection)
         # Small angles: the circuit starts near the embedding's own readout.
-        noise = torch.randn(shapes["weights"], generator=generator, dtype=torch.float64)
+        noise = torch.randn(self.spec.weight_shape, generator=generator, dtype=torch.float64)
         self.weights = nn.Parameter((noise * INITIAL_WEIGHT_STD).to(torch.float32))
         if readout == "expval":
             self.scale = nn.Parameter(torch.full((n_classes,), INITIAL_SCALE))
@@ -132,14 +178,32 @@ class QuantumStudent(nn.Module):
             last axis is the student's class distribution.
         """
         z = self.projection(features.to(self.projection.weight.dtype))
-        out = self.circuit(to_angles(z).to(torch.float64), self.weights.to(torch.float64))
+        angles = to_angles(z).to(torch.float64)
+        out = self.run_circuit(angles, self.weights.to(torch.float64))
         if self.readout == "expval":
             return self._expval_logits(out)
         return self._probs_logits(out)
 
+    def run_circuit(self, angles: torch.Tensor, weights: torch.Tensor) -> Any:
+        """The circuit's readout for a batch of angles, metered in :attr:`meter`.
+
+        PennyLane devices return what the QNode returns (differentiable); Qiskit
+        devices a float64 tensor without gradient: (batch, n_classes) of
+        ``<Z>`` for ``expval``, (batch, 2**wires) probabilities for ``probs``.
+        """
+        if isinstance(self.circuit, SamplerExecutor):
+            values = self.circuit(angles.detach().numpy(), weights.detach().numpy())
+            return torch.from_numpy(values)
+        started = time.perf_counter()
+        out = self.circuit(angles, weights)
+        self.meter.executions += int(angles.shape[0]) if angles.dim() > 1 else 1
+        self.meter.wall_seconds += time.perf_counter() - started
+        return out
+
     def _expval_logits(self, out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """``scale * <Z_c> + bias``: (batch, n_classes) float32 from n_classes (batch,) tensors."""
-        expvals = torch.stack(list(out), dim=-1).to(torch.float32)
+        """``scale * <Z_c> + bias``: (batch, n_classes) float32 from the expval readout."""
+        stacked = out if isinstance(out, torch.Tensor) else torch.stack(list(out), dim=-1)
+        expvals = stacked.to(torch.float32)
         return self.scale * expvals + self.bias
 
     def _probs_logits(self, probs: torch.Tensor) -> torch.Tensor:
@@ -171,7 +235,7 @@ class QuantumStudent(nn.Module):
         Returns
         -------
         dict of str to np.ndarray
-            In this order: ``weights`` (n_layers, n_qubits, 3) radians, then for
+            In this order: ``weights`` (shape ``spec.weight_shape``) radians, then for
             ``expval`` ``scale`` (n_classes,) and ``bias`` (n_classes,), then
             ``projection.weight`` (n_qubits, in_features) and
             ``projection.bias`` (n_qubits,).
@@ -232,18 +296,24 @@ def _check_keys(arrays: Mapping[str, np.ndarray], state: Mapping[str, torch.Tens
         )
 
 
-def build_student(config: RunConfig, in_features: int, n_classes: int) -> QuantumStudent:
+def build_student(
+    config: RunConfig, in_features: int, n_classes: int, *, device: str | None = None
+) -> QuantumStudent:
     """The student the run configuration describes (same initial weights everywhere).
 
     Parameters
     ----------
     config : RunConfig
-        Reads ``n-qubits``, ``n-layers``, ``readout``, ``device``,
-        ``projection`` (``linear`` -> trainable) and ``seed``.
+        Reads the circuit keys (``n-qubits``, ``n-layers``, ``readout``,
+        ``circuit``, ``embedding``, ``ansatz``), ``device``, ``shots``,
+        ``noise-model``, ``qiskit-execution``, ``projection`` (``linear`` ->
+        trainable) and ``seed``.
     in_features : int
         Embedding size.
     n_classes : int
         Classes of the task.
+    device : str, optional
+        Overrides ``device`` (a node's own device from its node config).
     """
     student = config.student
     return QuantumStudent(
@@ -252,7 +322,13 @@ def build_student(config: RunConfig, in_features: int, n_classes: int) -> Quantu
         n_qubits=student.n_qubits,
         n_layers=student.n_layers,
         readout=student.readout,
-        device_name=student.device,
+        device_name=device or student.device,
         trainable_projection=student.projection == "linear",
         seed=config.federation.seed,
+        model=student.circuit,
+        embedding=student.embedding,
+        ansatz=student.ansatz,
+        shots=student.shots,
+        noise_model=student.noise_model,
+        batched=student.qiskit_execution == "batched",
     )

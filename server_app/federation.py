@@ -25,7 +25,9 @@ from flwr.serverapp import Grid
 from config.messages import metric_int
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
+from quantum.devices import parse_device
 from quantum.distill import evaluate_student
+from quantum.metering import sum_costs
 from quantum.projection import MomentStats, pca_projection
 from quantum.student import QuantumStudent, build_student
 from server_app.results import ResultsWriter
@@ -149,7 +151,11 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
     projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)
     partitions = projection.partitions
     query_seconds = time.perf_counter() - query_started
-    student = build_student(config, split.features.shape[1], split.num_classes)
+    # The server evaluates the global student exactly, never on shots or a QPU.
+    device = student_cfg.device if parse_device(student_cfg.device).family == "pennylane" else None
+    student = build_student(
+        config, split.features.shape[1], split.num_classes, device=device or "default.qubit"
+    )
     student.set_projection(projection.weight, projection.bias)
     arrays = student_record(student)
     strategy: StudentFedAvg = build_strategy(config)
@@ -217,6 +223,7 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
                 str(partitions.get(n, n)): p["reason"] for n, p in strategy.last_plan.items()
             },
             "clients": sorted(clients, key=lambda c: c["partition-id"]),
+            "quantum-cost": sum_costs(clients),
             "failures": strategy.last_failures,
             "global": global_metrics,
             "seconds": time.perf_counter() - round_started,
@@ -268,6 +275,7 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         "total-bytes-sent": sum(r["bytes-sent"] for r in writer.rounds),
         "total-bytes-received": sum(r["bytes-received"] for r in writer.rounds),
         "failures": sum(len(r.get("failures", [])) for r in writer.rounds),
+        "quantum-cost": sum_costs([c for r in writer.rounds for c in r["clients"]]),
     }
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from config.errors import ConfigError
-from quantum.circuits import build_vqc
 from quantum.student import QuantumStudent, to_angles
 
 
@@ -146,7 +145,11 @@ def test_parameter_count() -> None:
         ({"n_qubits": 2}, "n-qubits=2: readout='expval' needs 3 qubits"),
         ({"n_layers": 0}, "n-layers=0: must be >= 1"),
         ({"readout": "counts"}, "readout='counts': must be one of expval, probs"),
-        ({"device_name": "ibm:foo"}, "device='ibm:foo': must be one of"),
+        ({"device_name": "cuda.qubit"}, "device='cuda.qubit': must be one of"),
+        ({"device_name": "fake:FakeNowhere"}, "device='FakeNowhere': no such fake IBM backend"),
+        ({"model": "tree"}, "circuit='tree': must be one of vqc, qcnn"),
+        ({"embedding": "amplitude"}, "embedding='amplitude': must be one of angle, iqp"),
+        ({"ansatz": "su4"}, "ansatz='su4': must be one of strong, real-amplitudes"),
         ({"readout": "probs", "device_name": "lightning.qubit"}, "readout='probs': lightning"),
         ({"n_qubits": 1, "readout": "probs"}, "n-qubits=1: readout='probs' needs 2 qubits"),
         ({"n_qubits": 17}, "n-qubits=17: must be in [1, 16]"),
@@ -156,5 +159,5 @@ def test_parameter_count() -> None:
 def test_bad_circuit_settings(kwargs: dict, message: str) -> None:
     arguments = {"n_qubits": 4, "n_layers": 3, "n_classes": 3, **kwargs}
     with pytest.raises(ConfigError) as err:
-        build_vqc(**arguments)
+        QuantumStudent(6, **arguments)
     assert message in str(err.value) and "\n" not in str(err.value)

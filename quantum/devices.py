@@ -1,0 +1,215 @@
+"""Quantum devices by name: the one place where devices and backends are made.
+
+=====================  =========================================================
+name                   what runs the circuit
+=====================  =========================================================
+``default.qubit``      PennyLane statevector, backpropagation (the fast default)
+``lightning.qubit``    PennyLane Lightning, adjoint gradients (``expval`` only)
+``qiskit.aer``         Qiskit Aer with shots; ``noise-model`` may name a fake
+                       IBM backend whose noise model it applies
+``fake:<Name>``        an IBM replica (``FakeBackendV2`` from
+                       ``qiskit_ibm_runtime.fake_provider``, e.g.
+                       ``fake:FakeManilaV2``) with its noise model and coupling
+                       map, offline, through qiskit-ibm-runtime's local mode
+``ibm:<backend>``      IBM Quantum hardware through qiskit-ibm-runtime
+``ibm:least-busy``     the least busy operational IBM backend with enough qubits
+=====================  =========================================================
+
+The first two are PennyLane devices (:func:`make_pennylane_device`); the
+others are Qiskit backends run by :class:`quantum.sampler.SamplerExecutor`,
+one job per batch. IBM credentials are read only from ``QISKIT_IBM_TOKEN``,
+``QISKIT_IBM_INSTANCE``, ``QISKIT_IBM_CHANNEL`` or a saved account, by
+qiskit-ibm-runtime itself; this module never logs or stores them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pennylane as qml
+
+from config.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: PennyLane devices and the differentiation method each one uses.
+STATEVECTOR = {"default.qubit": "backprop", "lightning.qubit": "adjoint"}
+#: Device names, for messages and the README.
+DEVICE_NAMES = ("default.qubit", "lightning.qubit", "qiskit.aer", "fake:<Name>", "ibm:<backend>")
+IBM_VARIABLES = ("QISKIT_IBM_TOKEN", "QISKIT_IBM_INSTANCE", "QISKIT_IBM_CHANNEL")
+_SAVED_ACCOUNT = Path.home() / ".qiskit" / "qiskit-ibm.json"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device name.
+
+    Attributes
+    ----------
+    name : str
+        As given.
+    family : {"pennylane", "qiskit"}
+        Who runs the circuit.
+    diff_method : str or None
+        PennyLane's differentiation method; None for Qiskit backends, which
+        train with gradient-free optimizers.
+    backend : str
+        ``aer``, the fake backend's class name, or the IBM backend name
+        (``least-busy`` included); empty for PennyLane devices.
+    """
+
+    name: str
+    family: str
+    diff_method: str | None
+    backend: str = ""
+
+    @property
+    def shots_based(self) -> bool:
+        """True when results are sampled with shots (no analytic gradients)."""
+        return self.family == "qiskit"
+
+    @property
+    def is_hardware(self) -> bool:
+        """True for ``ibm:`` devices (jobs cost QPU time)."""
+        return self.name.startswith("ibm:")
+
+
+def parse_device(name: str) -> DeviceSpec:
+    """Parse and check a device name without touching any backend or network.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the ``device`` key and the accepted names.
+    """
+    if name in STATEVECTOR:
+        return DeviceSpec(name, "pennylane", STATEVECTOR[name])
+    if name == "qiskit.aer":
+        return DeviceSpec(name, "qiskit", None, "aer")
+    prefix, _, rest = name.partition(":")
+    if prefix == "fake" and rest:
+        fake_backend_class(rest, key="device")
+        return DeviceSpec(name, "qiskit", None, rest)
+    if prefix == "ibm" and rest:
+        return DeviceSpec(name, "qiskit", None, rest)
+    raise ConfigError(f"device={name!r}: must be one of {', '.join(DEVICE_NAMES)}")
+
+
+def fake_backend_class(name: str, *, key: str) -> type:
+    """The ``FakeBackendV2`` class called ``name`` (e.g. ``FakeManilaV2``).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` and a few of the available fakes.
+    """
+    from qiskit_ibm_runtime import fake_provider
+
+    cls = getattr(fake_provider, name, None)
+    if not (isinstance(cls, type) and name.startswith("Fake") and hasattr(cls, "num_qubits")):
+        examples = "FakeManilaV2, FakeLimaV2, FakeNairobiV2, FakeGuadalupeV2, FakeBrisbane"
+        raise ConfigError(
+            f"{key}={name!r}: no such fake IBM backend in qiskit_ibm_runtime.fake_provider; "
+            f"try one of {examples}"
+        )
+    return cls
+
+
+def make_pennylane_device(spec: DeviceSpec, wires: int) -> Any:
+    """An analytic PennyLane device with wires ``0 .. wires-1``."""
+    return qml.device(spec.name, wires=wires)
+
+
+def make_qiskit_backend(
+    spec: DeviceSpec, wires: int, *, noise_model: str = "", seed: int = 0
+) -> Any:
+    """The Qiskit ``BackendV2`` a Qiskit device name stands for.
+
+    Parameters
+    ----------
+    spec : DeviceSpec
+        A ``qiskit`` family device.
+    wires : int
+        Qubits the circuit needs (the backend must have at least as many).
+    noise_model : str
+        ``qiskit.aer`` only: a fake backend's class name whose noise model Aer
+        applies, or "" for a noiseless simulator.
+    seed : int
+        Seeds Aer's sampling (simulators only).
+
+    Raises
+    ------
+    ConfigError
+        Bad names, too few qubits, or missing IBM credentials (one line).
+    """
+    if spec.backend == "aer":
+        from qiskit_aer import AerSimulator
+
+        if noise_model:
+            from qiskit_aer.noise import NoiseModel
+
+            fake = fake_backend_class(noise_model, key="noise-model")()
+            return AerSimulator(noise_model=NoiseModel.from_backend(fake), seed_simulator=seed)
+        return AerSimulator(seed_simulator=seed)
+    if spec.name.startswith("fake:"):
+        backend = fake_backend_class(spec.backend, key="device")()
+        backend.set_options(seed_simulator=seed)
+    else:
+        backend = ibm_backend(spec.backend, wires)
+    if backend.num_qubits < wires:
+        raise ConfigError(
+            f"device={spec.name!r}: has {backend.num_qubits} qubits, the circuit needs {wires}; "
+            "lower n-qubits or pick a larger backend"
+        )
+    return backend
+
+
+def check_ibm_credentials() -> None:
+    """Fail fast, in one line, when no IBM Quantum credentials can be found.
+
+    Raises
+    ------
+    ConfigError
+        When neither ``QISKIT_IBM_TOKEN`` is set nor a saved account exists.
+    """
+    if os.environ.get("QISKIT_IBM_TOKEN") or _SAVED_ACCOUNT.is_file():
+        return
+    raise ConfigError(
+        "device='ibm:...': no IBM Quantum credentials; set QISKIT_IBM_TOKEN (and "
+        "QISKIT_IBM_INSTANCE, optionally QISKIT_IBM_CHANNEL) or save an account with "
+        "QiskitRuntimeService.save_account(...)"
+    )
+
+
+def ibm_backend(name: str, wires: int) -> Any:
+    """An IBM Quantum backend; ``least-busy`` picks among operational devices.
+
+    The service reads the credentials itself; an error from it is re-raised as
+    one line that never contains the token.
+    """
+    check_ibm_credentials()
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    try:
+        service = QiskitRuntimeService()
+        if name == "least-busy":
+            backend = service.least_busy(min_num_qubits=wires, operational=True, simulator=False)
+        else:
+            backend = service.backend(name)
+    except Exception as err:  # the service raises many types; the message is what matters
+        message = redact(f"{type(err).__name__}: {err}".splitlines()[0])
+        raise ConfigError(
+            f"device='ibm:{name}': IBM Quantum refused or unreachable ({message})"
+        ) from None
+    logger.info("IBM backend %s (%d qubits)", backend.name, backend.num_qubits)
+    return backend
+
+
+def redact(text: str) -> str:
+    """``text`` with the IBM token, if one is set, replaced by ``***``."""
+    token = os.environ.get("QISKIT_IBM_TOKEN", "")
+    return text.replace(token, "***") if token else text

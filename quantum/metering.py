@@ -1,0 +1,89 @@
+"""What running the student's circuits cost: executions, jobs, shots, QPU and queue time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: Reply-metric key of each :class:`CostMeter` field (summed per round and per run).
+METRIC_KEYS = {
+    "executions": "quantum-executions",
+    "jobs": "quantum-jobs",
+    "shots": "quantum-shots",
+    "qpu_seconds": "qpu-seconds",
+    "queue_seconds": "queue-seconds",
+    "wall_seconds": "quantum-seconds",
+}
+
+
+@dataclass
+class CostMeter:
+    """Running totals for one client in one round.
+
+    Attributes
+    ----------
+    executions : int
+        Circuit executions: one per input row per evaluation (a batch of 64
+        rows evaluated once is 64; gradients by backprop or adjoint add none).
+    jobs : int
+        Jobs submitted to a Qiskit backend (0 on PennyLane simulators).
+    shots : int
+        Shots requested in those jobs.
+    qpu_seconds : float
+        Billed quantum seconds from the jobs' metrics (real hardware only).
+    queue_seconds : float
+        Time the jobs waited before running (``running - created``).
+    wall_seconds : float
+        Wall time spent evaluating circuits (forward passes only).
+    """
+
+    executions: int = 0
+    jobs: int = 0
+    shots: int = 0
+    qpu_seconds: float = 0.0
+    queue_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def add_job(self, metrics: Mapping[str, Any] | None) -> None:
+        """Count one job and add its QPU and queue seconds from ``job.metrics()``."""
+        self.jobs += 1
+        qpu, queue = job_seconds(metrics or {})
+        self.qpu_seconds += qpu
+        self.queue_seconds += queue
+
+    def as_metrics(self) -> dict[str, float | int]:
+        """The totals under their reply-metric names (:data:`METRIC_KEYS`)."""
+        return {METRIC_KEYS[k]: v for k, v in asdict(self).items()}
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """A timestamp from ``job.metrics()``: ISO-8601 text (cloud) or ``datetime`` (local)."""
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, str) and value:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+def job_seconds(metrics: Mapping[str, Any]) -> tuple[float, float]:
+    """(billed QPU seconds, queue seconds) of one job from its ``metrics()`` dictionary.
+
+    Accepts the IBM cloud format (timestamps as ISO-8601 strings, usage in
+    ``usage.quantum_seconds``) and qiskit-ibm-runtime's local testing format
+    (``datetime`` objects, usage 0). Missing fields count as 0.
+    """
+    usage = metrics.get("usage") or {}
+    qpu = float(usage.get("quantum_seconds") or 0.0)
+    stamps = metrics.get("timestamps") or {}
+    created, running = _time(stamps.get("created")), _time(stamps.get("running"))
+    queue = (running - created).total_seconds() if created and running else 0.0
+    return qpu, max(queue, 0.0)
+
+
+def sum_costs(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Sum the cost metrics of several replies (keys absent in a reply count as 0)."""
+    return {key: float(sum(r.get(key, 0) or 0 for r in rows)) for key in METRIC_KEYS.values()}
