@@ -21,7 +21,7 @@ from config.errors import ConfigError
 from config.messages import metric_float
 from config.run_config import RunConfig
 from llm.teacher import finetune_teacher, pooled_embeddings
-from quantum.devices import parse_device
+from quantum.devices import check_ibm_credentials, parse_device
 from quantum.optimizers import resolve_optimizer
 from tasks.datasets import TextDataset, load_task
 from tasks.splits import client_datasets
@@ -62,7 +62,10 @@ class ClientNode:
         self.seconds: dict[str, float] = {}
         # A node may run its student on its own device (e.g. one site on a QPU).
         self.device = str(context.node_config.get("device", config.student.device))
-        self.optimizer = resolve_optimizer(config.student.optimizer, parse_device(self.device))
+        device = parse_device(self.device)
+        self.optimizer = resolve_optimizer(config.student.optimizer, device)
+        if device.is_hardware:  # before any data is loaded or teacher trained
+            check_ibm_credentials()
         if self.device != config.student.device:
             logger.info("node %d: device %s from its node config", self.partition_id, self.device)
 

@@ -250,7 +250,7 @@ def _vqc_layers(ansatz: str, n: int, layers: int, weights: _Weights) -> list[Gat
 def _qcnn(n: int, layers: int, keep: int, weights: _Weights) -> tuple[list[Gate], tuple[int, ...]]:
     gates: list[Gate] = []
     active = list(range(n))
-    while True:
+    while len(active) > 1:
         for _ in range(layers):
             w = weights.take(4)
             pairs = list(zip(active[0::2], active[1::2], strict=False))
@@ -260,7 +260,7 @@ def _qcnn(n: int, layers: int, keep: int, weights: _Weights) -> tuple[list[Gate]
                 gates += [Gate("CNOT", (a, b))]
                 gates += [Gate("RY", (a,), (w[2],)), Gate("RY", (b,), (w[3],))]
                 gates += [Gate("CNOT", (b, a))]
-        if len(active) == 1 or (len(active) + 1) // 2 < keep:
+        if (len(active) + 1) // 2 < keep:
             break
         z, x = weights.take(2)
         for sink, source in zip(active[0::2], active[1::2], strict=False):

@@ -1,0 +1,152 @@
+"""Devices, IBM credentials, cost metering and the gradient-free optimizers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import quantum.devices as devices
+from config.errors import ConfigError
+from quantum.devices import make_qiskit_backend, parse_device
+from quantum.distill import evaluate_student, train_student
+from quantum.metering import CostMeter, job_seconds, sum_costs
+from quantum.optimizers import resolve_optimizer
+from quantum.student import QuantumStudent
+
+FAKE_TOKEN = "fake-token-0123456789abcdef"
+
+
+def test_device_names_parse_to_their_family() -> None:
+    assert parse_device("default.qubit").diff_method == "backprop"
+    assert parse_device("lightning.qubit").diff_method == "adjoint"
+    for name in ("qiskit.aer", "fake:FakeManilaV2", "ibm:ibm_torino", "ibm:least-busy"):
+        assert parse_device(name).shots_based
+    assert parse_device("ibm:least-busy").is_hardware and not parse_device("qiskit.aer").is_hardware
+
+
+def test_missing_ibm_credentials_give_one_line_naming_the_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    for name in devices.IBM_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(devices, "_SAVED_ACCOUNT", devices.Path(str(tmp_path)) / "none.json")
+    with pytest.raises(ConfigError) as err:
+        make_qiskit_backend(parse_device("ibm:least-busy"), 4)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "QISKIT_IBM_TOKEN" in message and "QISKIT_IBM_INSTANCE" in message
+
+
+class _RefusingService:
+    """Stands in for QiskitRuntimeService where the network would be used; echoes the token."""
+
+    def __init__(self) -> None:
+        import os
+
+        raise RuntimeError(f"401 Client Error: invalid token {os.environ['QISKIT_IBM_TOKEN']}")
+
+
+class _FakeService:
+    """A service whose least busy backend is the offline FakeManilaV2 replica."""
+
+    def least_busy(self, **kwargs: object) -> object:
+        from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+        assert kwargs["min_num_qubits"] == 4 and kwargs["operational"] is True
+        return FakeManilaV2()
+
+
+def test_a_token_never_reaches_errors_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import qiskit_ibm_runtime
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", FAKE_TOKEN)
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _RefusingService)
+    with pytest.raises(ConfigError) as err:
+        make_qiskit_backend(parse_device("ibm:least-busy"), 4)
+    assert "***" in str(err.value) and FAKE_TOKEN not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+    # With a (fake) working service the student runs and meters, and logs no token.
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _FakeService)
+    student = QuantumStudent(6, 3, n_qubits=4, n_layers=1, device_name="ibm:least-busy", shots=64)
+    student(torch.zeros(3, 6))
+    metrics = student.meter.as_metrics()
+    assert metrics["quantum-jobs"] == 1 and metrics["quantum-shots"] == 3 * 64
+    assert FAKE_TOKEN not in caplog.text and FAKE_TOKEN not in repr(metrics)
+
+
+def test_job_seconds_reads_the_cloud_and_the_local_formats() -> None:
+    cloud = {
+        "timestamps": {
+            "created": "2026-03-01T10:00:00.000Z",
+            "running": "2026-03-01T10:02:30.500Z",
+            "finished": "2026-03-01T10:02:41Z",
+        },
+        "usage": {"quantum_seconds": 4, "seconds": 4},
+    }
+    assert job_seconds(cloud) == (4.0, 150.5)
+    start = dt.datetime(2026, 3, 1, 10, 0, 0)
+    local = {
+        "timestamps": {
+            "created": start,
+            "running": start + dt.timedelta(seconds=2),
+            "finished": start,
+        },
+        "usage": {"quantum_seconds": 0, "seconds": 0},
+    }
+    assert job_seconds(local) == (0.0, 2.0)
+    assert job_seconds({}) == (0.0, 0.0)
+    meter = CostMeter()
+    meter.add_job(cloud)
+    meter.add_job(None)
+    assert (meter.jobs, meter.qpu_seconds, meter.queue_seconds) == (2, 4.0, 150.5)
+    total = sum_costs([meter.as_metrics(), {"quantum-jobs": 3}, {}])
+    assert total["quantum-jobs"] == 5 and total["qpu-seconds"] == 4.0
+
+
+def test_optimizer_resolution() -> None:
+    assert resolve_optimizer("auto", parse_device("default.qubit")) == "adam"
+    assert resolve_optimizer("auto", parse_device("fake:FakeManilaV2")) == "spsa"
+    assert resolve_optimizer("cobyla", parse_device("lightning.qubit")) == "cobyla"
+    with pytest.raises(
+        ConfigError, match="optimizer='adam': device='qiskit.aer' samples with shots"
+    ):
+        resolve_optimizer("adam", parse_device("qiskit.aer"))
+    with pytest.raises(ConfigError, match="optimizer='lbfgs': must be one of"):
+        resolve_optimizer("lbfgs", parse_device("default.qubit"))
+
+
+def _task(rows: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(rows, 4)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(np.int64) + (features[:, 1] > 0.8)
+    return features, labels, np.zeros((rows, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "device"),
+    [("cobyla", "default.qubit"), ("spsa", "default.qubit"), ("spsa", "qiskit.aer")],
+)
+def test_gradient_free_optimizers_lower_the_loss(optimizer: str, device: str) -> None:
+    features, labels, teacher = _task()
+    student = QuantumStudent(4, 3, n_qubits=4, n_layers=2, device_name=device, shots=512, seed=1)
+    student.set_projection(np.eye(4, dtype=np.float32), np.zeros(4, dtype=np.float32))
+    before, _ = evaluate_student(student, features, labels)
+    projection = student.get_arrays()["projection.weight"]
+    fit = train_student(
+        student, features, labels, teacher, steps=40, lr=0.1, batch_size=48,
+        temperature=1.0, alpha=0.0, seed=3, optimizer=optimizer,
+    )  # fmt: skip
+    after, _ = evaluate_student(student, features, labels)
+    assert after < before - 0.02, (before, after)
+    assert fit["steps"] == 40 and np.isfinite(fit["train_loss"])
+    np.testing.assert_array_equal(student.get_arrays()["projection.weight"], projection)
+    if device == "qiskit.aer":  # SPSA: two batched jobs per iteration, plus the evaluations
+        assert student.meter.jobs >= 80 and student.meter.shots == student.meter.executions * 512
