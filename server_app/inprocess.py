@@ -115,8 +115,13 @@ def run_in_process(
     run_id: int = 1,
     fail_nodes: Iterable[int] = (),
     grid: InProcessGrid | None = None,
+    node_configs: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> InProcessGrid:
     """Run the ServerApp against ``num_nodes`` in-process clients; return the grid.
+
+    ``node_configs`` adds entries to the node config of partition ``i`` for
+    this run (as ``--node-config`` would on a SuperNode), e.g.
+    ``{0: {"device": "fake:FakeManilaV2"}}``.
 
     Passing the ``grid`` of an earlier call reuses its nodes and their state
     (cached embeddings and teachers), with the new ``run_config``; only
@@ -137,6 +142,13 @@ def run_in_process(
     else:
         for context in grid.contexts.values():
             context.run_config = dict(run_config)
+    for context in grid.contexts.values():
+        partition = int(context.node_config["partition-id"])
+        context.node_config = {
+            "partition-id": partition,
+            "num-partitions": context.node_config["num-partitions"],
+            **(node_configs or {}).get(partition, {}),
+        }
     context = Context(
         run_id=run_id,
         node_id=SUPERLINK_NODE_ID,

@@ -145,3 +145,44 @@ def test_llm_guided_selects_sets_budgets_and_stops_early(guided_run: Path) -> No
         assert (guided_run / name).stat().st_size > 0
     state = json.loads((guided_run / "strategy.json").read_text())
     assert state["class"] == "LLMGuidedStrategy" and len(state["clients"]) == 3
+
+
+def test_one_node_on_a_fake_ibm_backend_the_others_simulating(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    """Partition 0 sets device=fake:FakeManilaV2 in its node config; only it sends jobs."""
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "local-steps": 6,
+            "shots": 256,
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
+        node_configs={0: {"device": "fake:FakeManilaV2"}},
+    )
+    run_dir = _run_dir(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    rounds = [r for r in read_rounds(run_dir / "rounds.jsonl") if r["round"] >= 1]
+    for record in rounds:
+        by_partition = {c["partition-id"]: c for c in record["clients"]}
+        assert sorted(by_partition) == [0, 1, 2]
+        fake = by_partition[0]
+        # SPSA: 2 batched jobs per step, plus one job per validation pass (before and after).
+        assert fake["quantum-jobs"] == 2 * 6 + 2 and fake["steps"] == 6
+        assert fake["quantum-shots"] == 256 * fake["quantum-executions"] > 0
+        for partition in (1, 2):
+            simulated = by_partition[partition]
+            assert simulated["quantum-jobs"] == 0 and simulated["quantum-shots"] == 0
+            assert simulated["quantum-executions"] > 0  # statevector runs are still counted
+        assert record["quantum-cost"]["quantum-jobs"] == fake["quantum-jobs"]
+    assert summary["quantum-cost"]["quantum-jobs"] == sum(
+        r["quantum-cost"]["quantum-jobs"] for r in rounds
+    )
+    assert summary["quantum-cost"]["quantum-shots"] == sum(
+        c["quantum-shots"] for r in rounds for c in r["clients"]
+    )
