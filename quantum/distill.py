@@ -187,8 +187,8 @@ def train_student(
         losses = _train_gradient_free(
             student, (x, y, t), batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
         )
-    adam = make_optimizer(student, lr, projection_lr) if optimizer == "adam" else None
-    for _ in range(steps if adam is not None else 0):
+    adam = make_optimizer(student, lr, projection_lr)
+    for _ in range(steps if optimizer == "adam" else 0):
         rows = torch.as_tensor(next(batches))
         loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
         if anchor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,6 +84,6 @@ def job_seconds(metrics: Mapping[str, Any]) -> tuple[float, float]:
     return qpu, max(queue, 0.0)
 
 
-def sum_costs(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+def sum_costs(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Sum the cost metrics of several replies (keys absent in a reply count as 0)."""
     return {key: float(sum(r.get(key, 0) or 0 for r in rows)) for key in METRIC_KEYS.values()}

@@ -75,7 +75,9 @@ class SamplerExecutor:
         n = spec.n_qubits
         # Qiskit's integer outcome has qubit q as bit q; PennyLane's wire 0 is the top bit.
         outcomes = np.arange(2**n)
-        self._to_wire_order = sum(((outcomes >> q) & 1) << (n - 1 - q) for q in range(n))
+        self._to_wire_order = np.zeros(2**n, dtype=np.int64)
+        for q in range(n):
+            self._to_wire_order |= ((outcomes >> q) & 1) << (n - 1 - q)
         logger.debug(
             "transpiled %d-qubit circuit for %s in %.2f s: depth %d, %d parameters",
             n,
