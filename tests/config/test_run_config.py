@@ -44,6 +44,19 @@ def test_round_trip_and_int_for_float() -> None:
         ({"local-steps": 2.5}, "local-steps=2.5: expected int, got float"),
         ({"n-qubits": True}, "n-qubits=True: expected int, got bool"),
         ({"colour": 1}, "unknown run-config key 'colour'"),
+        ({"device": "fake:FakeNowhereV2"}, "device='FakeNowhereV2': no such fake IBM backend"),
+        ({"noise-model": "Manila"}, "noise-model='Manila': no such fake IBM backend"),
+        ({"circuit": "mps"}, "circuit='mps': must be one of vqc, qcnn"),
+        ({"embedding": "amplitude"}, "embedding='amplitude': must be one of angle, iqp"),
+        ({"ansatz": "su2"}, "ansatz='su2': must be one of strong, real-amplitudes"),
+        ({"shots": 0}, "shots=0: must be >= 1"),
+        ({"qiskit-execution": "async"}, "qiskit-execution='async': must be one of batched"),
+        ({"optimizer": "sgd"}, "optimizer='sgd': must be one of auto, adam, cobyla, spsa"),
+        (
+            {"optimizer": "adam", "device": "fake:FakeManilaV2"},
+            "optimizer='adam': device='fake:FakeManilaV2' samples with shots",
+        ),
+        ({"n-qubits": 2, "readout": "expval"}, "n-qubits=2: readout='expval' needs 3 qubits"),
     ],
 )
 def test_bad_values_fail_with_one_line(override: dict, expected: str) -> None:

@@ -150,3 +150,14 @@ def test_gradient_free_optimizers_lower_the_loss(optimizer: str, device: str) ->
     np.testing.assert_array_equal(student.get_arrays()["projection.weight"], projection)
     if device == "qiskit.aer":  # SPSA: two batched jobs per iteration, plus the evaluations
         assert student.meter.jobs >= 80 and student.meter.shots == student.meter.executions * 512
+
+
+def test_aer_takes_a_fake_backends_noise_model() -> None:
+    noisy = make_qiskit_backend(parse_device("qiskit.aer"), 4, noise_model="FakeManilaV2")
+    clean = make_qiskit_backend(parse_device("qiskit.aer"), 4)
+    assert not noisy.options.noise_model.is_ideal() and clean.options.noise_model is None
+
+
+def test_a_backend_too_small_for_the_circuit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="has 5 qubits, the circuit needs 8; lower n-qubits"):
+        make_qiskit_backend(parse_device("fake:FakeManilaV2"), 8)
