@@ -10,11 +10,15 @@ labels (no teacher: the comparison is of the quantum training paths).
   (lr 0.05, minibatches of 64), the default path (angle embedding, 3 strongly
   entangling layers, scaled ``<Z>`` readout); its full-training-set loss is
   measured every 5 steps, and only training time is counted.
-- reference: the approach of the LLM-QFL authors' code, qiskit-machine-learning's
-  ``VQC`` (a ``SamplerQNN`` with one-hot cross-entropy) with a ``ZZFeatureMap``
-  embedding, a ``RealAmplitudes`` ansatz (3 repetitions) and ``COBYLA``, on
-  Qiskit's exact ``StatevectorSampler``. Its objective (the mean cross-entropy
-  over the training rows, in bits in qiskit-machine-learning) is recorded at
+- reference: the setup of the LLM-QFL authors' VQC client (``device.py`` of
+  their ``qfl_llm_vqc_llama_genomic`` folder): qiskit-machine-learning's
+  ``VQC`` (a ``SamplerQNN`` with one-hot cross-entropy), ``ZZFeatureMap``
+  (1 repetition), ``RealAmplitudes`` (3 repetitions), every initial weight
+  0.5, ``COBYLA``; on Qiskit's exact ``StatevectorSampler``. Differences: their
+  inputs are min-max scaled to [0, 1], ours are the student's angles in
+  (0, pi), the same for both here; their TweetEval client is a QCNN. Its
+  objective (the mean cross-entropy over the training rows, in bits in
+  qiskit-machine-learning) is recorded at
   every evaluation with its wall time and converted to nats. We pass
   ``output_shape=3`` (outcome ``mod 3``): with VQC's default output shape a
   3-class problem is read by parity and the third class gets no probability.
@@ -104,6 +108,7 @@ def _reference(
         sampler=StatevectorSampler(seed=0),
         callback=record,
         output_shape=CLASSES,  # the default (2, parity) never predicts a third class
+        initial_point=np.full(real_amplitudes(QUBITS, reps=3).num_parameters, 0.5),
     )
     started = time.perf_counter()
     vqc.fit(angles, np.eye(CLASSES)[y])

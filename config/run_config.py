@@ -60,6 +60,12 @@ class FederationConfig:
         "fedavg, fedprox, llm-guided, llmqfl-reference, or package.module:Class.",
     )
     seed: int = _key("seed", 42, "Seed of partitioning, initialisation and sampling.")
+    resume_from: str = _key(
+        "resume-from",
+        "",
+        "Results directory of an earlier run whose last checkpoint to continue from; "
+        "empty starts afresh.",
+    )
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,10 @@ class RunConfig:
         _check(fed.min_train_nodes >= 1, "min-train-nodes", fed.min_train_nodes, "must be >= 1")
         _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
         _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
+        if fed.resume_from and check_files:
+            from server_app.checkpoint import check_resume  # late import: it imports config
+
+            check_resume(fed.resume_from, fed.num_rounds)
         # The packages that implement each choice own its list (late imports: they import config).
         from quantum.circuits import CircuitSpec
         from quantum.devices import fake_backend_class, parse_device

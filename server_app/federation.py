@@ -22,6 +22,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from config.errors import ConfigError
 from config.messages import metric_int
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
@@ -30,6 +31,7 @@ from quantum.distill import evaluate_student
 from quantum.metering import sum_costs
 from quantum.projection import MomentStats, pca_projection
 from quantum.student import QuantumStudent, build_student
+from server_app.checkpoint import check_resume, load_checkpoint, restore_rng, save_checkpoint
 from server_app.results import ResultsWriter
 from strategies.registry import build_strategy
 from strategies.student_fedavg import StudentFedAvg
@@ -160,46 +162,63 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
     arrays = student_record(student)
     strategy: StudentFedAvg = build_strategy(config)
 
-    initial = evaluate_global(student, arrays, split)
-    strategy.observe_global(0, initial)
-    writer.write_round(
-        {
-            "round": 0,
-            "global": initial,
-            "clients": sorted(projection.clients, key=lambda c: c["partition-id"]),
-            "participants": sorted(partitions.values()),
-            "failures": [],
-            "seconds": time.perf_counter() - started,
-            "server-embed-seconds": server_embed_seconds,
-            "train-seconds": query_seconds,
-            "bytes-sent": 0,
-            "bytes-received": projection.bytes_received,
-        }
-    )
-    logger.info(
-        "round 0: global acc %.3f loss %.4f (server split majority %.3f)",
-        initial["accuracy"],
-        initial["loss"],
-        split.majority_rate,
-    )
+    first_round = 1
+    if fed.resume_from:
+        first_round = _resume(fed.resume_from, config, student, strategy, writer)
+        arrays = student_record(student)
+        initial = writer.rounds[0]["global"]
+    else:
+        initial = evaluate_global(student, arrays, split)
+        strategy.observe_global(0, initial)
+        writer.write_round(
+            {
+                "round": 0,
+                "global": initial,
+                "clients": sorted(projection.clients, key=lambda c: c["partition-id"]),
+                "participants": sorted(partitions.values()),
+                "failures": [],
+                "seconds": time.perf_counter() - started,
+                "server-embed-seconds": server_embed_seconds,
+                "train-seconds": query_seconds,
+                "bytes-sent": 0,
+                "bytes-received": projection.bytes_received,
+            }
+        )
+        logger.info(
+            "round 0: global acc %.3f loss %.4f (server split majority %.3f)",
+            initial["accuracy"],
+            initial["loss"],
+            split.majority_rate,
+        )
     stop_reason = "max-rounds"
-    rounds_run = 0
-    for server_round in range(1, fed.num_rounds + 1):
+    rounds_run = first_round - 1
+    for server_round in range(first_round, fed.num_rounds + 1):
         round_started = time.perf_counter()
         messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
-        if len(replies) < len(messages):
+        silent = _silent_nodes(messages, replies, partitions)
+        if silent:
             logger.warning(
-                "round %d: %d of %d nodes did not reply within round-timeout=%s",
+                "round %d: %d of %d nodes did not reply within round-timeout=%s: partitions %s",
                 server_round,
-                len(messages) - len(replies),
+                len(silent),
                 len(messages),
                 fed.round_timeout,
+                [f["partition-id"] for f in silent],
             )
         train_done = time.perf_counter()
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
-        if new_arrays is not None:
+        usable = len(strategy.last_client_metrics)
+        needed = min(fed.min_train_nodes, len(messages))
+        if new_arrays is not None and usable >= needed:
             arrays = new_arrays
+        else:
+            logger.warning(
+                "round %d: %d usable replies, min-train-nodes=%d: the global student is unchanged",
+                server_round,
+                usable,
+                fed.min_train_nodes,
+            )
         aggregate_done = time.perf_counter()
         global_metrics = evaluate_global(student, arrays, split)
         strategy.observe_global(server_round, global_metrics)
@@ -224,7 +243,11 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             },
             "clients": sorted(clients, key=lambda c: c["partition-id"]),
             "quantum-cost": sum_costs(clients),
-            "failures": strategy.last_failures,
+            "failures": [
+                {**f, "partition-id": partitions.get(f["node-id"])} for f in strategy.last_failures
+            ]
+            + silent,
+            "update-applied": bool(new_arrays is not None and usable >= needed),
             "global": global_metrics,
             "seconds": time.perf_counter() - round_started,
             "train-seconds": train_done - round_started,
@@ -234,6 +257,13 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             "bytes-received": _bytes(replies),
         }
         writer.write_round(record)
+        save_checkpoint(
+            writer.path,
+            server_round,
+            {k: a.numpy() for k, a in arrays.items()},
+            strategy.state(),
+            writer.rounds,
+        )
         rounds_run = server_round
         logger.info(
             "round %d/%d: %d/%d clients replied, global acc %.3f loss %.4f, "
@@ -277,6 +307,43 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
         "failures": sum(len(r.get("failures", [])) for r in writer.rounds),
         "quantum-cost": sum_costs([c for r in writer.rounds for c in r["clients"]]),
     }
+
+
+def _resume(
+    path: str, config: RunConfig, student: QuantumStudent, strategy: StudentFedAvg, writer: Any
+) -> int:
+    """Load the checkpoint into the student, strategy and results; return the next round."""
+    check_resume(path, config.federation.num_rounds)
+    checkpoint = load_checkpoint(path)
+    try:
+        student.set_arrays(checkpoint.arrays)
+    except ValueError as err:
+        raise ConfigError(
+            f"resume-from={path!r}: {err}; use the circuit settings of the checkpointed run"
+        ) from None
+    strategy.load_state(checkpoint.strategy_state)
+    restore_rng(checkpoint.rng)
+    for record in checkpoint.rounds:
+        writer.write_round(record)
+    logger.info("resumed from %s after round %d", path, checkpoint.round)
+    return checkpoint.round + 1
+
+
+def _silent_nodes(
+    messages: list[Message], replies: list[Message], partitions: dict[int, int]
+) -> list[dict[str, Any]]:
+    """A failure record for each node that was sent work and never replied."""
+    answered = {int(r.metadata.src_node_id) for r in replies}
+    return [
+        {
+            "node-id": node,
+            "partition-id": partitions.get(node),
+            "code": None,
+            "reason": "no reply within round-timeout",
+        }
+        for node in (int(m.metadata.dst_node_id) for m in messages)
+        if node not in answered
+    ]
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:

@@ -1,0 +1,139 @@
+"""Per-round checkpoints of the server, and resuming a run from one.
+
+After every round the server writes ``<run dir>/checkpoint/``:
+
+- ``student.npz``: the global student's arrays (circuit, readout, projection);
+- ``state.json``: the round number, the strategy's and its policies' state
+  (``strategy.state()``), the rounds written so far (so a resumed run's
+  results are complete) and the state of NumPy's and torch's global random
+  generators.
+
+Each file is written to a temporary name and renamed, so a crash mid-write
+leaves the previous round's checkpoint intact. ``resume-from`` names a run
+directory (or its ``checkpoint`` folder); the resumed run continues at the
+next round under a new run directory and carries the earlier rounds over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from config.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FOLDER = "checkpoint"
+STATE, ARRAYS = "state.json", "student.npz"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a resumed run needs."""
+
+    round: int
+    arrays: dict[str, np.ndarray]
+    strategy_state: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    rng: dict[str, Any]
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    server_round: int,
+    arrays: dict[str, Any],
+    strategy_state: dict[str, Any],
+    rounds: list[dict[str, Any]],
+) -> Path:
+    """Write the checkpoint of ``server_round`` atomically; return its folder."""
+    folder = Path(run_dir) / FOLDER
+    folder.mkdir(exist_ok=True)
+    kind, keys, *position = tuple(np.random.get_state(legacy=True))
+    state = {
+        "round": server_round,
+        "strategy": strategy_state,
+        "rounds": rounds,
+        "rng": {
+            "numpy": [kind, np.asarray(keys).tolist(), *position],
+            "torch": torch.get_rng_state().tolist(),
+        },
+    }
+    tmp_arrays = folder / f".{ARRAYS}.tmp.npz"
+    np.savez(tmp_arrays, **arrays)
+    tmp_state = folder / f".{STATE}.tmp"
+    tmp_state.write_text(json.dumps(state, default=_jsonable), encoding="utf-8")
+    os.replace(tmp_arrays, folder / ARRAYS)
+    os.replace(tmp_state, folder / STATE)  # the state last: it names a complete checkpoint
+    return folder
+
+
+def checkpoint_folder(path: str) -> Path:
+    """The checkpoint folder ``resume-from`` points at (a run directory or the folder itself).
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``resume-from`` when no checkpoint is there.
+    """
+    candidate = Path(path).expanduser()
+    folder = candidate if (candidate / STATE).is_file() else candidate / FOLDER
+    if not (folder / STATE).is_file() or not (folder / ARRAYS).is_file():
+        raise ConfigError(
+            f"resume-from={path!r}: no checkpoint there (expected {FOLDER}/{STATE} and "
+            f"{FOLDER}/{ARRAYS}); point it at the results directory of an earlier run"
+        )
+    return folder
+
+
+def check_resume(path: str, num_rounds: int) -> None:
+    """Fail fast, in one line, unless ``path`` holds a checkpoint before ``num_rounds``."""
+    folder = checkpoint_folder(path)
+    try:
+        done = int(json.loads((folder / STATE).read_text(encoding="utf-8"))["round"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"resume-from={path!r}: unreadable checkpoint ({err})") from None
+    if done >= num_rounds:
+        raise ConfigError(
+            f"num-server-rounds={num_rounds}: the checkpoint in {path!r} is at round {done} "
+            "already; raise num-server-rounds to continue"
+        )
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read the checkpoint ``resume-from`` points at (see :func:`checkpoint_folder`)."""
+    folder = checkpoint_folder(path)
+    try:
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+        with np.load(folder / ARRAYS) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"resume-from={path!r}: unreadable checkpoint ({err})") from None
+    return Checkpoint(
+        round=int(state["round"]),
+        arrays=arrays,
+        strategy_state=state["strategy"],
+        rounds=state["rounds"],
+        rng=state["rng"],
+    )
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Put NumPy's and torch's global generators back where the checkpoint left them."""
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,97 @@
+"""Checkpoints every round; a resumed run ends where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config.errors import ConfigError
+from server_app.checkpoint import load_checkpoint
+from server_app.inprocess import InProcessGrid, run_in_process
+from server_app.results import read_rounds
+
+GUIDED = {
+    "max-train-rows": 600,
+    "server-eval-rows": 200,
+    "teacher-epochs": 1.0,
+    "seed": 11,
+    "strategy": "llm-guided",
+    "selection": "random-k",  # seeded draws: the generator's state must survive the restart
+    "fraction-train": 0.67,
+    "min-nodes": 3,
+    "steps-policy": "adaptive",
+    "local-steps": 10,
+    "termination": "max-rounds",
+}
+
+
+def _only_run(results: Path) -> Path:
+    (run_dir,) = results.iterdir()
+    return run_dir
+
+
+def _run(config: dict, results: Path, grid: InProcessGrid | None) -> tuple[Path, InProcessGrid]:
+    results.mkdir()
+    grid = run_in_process({**config, "results-dir": str(results)}, num_nodes=3, grid=grid)
+    return _only_run(results), grid
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
+    base = {**GUIDED, "data-dir": str(shared_data / "tweeteval_sentiment")}
+    root = tmp_path_factory.mktemp("resume")
+    straight, grid = _run({**base, "num-server-rounds": 4}, root / "straight", None)
+    # Same nodes (teachers cached in their state), as after a server restart.
+    first, _ = _run({**base, "num-server-rounds": 2}, root / "first", grid)
+    resumed, _ = _run(
+        {**base, "num-server-rounds": 4, "resume-from": str(first)}, root / "resumed", grid
+    )
+    return {"straight": straight, "first": first, "resumed": resumed}
+
+
+def test_every_round_leaves_a_checkpoint(runs: dict[str, Path]) -> None:
+    checkpoint = load_checkpoint(str(runs["first"]))
+    assert checkpoint.round == 2
+    assert [r["round"] for r in checkpoint.rounds] == [0, 1, 2]
+    with np.load(runs["first"] / "student.npz") as final:
+        for key in final.files:
+            np.testing.assert_array_equal(checkpoint.arrays[key], final[key])
+
+
+def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None:
+    with (
+        np.load(runs["straight"] / "student.npz") as a,
+        np.load(runs["resumed"] / "student.npz") as b,
+    ):
+        assert a.files == b.files
+        for key in a.files:  # stated tolerance: float32 round-off only
+            np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-6)
+    straight = json.loads((runs["straight"] / "strategy.json").read_text())
+    resumed = json.loads((runs["resumed"] / "strategy.json").read_text())
+    for memory in (*straight["clients"].values(), *resumed["clients"].values()):
+        for key in [k for k in memory if "seconds" in k]:
+            memory.pop(key)  # wall-clock times differ between runs; decisions do not
+    assert resumed == straight
+    rounds_a = read_rounds(runs["straight"] / "rounds.jsonl")
+    rounds_b = read_rounds(runs["resumed"] / "rounds.jsonl")
+    assert [r["round"] for r in rounds_b] == [0, 1, 2, 3, 4]  # earlier rounds carried over
+    for a, b in zip(rounds_a, rounds_b, strict=True):
+        assert a.get("participants") == b.get("participants")
+        assert a.get("budgets") == b.get("budgets")
+        assert a["global"]["loss"] == pytest.approx(b["global"]["loss"], abs=1e-6)
+    summary = json.loads((runs["resumed"] / "summary.json").read_text())
+    assert summary["rounds"] == 4 and summary["status"] == "completed"
+
+
+def test_resume_errors_are_one_line(
+    runs: dict[str, Path], tmp_path: Path, shared_data: Path
+) -> None:
+    base = {**GUIDED, "data-dir": str(shared_data / "tweeteval_sentiment")}
+    with pytest.raises(ConfigError, match="resume-from=.*no checkpoint there"):
+        run_in_process({**base, "resume-from": str(tmp_path), "results-dir": str(tmp_path)}, 3)
+    done = {**base, "num-server-rounds": 2, "resume-from": str(runs["first"])}
+    with pytest.raises(ConfigError, match="num-server-rounds=2: the checkpoint .* at round 2"):
+        run_in_process({**done, "results-dir": str(tmp_path / "r")}, 3)
