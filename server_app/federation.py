@@ -100,7 +100,12 @@ def fit_projection(
         Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=n, message_type="query.stats")
         for n in node_ids
     ]
-    replies = [r for r in grid.send_and_receive(messages, timeout=timeout) if not r.has_error()]
+    answers = list(grid.send_and_receive(messages, timeout=timeout))
+    for answer in answers:  # a node's bad setting or data stops the run before training
+        problem = config_problem(answer)
+        if problem is not None:
+            raise ConfigError(f"node {answer.metadata.src_node_id}: {problem}")
+    replies = [r for r in answers if not r.has_error()]
     if not replies:
         raise RuntimeError("no node answered the embedding-statistics query")
     pooled: MomentStats | None = None
@@ -117,6 +122,19 @@ def fit_projection(
     weight, bias = pca_projection(pooled, n_components)
     logger.info("federated PCA fitted on %d rows from %d nodes", pooled.n, len(replies))
     return Projection(weight, bias, partitions, clients, _bytes(replies))
+
+
+def config_problem(reply: Message) -> str | None:
+    """The one-line ``ConfigError`` message a failed reply carries, if it carries one.
+
+    Error reasons hold the ClientApp's exception as a traceback (in process) or
+    as ``<class '...ConfigError'>:<'message'>`` (Flower's deployment engine).
+    """
+    if not reply.has_error() or "ConfigError" not in reply.error.reason:
+        return None
+    tail = reply.error.reason.rsplit("ConfigError", 1)[1]
+    line = tail.strip().lstrip(":'>< ").splitlines()[0] if tail.strip() else ""
+    return line.rstrip("'>") or "invalid configuration"
 
 
 def student_record(student: QuantumStudent) -> ArrayRecord:

@@ -186,3 +186,35 @@ def test_one_node_on_a_fake_ibm_backend_the_others_simulating(
     assert summary["quantum-cost"]["quantum-shots"] == sum(
         c["quantum-shots"] for r in rounds for c in r["clients"]
     )
+
+
+def test_a_failing_client_is_recorded_and_the_rounds_go_on(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    grid = tweeteval_fedavg[1]
+    broken = sorted(grid.contexts)[2]  # partition 2 raises on every message
+    grid.fail_nodes = {broken}
+    try:
+        run_in_process(
+            {
+                **BASE,
+                "data-dir": str(shared_data / "tweeteval_sentiment"),
+                "results-dir": str(tmp_path),
+                "local-steps": 5,
+            },
+            num_nodes=3,
+            grid=grid,
+        )
+    finally:
+        grid.fail_nodes = set()
+    run_dir = _run_dir(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    assert summary["failures"] == 2  # one per training round
+    for record in read_rounds(run_dir / "rounds.jsonl")[1:]:
+        (failure,) = record["failures"]
+        assert failure["node-id"] == broken and failure["partition-id"] is None
+        assert "was told to fail" in failure["reason"]
+        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
+        assert record["update-applied"] is True  # 2 replies >= min-train-nodes = 2
+    assert (run_dir / "checkpoint" / "state.json").is_file()
