@@ -34,7 +34,7 @@ from quantum.student import QuantumStudent, build_student
 from server_app.checkpoint import check_resume, load_checkpoint, restore_rng, save_checkpoint
 from server_app.results import ResultsWriter
 from strategies.registry import build_strategy
-from strategies.student_fedavg import StudentFedAvg
+from strategies.student_fedavg import StudentFedAvg, reply_node
 from tasks.datasets import load_task
 from tasks.splits import server_dataset
 
@@ -130,9 +130,10 @@ def config_problem(reply: Message) -> str | None:
     Error reasons hold the ClientApp's exception as a traceback (in process) or
     as ``<class '...ConfigError'>:<'message'>`` (Flower's deployment engine).
     """
-    if not reply.has_error() or "ConfigError" not in reply.error.reason:
+    reason = reply.error.reason if reply.has_error() else None
+    if not reason or "ConfigError" not in reason:
         return None
-    tail = reply.error.reason.rsplit("ConfigError", 1)[1]
+    tail = reason.rsplit("ConfigError", 1)[1]
     line = tail.strip().lstrip(":'>< ").splitlines()[0] if tail.strip() else ""
     return line.rstrip("'>") or "invalid configuration"
 
@@ -351,7 +352,7 @@ def _silent_nodes(
     messages: list[Message], replies: list[Message], partitions: dict[int, int]
 ) -> list[dict[str, Any]]:
     """A failure record for each node that was sent work and never replied."""
-    answered = {int(r.metadata.src_node_id) for r in replies}
+    answered = {reply_node(r, messages) for r in replies}
     return [
         {
             "node-id": node,

@@ -115,6 +115,7 @@ class StudentFedAvg(FedAvg):
         self.last_client_metrics: list[dict[str, Any]] = []
         self.last_failures: list[dict[str, Any]] = []
         self._sent: ArrayRecord | None = None
+        self._sent_messages: list[Message] = []
 
     @classmethod
     def from_config(cls, config: RunConfig) -> StudentFedAvg:
@@ -207,6 +208,7 @@ class StudentFedAvg(FedAvg):
             messages.append(
                 Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
             )
+        self._sent_messages = messages  # the grid gives them IDs; replies name those IDs
         return messages
 
     def aggregate_train(
@@ -221,7 +223,7 @@ class StudentFedAvg(FedAvg):
         ]
         self.last_failures = [
             {
-                "node-id": int(r.metadata.src_node_id),
+                "node-id": reply_node(r, self._sent_messages),
                 "code": int(r.error.code),
                 "reason": str(r.error.reason).strip().splitlines()[-1][:300],
             }
@@ -269,3 +271,14 @@ def fednova(sent: ArrayRecord, replies: Sequence[Message]) -> ArrayRecord | None
         )
         out[key] = Array((start - tau_eff * direction).astype(array.numpy().dtype))
     return ArrayRecord(out)
+
+
+def reply_node(reply: Message, instructions: Iterable[Message]) -> int:
+    """The node a reply is about: its sender, or, for an error reply the SuperLink
+    wrote itself (e.g. "Node Unavailable", sent from the SuperLink's own ID), the
+    destination of the instruction it answers."""
+    for instruction in instructions:
+        message_id = instruction.metadata.message_id
+        if message_id and message_id == reply.metadata.reply_to_message_id:
+            return int(instruction.metadata.dst_node_id)
+    return int(reply.metadata.src_node_id)

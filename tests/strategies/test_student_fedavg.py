@@ -23,6 +23,7 @@ from flwr.app import (
 from config import ConfigError, RunConfig
 from server_app.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
+from strategies.student_fedavg import reply_node
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +89,34 @@ def test_example_weighted_average_by_hand() -> None:
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 5.0])
     assert [c["node-id"] for c in strategy.last_client_metrics] == [10, 11]
     assert strategy.last_failures == [{"node-id": 12, "code": 2, "reason": "RuntimeError: boom"}]
+
+
+def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> None:
+    strategy = _strategy()
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    sent = list(strategy.configure_train(2, arrays, ConfigRecord({}), FakeGrid([10, BIG_ID])))
+    for message in sent:  # as a grid does when it pushes them
+        message.metadata.__dict__["_message_id"] = f"id-{message.metadata.dst_node_id}"
+    unavailable = Message(  # how the SuperLink answers for a node that stopped heartbeating
+        Error(code=5, reason="Error: Node Unavailable"),
+        metadata=Metadata(
+            run_id=1,
+            message_id="",
+            src_node_id=1,  # the SuperLink's own ID
+            dst_node_id=1,
+            reply_to_message_id=f"id-{BIG_ID}",
+            group_id="2",
+            created_at=time.time(),
+            ttl=60.0,
+            message_type=MessageType.TRAIN,
+        ),
+    )
+    strategy.aggregate_train(2, [_reply(10, [1.0, 1.0], 1), unavailable])
+    assert strategy.last_failures == [
+        {"node-id": BIG_ID, "code": 5, "reason": "Error: Node Unavailable"}
+    ]
+    assert reply_node(unavailable, sent) == BIG_ID
+    assert reply_node(_reply(10, [0.0, 0.0], 1), sent) == 10
 
 
 def test_one_message_per_node_with_its_own_config() -> None:
