@@ -301,7 +301,7 @@ class RunConfig:
         if fed.resume_from and check_files:
             from server_app.checkpoint import check_resume  # late import: it imports config
 
-            check_resume(fed.resume_from, fed.num_rounds)
+            check_resume(fed.resume_from, fed.num_rounds, self.to_flat())
         # The packages that implement each choice own its list (late imports: they import config).
         from quantum.circuits import CircuitSpec
         from quantum.devices import fake_backend_class, parse_device

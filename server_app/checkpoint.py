@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,51 @@ def checkpoint_folder(path: str) -> Path:
     return folder
 
 
-def check_resume(path: str, num_rounds: int) -> None:
-    """Fail fast, in one line, unless ``path`` holds a checkpoint before ``num_rounds``."""
+# Settings that decide the data, the partitions, the teachers and the student's
+# shape: a resumed run must keep them, or it would continue a different run.
+SAME_ON_RESUME = (
+    "task",
+    "data-dir",
+    "partitioner",
+    "dirichlet-alpha",
+    "max-train-rows",
+    "val-fraction",
+    "server-eval-rows",
+    "kmer",
+    "kmer-stride",
+    "model",
+    "max-length",
+    "lora-r",
+    "lora-alpha",
+    "n-qubits",
+    "n-layers",
+    "readout",
+    "circuit",
+    "embedding",
+    "ansatz",
+    "projection",
+    "strategy",
+    "seed",
+)
+
+
+def check_resume(path: str, num_rounds: int, run_config: Mapping[str, Any] | None = None) -> None:
+    """Fail fast, in one line, unless ``path`` holds a checkpoint this run can continue.
+
+    The checkpoint must be before ``num_rounds``, and when the checkpointed
+    run's ``config.json`` is beside it, ``run_config`` must agree with it on
+    every key of :data:`SAME_ON_RESUME`.
+    """
     folder = checkpoint_folder(path)
+    earlier_file = folder.parent / "config.json"
+    if run_config is not None and earlier_file.is_file():
+        earlier = json.loads(earlier_file.read_text(encoding="utf-8"))
+        for key in SAME_ON_RESUME:
+            if key in earlier and key in run_config and earlier[key] != run_config[key]:
+                raise ConfigError(
+                    f"{key}={run_config[key]!r}: the run in resume-from={path!r} used "
+                    f"{earlier[key]!r}; resume with the settings of that run"
+                )
     try:
         done = int(json.loads((folder / STATE).read_text(encoding="utf-8"))["round"])
     except (OSError, ValueError, KeyError) as err:

@@ -95,3 +95,7 @@ def test_resume_errors_are_one_line(
     done = {**base, "num-server-rounds": 2, "resume-from": str(runs["first"])}
     with pytest.raises(ConfigError, match="num-server-rounds=2: the checkpoint .* at round 2"):
         run_in_process({**done, "results-dir": str(tmp_path / "r")}, 3)
+    changed = {**base, "num-server-rounds": 4, "resume-from": str(runs["first"]), "seed": 7}
+    with pytest.raises(ConfigError, match="seed=7: the run in resume-from=.* used 11"):
+        run_in_process({**changed, "results-dir": str(tmp_path / "s")}, 3)
+    assert not (tmp_path / "s").exists()  # stopped before anything was written
