@@ -1,0 +1,171 @@
+"""The app on Flower's deployment engine: a SuperLink, three SuperNodes, faults.
+
+Every test starts real ``flower-superlink``, ``flower-supernode`` and
+``flower-superexec`` processes (see ``conftest.py``), submits the app with
+``flwr run`` and checks the run's final status and the results it wrote.
+The network each test used (network namespaces or loopback ports) is printed
+in the test report and recorded as the ``network`` property (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server_app.launch import COMPLETED
+from server_app.results import read_rounds
+
+pytestmark = pytest.mark.slow
+
+SMALL_RUN = {
+    "min-nodes": 3,
+    "min-train-nodes": 2,
+    "max-train-rows": 150,
+    "server-eval-rows": 100,
+    "local-steps": 5,
+    "teacher-epochs": 1.0,
+    "node-wait-seconds": 120.0,
+}
+
+
+def _run_config(shared_data: Path, results: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        **SMALL_RUN,
+        "data-dir": str(shared_data / "tweeteval_sentiment"),
+        "results-dir": str(results),
+        **extra,
+    }
+
+
+def _run_dir(results: Path) -> Path:
+    (run_dir,) = results.iterdir()
+    return run_dir
+
+
+def _check_completed(results: Path, rounds: int) -> list[dict[str, Any]]:
+    run_dir = _run_dir(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == rounds
+    for name in ("rounds.jsonl", "student.npz", "strategy.json", "checkpoint/state.json"):
+        assert (run_dir / name).is_file(), name
+    return read_rounds(run_dir / "rounds.jsonl")
+
+
+def test_three_supernodes_complete_a_run(
+    tmp_path: Path, shared_data: Path, cluster: Callable[..., Any]
+) -> None:
+    deployment = cluster()
+    results = tmp_path / "results"
+    outcome = deployment.run(_run_config(shared_data, results, **{"num-server-rounds": 2}))
+    assert outcome.status == COMPLETED, deployment.logs()
+    rounds = _check_completed(results, rounds=2)
+    assert sorted(c["partition-id"] for c in rounds[0]["clients"]) == [0, 1, 2]
+    for record in rounds[1:]:
+        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1, 2]
+        assert record["failures"] == [] and record["update-applied"] is True
+    # Each SuperNode ran its own ClientApps: one stats query and one train message per round.
+    for i in range(3):
+        log = deployment.procs[f"supernode-{i}"].text()
+        assert log.count("Receiving: train message") == 2
+        assert log.count("Receiving: query.stats message") == 1
+
+
+def test_tls_and_supernode_auth_refuse_an_unregistered_key(
+    tmp_path: Path, shared_data: Path, cluster: Callable[..., Any]
+) -> None:
+    deployment = cluster(tls=True)
+    # The SuperLink's one port speaks TLS only: plain HTTP gets no answer, HTTPS does.
+    health = f"{deployment.host}:8000/health"
+    plain = subprocess.run(["curl", "-sf", "-m", "5", f"http://{health}"], capture_output=True)
+    assert plain.returncode != 0
+    ca = str(deployment.certs / "ca.crt")
+    secure = subprocess.run(["curl", "-sf", "--cacert", ca, f"https://{health}"], check=False)
+    assert secure.returncode == 0
+    # A SuperNode whose key was never registered is refused and exits.
+    rogue = deployment.start_node(3, key=3)
+    rogue.popen.wait(timeout=120)
+    assert rogue.popen.returncode != 0
+    assert "Failed to activate SuperNode" in rogue.text(), rogue.text()
+
+    results = tmp_path / "results"
+    outcome = deployment.run(_run_config(shared_data, results, **{"num-server-rounds": 1}))
+    assert outcome.status == COMPLETED, deployment.logs()
+    rounds = _check_completed(results, rounds=1)
+    assert sorted(c["partition-id"] for c in rounds[1]["clients"]) == [0, 1, 2]
+    listed = json.loads(deployment.flwr("supernode", "list", "dep", "--format", "json"))
+    assert sum(n["status"] == "online" for n in listed["nodes"]) == 3  # not the rogue
+
+
+def test_a_supernode_killed_mid_run_is_a_recorded_failure(
+    tmp_path: Path, shared_data: Path, cluster: Callable[..., Any]
+) -> None:
+    deployment = cluster()
+    results = tmp_path / "results"
+    config = _run_config(shared_data, results, **{"num-server-rounds": 3, "round-timeout": 150.0})
+    runner = _Background(lambda: deployment.run(config, timeout=900))
+    rounds_file = _wait_for(lambda: _first_file(results, "rounds.jsonl"), timeout=600)
+    _wait_for(lambda: len(read_rounds(rounds_file)) >= 2 or None, timeout=600)
+    written_before = rounds_file.read_text()
+    deployment.kill_node(2)
+    killed_at = time.monotonic()
+    outcome = runner.result(timeout=900)
+    assert outcome.status == COMPLETED, deployment.logs()
+
+    rounds = _check_completed(results, rounds=3)
+    assert rounds_file.read_text().startswith(written_before)  # nothing written was lost
+    assert sorted(c["partition-id"] for c in rounds[1]["clients"]) == [0, 1, 2]
+    failed = [f for r in rounds[2:] for f in r["failures"]]
+    assert [f["partition-id"] for f in failed] == [2]  # once: then it is no longer connected
+    assert "Node Unavailable" in failed[0]["reason"] or "round-timeout" in failed[0]["reason"]
+    for record in rounds[2:]:
+        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
+        assert record["update-applied"] is True  # 2 replies >= min-train-nodes
+    summary = json.loads((_run_dir(results) / "summary.json").read_text())
+    assert summary["failures"] == 1
+    assert time.monotonic() - killed_at < 600
+
+
+class _Background:
+    """Call ``fn`` in a thread; ``result`` waits for it and re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = fn()
+            except BaseException as err:  # noqa: BLE001 - re-raised in result()
+                self._error = err
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def result(self, timeout: float) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"no result within {timeout} s"
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _first_file(results: Path, name: str) -> Path | None:
+    found = sorted(results.glob(f"*/{name}")) if results.is_dir() else []
+    return found[0] if found else None
+
+
+def _wait_for(probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not reached within {timeout} s")
