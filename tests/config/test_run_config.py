@@ -31,7 +31,10 @@ def test_round_trip_and_int_for_float() -> None:
         ({"num-server-rounds": -2}, "num-server-rounds=-2: must be >= 1"),
         ({"task": "mnist"}, "task='mnist': must be one of tweeteval, genomic"),
         ({"device": "qpu"}, "device='qpu': must be one of"),
-        ({"model": "not-a-model"}, "model='not-a-model': not a preset (minilm)"),
+        (
+            {"model": "not-a-model"},
+            "model='not-a-model': not a preset (minilm, gpt2, llama-3.2-1b, deepseek-7b)",
+        ),
         ({"partitioner": "shards"}, "partitioner='shards': must be one of iid, dirichlet"),
         ({"alpha": 1.5}, "alpha=1.5: must be in [0, 1]"),
         ({"temperature": 0.0}, "temperature=0.0: must be > 0"),
