@@ -18,7 +18,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     FLWR_TELEMETRY_ENABLED=0 \
     FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
-    HF_HOME=/cache/huggingface
+    HF_HOME=/cache/huggingface \
+    LLMQFL_CACHE_DIR=/cache/llmqfl
 
 WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"

@@ -4,7 +4,8 @@ Everything expensive a client computes once is kept in Flower's per-node
 ``context.state`` (it persists across the rounds of a run, in simulation and
 in deployment): the frozen-base embeddings of its train and validation rows,
 and, after its first participation, its fine-tuned teacher's logits and
-validation metrics.
+validation metrics. With ``teacher-cache`` on, both also go to the node's disk
+cache (``llm.cache``), so that a restarted client or a later run reuses them.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
 from config.errors import ConfigError
-from config.messages import metric_float
+from config.messages import metric_float, metric_int
 from config.run_config import RunConfig
-from llm.teacher import finetune_teacher, pooled_embeddings
+from llm.cache import NodeCache, cache_dir, embeddings_key, teacher_key
+from llm.teacher import TeacherOutputs, finetune_teacher, pooled_embeddings
 from quantum.devices import check_ibm_credentials, parse_device
 from quantum.optimizers import resolve_optimizer
 from tasks.datasets import TextDataset, load_task
@@ -60,6 +62,8 @@ class ClientNode:
                 '--node-config "partition-id=<i> num-partitions=<n>"'
             ) from None
         self.seconds: dict[str, float] = {}
+        self.cache_hits = 0
+        self.node_config = dict(context.node_config)
         # A node may run its student on its own device (e.g. one site on a QPU).
         self.device = str(context.node_config.get("device", config.student.device))
         device = parse_device(self.device)
@@ -87,49 +91,112 @@ class ClientNode:
             seed=self.config.federation.seed,
         )
 
+    @functools.cached_property
+    def cache(self) -> NodeCache | None:
+        """This node's on-disk cache, unless ``teacher-cache`` is off."""
+        return NodeCache(cache_dir(self.node_config)) if self.config.teacher.cache else None
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        teacher = self.config.teacher
+        key = embeddings_key(teacher.model, teacher.max_length, texts)
+        cached = self.cache.load_embeddings(key) if self.cache else None
+        if cached is not None:
+            return cached
+        features = pooled_embeddings(
+            teacher.model,
+            texts,
+            max_length=teacher.max_length,
+            batch_size=teacher.embed_batch_size,
+        )
+        if self.cache:
+            self.cache.save_embeddings(key, features)
+        return features
+
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         """Frozen-base embeddings of the (train, validation) rows; cached."""
         if _FEATURES not in self.state.array_records:
             started = time.perf_counter()
-            teacher = self.config.teacher
             train, val = self.splits
-            embed = functools.partial(
-                pooled_embeddings,
-                teacher.model,
-                max_length=teacher.max_length,
-                batch_size=teacher.embed_batch_size,
-            )
             self.state[_FEATURES] = ArrayRecord(
-                {"train": Array(embed(train.texts)), "val": Array(embed(val.texts))}
+                {"train": Array(self._embed(train.texts)), "val": Array(self._embed(val.texts))}
             )
             self.seconds["embed"] = time.perf_counter() - started
         record = self.state.array_records[_FEATURES]
         return record["train"].numpy(), record["val"].numpy()
 
+    def _remember_teacher(self, out: TeacherOutputs, version: int = 0) -> None:
+        self.state[_TEACHER] = ArrayRecord(
+            {"train": Array(out.train_logits), "val": Array(out.val_logits)}
+        )
+        self.state[_TEACHER_METRICS] = MetricRecord(
+            {
+                "val-loss": out.val_loss,
+                "val-accuracy": out.val_accuracy,
+                "untrained-val-loss": out.untrained_val_loss,
+                "steps": out.steps,
+                "version": version,
+            }
+        )
+
+    def _teacher_seed(self) -> int:
+        # Federated adapters must start alike on every client; local ones differ.
+        seed = self.config.federation.seed
+        return seed if self.config.teacher.federation == "fedavg" else seed + self.partition_id
+
     def teacher(self) -> TeacherView:
-        """The fine-tuned teacher's outputs; fine-tunes on first call of the run."""
+        """The fine-tuned teacher's outputs; fine-tunes (or reads the cache) on first call."""
         seconds = 0.0
         if _TEACHER not in self.state.array_records:
             train, val = self.splits
-            out = finetune_teacher(
-                train,
-                val,
-                self.config.teacher,
-                seed=self.config.federation.seed + self.partition_id,
-            )
-            seconds = out.seconds
-            self.state[_TEACHER] = ArrayRecord(
-                {"train": Array(out.train_logits), "val": Array(out.val_logits)}
-            )
-            self.state[_TEACHER_METRICS] = MetricRecord(
-                {
-                    "val-loss": out.val_loss,
-                    "val-accuracy": out.val_accuracy,
-                    "untrained-val-loss": out.untrained_val_loss,
-                    "steps": out.steps,
-                }
-            )
+            cfg, seed = self.config.teacher, self._teacher_seed()
+            key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels)
+            # A federated teacher depends on the other clients: never cached.
+            cache = self.cache if cfg.federation == "local" else None
+            out = cache.load_teacher(key) if cache else None
+            if out is None:
+                out = finetune_teacher(train, val, cfg, seed=seed)
+                seconds = out.seconds
+                if cache:
+                    cache.save_teacher(key, out)
+            else:
+                self.cache_hits += 1
+            self._remember_teacher(out)
         self.seconds["teacher"] = seconds
+        return self._view(seconds)
+
+    def federated_teacher(
+        self, received: dict[str, np.ndarray] | None, teacher_round: int, final: bool
+    ) -> tuple[TeacherView, dict[str, np.ndarray] | None]:
+        """Teacher federation (``teacher-federation=fedavg``) for one round.
+
+        Round ``teacher_round`` <= ``teacher-fedavg-rounds``: start from the
+        ``received`` average (fresh, seeded alike on all clients, in round 1),
+        fine-tune for ``teacher-epochs``, keep the new logits and return the
+        trained adapters and head for the server to average. ``final``: load
+        the final average, keep its logits and return no arrays.
+        """
+        train, val = self.splits
+        out = finetune_teacher(
+            train,
+            val,
+            self.config.teacher,
+            seed=self._teacher_seed(),
+            initial=received,
+            epochs=0.0 if final else None,
+        )
+        self._remember_teacher(out, version=teacher_round)
+        self.seconds["teacher"] = out.seconds
+        return self._view(out.seconds), None if final else out.arrays
+
+    @property
+    def teacher_version(self) -> int:
+        """The teacher round whose adapters gave the cached logits (0: local teacher)."""
+        if _TEACHER_METRICS not in self.state.metric_records:
+            return -1
+        metrics = self.state.metric_records[_TEACHER_METRICS]
+        return metric_int(metrics, "version") if "version" in metrics else 0
+
+    def _view(self, seconds: float) -> TeacherView:
         logits = self.state.array_records[_TEACHER]
         metrics = self.state.metric_records[_TEACHER_METRICS]
         return TeacherView(

@@ -24,6 +24,7 @@ BASE = {
     "teacher-epochs": 2.0,
     "local-steps": 40,
     "seed": 7,
+    "teacher-cache": False,  # these tests show fine-tuning; tests/llm/test_cache.py the cache
 }
 
 
