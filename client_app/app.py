@@ -25,7 +25,14 @@ from flwr.clientapp import ClientApp
 
 from client_app.node import ClientNode
 from config.logs import configure_logging
-from config.messages import TrainInstructions
+from config.messages import (
+    TEACHER_FINAL_KEY,
+    TEACHER_KEY,
+    TEACHER_ROUND_KEY,
+    TEACHER_VERSION_KEY,
+    TrainInstructions,
+    metric_int,
+)
 from config.run_config import RunConfig
 from llm.teacher import logit_metrics
 from quantum.distill import evaluate_student, train_student
@@ -80,7 +87,20 @@ def train(msg: Message, context: Context) -> Message:
     orders = TrainInstructions.from_record(msg.content.config_records["config"])
     train_rows, val_rows = node.splits
     train_features, val_features = node.features()
-    teacher = node.teacher()
+    config = msg.content.config_records["config"]
+    teacher_round = metric_int(config, TEACHER_ROUND_KEY) if TEACHER_ROUND_KEY in config else 0
+    adapters = None
+    if teacher_round:  # teacher federation: fine-tune (or load) the received adapters
+        received = (
+            {k: a.numpy() for k, a in msg.content.array_records[TEACHER_KEY].items()}
+            if TEACHER_KEY in msg.content.array_records
+            else None
+        )
+        teacher, adapters = node.federated_teacher(
+            received, teacher_round, final=bool(config.get(TEACHER_FINAL_KEY, False))
+        )
+    else:
+        teacher = node.teacher()
     student = _student(node, msg, train_features.shape[1])
     global_val_loss, global_val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
@@ -115,6 +135,8 @@ def train(msg: Message, context: Context) -> Message:
             "student-train-loss": fit["train_loss"],
             "steps": int(fit["steps"]),
             "teacher-seconds": teacher.seconds_this_round,
+            "teacher-cache-hits": node.cache_hits,
+            TEACHER_VERSION_KEY: node.teacher_version,
             "embed-seconds": node.seconds.get("embed", 0.0),
             "student-seconds": fit["seconds"],
             "compute-seconds": time.perf_counter() - started,
@@ -123,6 +145,8 @@ def train(msg: Message, context: Context) -> Message:
     )
     arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
     content = RecordDict({"arrays": arrays, "metrics": metrics})
+    if adapters is not None:
+        content[TEACHER_KEY] = ArrayRecord({k: Array(v) for k, v in adapters.items()})
     return Message(content, reply_to=msg)
 
 

@@ -8,6 +8,14 @@ from typing import Any
 
 from flwr.app import ConfigRecord
 
+# Teacher federation (teacher-federation=fedavg): the ArrayRecord of LoRA
+# adapters and head in train messages and replies, the config keys that say
+# what a client does with it, and the reply metric naming its teacher round.
+TEACHER_KEY = "teacher"
+TEACHER_ROUND_KEY = "teacher-round"  # 0: no teacher work this round
+TEACHER_FINAL_KEY = "teacher-final"  # load the final average, do not train
+TEACHER_VERSION_KEY = "teacher-version"
+
 
 def _number(record: Mapping[str, Any], key: str) -> float:
     value = record[key]

@@ -44,6 +44,7 @@ class Checkpoint:
     strategy_state: dict[str, Any]
     rounds: list[dict[str, Any]]
     rng: dict[str, Any]
+    teacher_state: dict[str, Any] | None = None
 
 
 def save_checkpoint(
@@ -52,6 +53,7 @@ def save_checkpoint(
     arrays: dict[str, Any],
     strategy_state: dict[str, Any],
     rounds: list[dict[str, Any]],
+    teacher_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of ``server_round`` atomically; return its folder."""
     folder = Path(run_dir) / FOLDER
@@ -61,6 +63,7 @@ def save_checkpoint(
         "round": server_round,
         "strategy": strategy_state,
         "rounds": rounds,
+        "teacher-federation": teacher_state,
         "rng": {
             "numpy": [kind, np.asarray(keys).tolist(), *position],
             "torch": torch.get_rng_state().tolist(),
@@ -164,6 +167,7 @@ def load_checkpoint(path: str) -> Checkpoint:
         strategy_state=state["strategy"],
         rounds=state["rounds"],
         rng=state["rng"],
+        teacher_state=state.get("teacher-federation"),
     )
 
 

@@ -23,7 +23,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from config.errors import ConfigError
-from config.messages import metric_int
+from config.messages import TEACHER_KEY, metric_int
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
 from quantum.devices import parse_device
@@ -33,12 +33,15 @@ from quantum.projection import MomentStats, pca_projection
 from quantum.student import QuantumStudent, build_student
 from server_app.checkpoint import check_resume, load_checkpoint, restore_rng, save_checkpoint
 from server_app.results import ResultsWriter
+from server_app.teacher_federation import TeacherFederation, record_bytes
 from strategies.registry import build_strategy
 from strategies.student_fedavg import StudentFedAvg, reply_node
 from tasks.datasets import load_task
 from tasks.splits import server_dataset
 
 logger = logging.getLogger(__name__)
+
+TEACHER_PREFIX = "teacher:"  # checkpoint arrays of the federated teacher adapters
 
 
 @dataclass
@@ -153,11 +156,13 @@ def evaluate_global(
 
 
 def _bytes(messages: Iterable[Message]) -> int:
+    """Bytes of the student's (and statistics') arrays; teacher adapters are counted apart."""
     return sum(
         rec.count_bytes()
         for m in messages
         if not m.has_error()
-        for rec in m.content.array_records.values()
+        for key, rec in m.content.array_records.items()
+        if key != TEACHER_KEY
     )
 
 
@@ -180,10 +185,15 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
     student.set_projection(projection.weight, projection.bias)
     arrays = student_record(student)
     strategy: StudentFedAvg = build_strategy(config)
+    teachers = (
+        TeacherFederation(config.teacher.fedavg_rounds)
+        if config.teacher.federation == "fedavg"
+        else None
+    )
 
     first_round = 1
     if fed.resume_from:
-        first_round = _resume(fed.resume_from, config, student, strategy, writer)
+        first_round = _resume(fed.resume_from, config, student, strategy, writer, teachers)
         arrays = student_record(student)
         initial = writer.rounds[0]["global"]
     else:
@@ -214,7 +224,12 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
     for server_round in range(first_round, fed.num_rounds + 1):
         round_started = time.perf_counter()
         messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
+        if teachers is not None:
+            teachers.attach(server_round, messages)
         replies = list(grid.send_and_receive(messages, timeout=fed.round_timeout))
+        teacher_bytes_received = (
+            teachers.collect(server_round, replies, messages) if teachers is not None else 0
+        )
         silent = _silent_nodes(messages, replies, partitions)
         if silent:
             logger.warning(
@@ -274,14 +289,22 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
             "evaluate-seconds": evaluate_seconds,
             "bytes-sent": _bytes(messages),
             "bytes-received": _bytes(replies),
+            "teacher-bytes-sent": record_bytes(messages),
+            "teacher-bytes-received": teacher_bytes_received,
         }
         writer.write_round(record)
+        checkpoint_arrays = {k: a.numpy() for k, a in arrays.items()}
+        if teachers is not None and teachers.global_arrays is not None:
+            checkpoint_arrays.update(
+                {TEACHER_PREFIX + k: v for k, v in teachers.global_arrays.items()}
+            )
         save_checkpoint(
             writer.path,
             server_round,
-            {k: a.numpy() for k, a in arrays.items()},
+            checkpoint_arrays,
             strategy.state(),
             writer.rounds,
+            teacher_state=teachers.state() if teachers is not None else None,
         )
         rounds_run = server_round
         logger.info(
@@ -329,13 +352,28 @@ def run_federation(grid: Grid, config: RunConfig, writer: ResultsWriter) -> dict
 
 
 def _resume(
-    path: str, config: RunConfig, student: QuantumStudent, strategy: StudentFedAvg, writer: Any
+    path: str,
+    config: RunConfig,
+    student: QuantumStudent,
+    strategy: StudentFedAvg,
+    writer: Any,
+    teachers: TeacherFederation | None,
 ) -> int:
     """Load the checkpoint into the student, strategy and results; return the next round."""
     check_resume(path, config.federation.num_rounds)
     checkpoint = load_checkpoint(path)
+    student_arrays = {
+        k: v for k, v in checkpoint.arrays.items() if not k.startswith(TEACHER_PREFIX)
+    }
+    if teachers is not None and checkpoint.teacher_state is not None:
+        teacher_arrays = {
+            k[len(TEACHER_PREFIX) :]: v
+            for k, v in checkpoint.arrays.items()
+            if k.startswith(TEACHER_PREFIX)
+        }
+        teachers.load_state(checkpoint.teacher_state, teacher_arrays or None)
     try:
-        student.set_arrays(checkpoint.arrays)
+        student.set_arrays(student_arrays)
     except ValueError as err:
         raise ConfigError(
             f"resume-from={path!r}: {err}; use the circuit settings of the checkpointed run"

@@ -1,0 +1,155 @@
+"""Federated fine-tuning of the teachers' adapters (teacher-federation=fedavg)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
+
+from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY
+from server_app.inprocess import run_in_process, task_identity
+from server_app.results import read_rounds
+from server_app.teacher_federation import TeacherFederation, average_arrays
+from strategies import StudentFedAvg
+
+
+@pytest.fixture()
+def as_superlink() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+def test_average_by_hand() -> None:
+    out = average_arrays(
+        [
+            ({"lora_A": np.array([1.0, 2.0]), "head": np.array([[0.0]])}, 1.0),
+            ({"lora_A": np.array([4.0, 8.0]), "head": np.array([[4.0]])}, 3.0),
+        ]
+    )
+    # (1 * [1, 2] + 3 * [4, 8]) / 4 = [3.25, 6.5]; (1 * 0 + 3 * 4) / 4 = 3
+    np.testing.assert_array_equal(out["lora_A"], np.array([3.25, 6.5], dtype=np.float32))
+    np.testing.assert_array_equal(out["head"], np.array([[3.0]], dtype=np.float32))
+    with pytest.raises(ValueError, match="differ between clients"):
+        average_arrays([({"a": np.zeros(2)}, 1.0), ({"a": np.zeros(3)}, 1.0)])
+
+
+class _Grid:
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def _reply(instruction: Message, value: float | None, examples: int, version: int) -> Message:
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.zeros(1, dtype=np.float32))}),
+            "metrics": MetricRecord({"num-examples": examples, "teacher-version": version}),
+        }
+    )
+    if value is not None:
+        content[TEACHER_KEY] = ArrayRecord({"a": Array(np.full(2, value, dtype=np.float32))})
+    metadata = Metadata(
+        run_id=1,
+        message_id="",
+        src_node_id=instruction.metadata.dst_node_id,
+        dst_node_id=1,
+        reply_to_message_id=instruction.metadata.message_id,
+        group_id="1",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type=MessageType.TRAIN,
+    )
+    return Message(content, metadata=metadata)
+
+
+def _send(
+    strategy: StudentFedAvg, federation: TeacherFederation, rnd: int, nodes: list[int]
+) -> list[Message]:
+    arrays = ArrayRecord({"w": Array(np.zeros(1, dtype=np.float32))})
+    messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({}), _Grid(nodes)))
+    federation.attach(rnd, messages)
+    for m in messages:
+        m.metadata.__dict__["_message_id"] = f"{rnd}-{m.metadata.dst_node_id}"
+    return messages
+
+
+def test_what_the_server_sends_each_round(as_superlink: None) -> None:
+    strategy = StudentFedAvg(
+        local_steps=1, student_lr=0.1, projection_lr=0.1, temperature=1.0, alpha=0.5
+    )
+    federation = TeacherFederation(rounds=2)
+    # Round 1: train from the common seeded start: no arrays yet.
+    sent = _send(strategy, federation, 1, [10, 11])
+    assert [m.content.config_records["config"][TEACHER_ROUND_KEY] for m in sent] == [1, 1]
+    assert all(TEACHER_KEY not in m.content.array_records for m in sent)
+    federation.collect(1, [_reply(sent[0], 1.0, 1, 1), _reply(sent[1], 5.0, 3, 1)], sent)
+    np.testing.assert_array_equal(federation.global_arrays["a"], [4.0, 4.0])  # (1 + 15) / 4
+    # Round 2 (<= K): the average goes out to be trained further.
+    sent = _send(strategy, federation, 2, [10, 11])
+    assert all(m.content.array_records[TEACHER_KEY]["a"].numpy()[0] == 4.0 for m in sent)
+    federation.collect(2, [_reply(sent[0], 2.0, 1, 2), _reply(sent[1], 2.0, 1, 2)], sent)
+    # Round 3: the final average, once per node; node 12 joins now and gets it too.
+    sent = _send(strategy, federation, 3, [10, 12])
+    configs = [m.content.config_records["config"] for m in sent]
+    assert [c[TEACHER_ROUND_KEY] for c in configs] == [3, 3]
+    assert all(c[TEACHER_FINAL_KEY] for c in configs)
+    federation.collect(3, [_reply(sent[0], None, 1, 3), _reply(sent[1], None, 1, 3)], sent)
+    # Round 4: node 10 already has it (nothing sent); node 11 had only round 2's.
+    sent = _send(strategy, federation, 4, [10, 11])
+    assert [m.content.config_records["config"][TEACHER_ROUND_KEY] for m in sent] == [0, 3]
+    assert [TEACHER_KEY in m.content.array_records for m in sent] == [False, True]
+
+
+def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -> None:
+    run_in_process(
+        {
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(tmp_path),
+            "num-server-rounds": 2,
+            "min-nodes": 2,
+            "max-train-rows": 120,
+            "server-eval-rows": 60,
+            "teacher-epochs": 1.0,
+            "local-steps": 3,
+            "teacher-federation": "fedavg",
+            "teacher-fedavg-rounds": 1,
+            "teacher-cache": False,
+        },
+        num_nodes=2,
+    )
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    first, second = read_rounds(run_dir / "rounds.jsonl")[1:]
+    # Round 1: each client fine-tuned from the common start and sent its adapters and head.
+    assert first["teacher-bytes-sent"] == 0 and first["teacher-bytes-received"] > 0
+    assert all(c["teacher-version"] == 1 and c["teacher-seconds"] > 0 for c in first["clients"])
+    # Round 2: the average went out (as many bytes as one client's arrays, to each of 2)...
+    assert second["teacher-bytes-sent"] == first["teacher-bytes-received"]
+    assert second["teacher-bytes-received"] == 0
+    # ...and both clients now distil from the same global teacher (loaded, not trained).
+    for client in second["clients"]:
+        assert client["teacher-version"] == 2
+        assert client["teacher-val-loss"] == client["teacher-untrained-val-loss"]
+    # The student's bytes are counted apart from the adapters'.
+    assert second["bytes-sent"] < second["teacher-bytes-sent"]
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert state["teacher-federation"]["versions"]
+    with np.load(run_dir / "checkpoint" / "student.npz") as arrays:
+        assert any(name.startswith("teacher:") for name in arrays.files)
