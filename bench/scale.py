@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _child import report, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data" / "tweeteval_sentiment").resolve()
@@ -91,33 +90,27 @@ def main() -> None:
 
     if args.one:
         result = one_run(args.one, args.rounds, args.rows_per_client, args.data_dir)
-        print("CHILD " + json.dumps(result), flush=True)
+        report(result)
         return
 
     rows = []
     for clients in args.clients:
-        child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--one",
-                str(clients),
-                "--rounds",
-                str(args.rounds),
-                "--rows-per-client",
-                str(args.rows_per_client),
-                "--data-dir",
-                str(args.data_dir),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            check=False,
+        rows.append(
+            run_child(
+                [
+                    __file__,
+                    "--one",
+                    str(clients),
+                    "--rounds",
+                    str(args.rounds),
+                    "--rows-per-client",
+                    str(args.rows_per_client),
+                    "--data-dir",
+                    str(args.data_dir),
+                ],
+                f"scale run with {clients} clients",
+            )
         )
-        line = next((x for x in child.stdout.splitlines() if x.startswith("CHILD ")), None)
-        if child.returncode != 0 or line is None:
-            sys.exit(f"scale run with {clients} clients failed:\n{child.stderr[-3000:]}")
-        rows.append(json.loads(line[len("CHILD ") :]))
         row = rows[-1]
         print(
             f"{clients:>3} clients: round 1 {row['first_round_s']:7.1f} s, "

@@ -68,19 +68,22 @@ def logit_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     return float(loss), float(accuracy)
 
 
+def encode(
+    tokenizer: Any, texts: Sequence[str], max_length: int, device: Any = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Tokenise ``texts`` as one padded batch of at most ``max_length`` tokens on ``device``."""
+    enc = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {key: value.to(device) for key, value in enc.items()}
+
+
 def _batches(
     tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
 ) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
     for start in range(0, len(texts), batch_size):
         rows = slice(start, start + batch_size)
-        enc = tokenizer(
-            list(texts[rows]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        yield rows, dict(enc)
+        yield rows, encode(tokenizer, texts[rows], max_length)
 
 
 @torch.no_grad()
@@ -237,13 +240,7 @@ def finetune_teacher(
         if len(order) < cfg.batch_size:
             order = np.concatenate([order, rng.permutation(len(train))])
         rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        enc = tokenizer(
-            [train.texts[i] for i in rows],
-            padding=True,
-            truncation=True,
-            max_length=cfg.max_length,
-            return_tensors="pt",
-        ).to(_device(model))
+        enc = encode(tokenizer, [train.texts[i] for i in rows], cfg.max_length, _device(model))
         logits = model(**enc).logits.float()
         loss = F.cross_entropy(logits, torch.as_tensor(train.labels[rows], device=logits.device))
         optimizer.zero_grad()

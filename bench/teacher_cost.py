@@ -1,0 +1,178 @@
+"""What a teacher costs: LoRA against QLoRA on the embedded MiniLM, and bytes per round.
+
+On TweetEval sentiment (``--train-rows`` training and ``--val-rows``
+validation rows from the train split), for each PEFT method in a fresh
+process:
+
+- seconds per optimizer step (batch ``teacher-batch-size`` = 16, 64 tokens;
+  median of ``--steps`` timed steps after 3 warm-up steps);
+- peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the
+  process's peak resident memory (``ru_maxrss``) minus its resident memory
+  after the libraries were imported, i.e. what the model and its training
+  added;
+- teacher validation accuracy and loss after a fixed budget
+  (``--epochs`` over the training rows, through ``llm.teacher.finetune_teacher``,
+  the code path clients run).
+
+Then the bytes one client sends per round: its LoRA adapters and head
+(``teacher-federation=fedavg``), the whole fine-tuned model (what federating
+the model itself would send) and the quantum student (every round).
+
+    python bench/teacher_cost.py [--train-rows 400 --val-rows 200 --epochs 2 --steps 20]
+
+Ends with ``RESULT lora_step_s=<s> qlora_step_s=<s> lora_acc=<acc> qlora_acc=<acc>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from _child import report, run_child
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = (REPO / ".." / "shared" / "data" / "tweeteval_sentiment").resolve()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Step time, peak memory and accuracy of one PEFT method (run in its own process)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from config.run_config import TeacherConfig
+    from llm.teacher import build_teacher_model, encode, finetune_teacher, trainable_arrays
+    from tasks.datasets import load_task
+
+    rows = load_task("tweeteval", "train", str(args.data_dir))
+    train = rows.subset(np.arange(args.train_rows))
+    val = rows.subset(np.arange(args.train_rows, args.train_rows + args.val_rows))
+    cfg = TeacherConfig(peft_method=method, epochs=args.epochs)
+    cuda = torch.cuda.is_available()
+    import bitsandbytes  # noqa: F401 - imported before the baseline: libraries are not the model
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+
+    baseline = _rss_mb()
+
+    model, tokenizer = build_teacher_model(cfg, train.num_classes, seed=0)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    model.train()
+    times = []
+    rng = np.random.default_rng(0)
+    for step in range(3 + args.steps):
+        batch = rng.choice(len(train), cfg.batch_size, replace=False)
+        enc = encode(tokenizer, [train.texts[i] for i in batch], cfg.max_length, device)
+        labels = torch.as_tensor(train.labels[batch], device=device)
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        loss = F.cross_entropy(model(**enc).logits.float(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+        if step >= 3:
+            times.append(time.perf_counter() - started)
+    adapter_bytes = sum(a.nbytes for a in trainable_arrays(model).values())
+    full_bytes = sum(p.numel() * 4 for p in model.parameters())  # the model in float32
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+    del model, optimizer
+
+    out = finetune_teacher(train, val, cfg, seed=0)
+    return {
+        "method": method,
+        "step_s": statistics.median(times),
+        "peak_mb": peak_mb,
+        "memory": "CUDA allocated" if cuda else "CPU RSS added",
+        "acc": out.val_accuracy,
+        "val_loss": out.val_loss,
+        "untrained_val_loss": out.untrained_val_loss,
+        "steps": out.steps,
+        "adapter_bytes": adapter_bytes,
+        "full_bytes": full_bytes,
+    }
+
+
+def student_bytes() -> int:
+    """Bytes of the quantum student's arrays with the default settings (MiniLM features)."""
+    from config.run_config import RunConfig
+    from quantum.student import build_student
+
+    config = RunConfig.from_flat({}, check_files=False)
+    student = build_student(config, 384, 3)
+    return sum(a.nbytes for a in student.get_arrays().values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, default=400)
+    parser.add_argument("--val-rows", type=int, default=200)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one method
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    if args.one:
+        report(measure(args.one, args))
+        return
+
+    results = {}
+    for method in ("lora", "qlora"):
+        results[method] = run_child(
+            [__file__, "--one", method]
+            + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "one"],
+            method,
+        )
+
+    print(
+        f"MiniLM teacher, TweetEval: {args.train_rows} train / {args.val_rows} val rows, "
+        f"batch 16, 64 tokens, {args.epochs:g} epochs"
+    )
+    print("| method | s per step | peak memory MB | steps | val loss (before) | val accuracy |")
+    print("|---|---|---|---|---|---|")
+    for r in results.values():
+        print(
+            f"| {r['method']} | {r['step_s']:.3f} | {r['peak_mb']:.0f} ({r['memory']}) | "
+            f"{r['steps']} | {r['val_loss']:.4f} ({r['untrained_val_loss']:.4f}) | "
+            f"{r['acc']:.3f} |"
+        )
+    lora = results["lora"]
+    student = student_bytes()
+    print("\nbytes one client sends per round")
+    print("| what | bytes |")
+    print("|---|---|")
+    print(f"| LoRA adapters and head (teacher-federation=fedavg) | {lora['adapter_bytes']:,} |")
+    print(f"| the whole model, float32 | {lora['full_bytes']:,} |")
+    print(f"| the quantum student (every round) | {student:,} |")
+    print(
+        f"RESULT lora_step_s={lora['step_s']:.3f} qlora_step_s={results['qlora']['step_s']:.3f} "
+        f"lora_acc={lora['acc']:.3f} qlora_acc={results['qlora']['acc']:.3f} "
+        f"lora_peak_mb={lora['peak_mb']:.0f} qlora_peak_mb={results['qlora']['peak_mb']:.0f} "
+        f"adapter_bytes={lora['adapter_bytes']} full_model_bytes={lora['full_bytes']} "
+        f"student_bytes={student}"
+    )
+
+
+if __name__ == "__main__":
+    main()
