@@ -1,4 +1,4 @@
-"""What a teacher costs: LoRA against QLoRA on the embedded MiniLM, and bytes per round.
+"""What a teacher costs: LoRA against QLoRA (the embedded MiniLM by default), bytes per round.
 
 On TweetEval sentiment (``--train-rows`` training and ``--val-rows``
 validation rows from the train split), for each PEFT method in a fresh
@@ -18,7 +18,15 @@ Then the bytes one client sends per round: its LoRA adapters and head
 (``teacher-federation=fedavg``), the whole fine-tuned model (what federating
 the model itself would send) and the quantum student (every round).
 
-    python bench/teacher_cost.py [--train-rows 400 --val-rows 200 --epochs 2 --steps 20]
+    python bench/teacher_cost.py [--model minilm] [--random-weights]
+        [--train-rows 400 --val-rows 200 --epochs 2 --steps 20]
+
+``--model gpt2`` (or ``llama-3.2-1b``, any hub id or local path) measures a
+preset the same way where its weights are at hand; on CUDA the memory is the
+peak allocated by torch. ``--random-weights`` with ``gpt2`` or
+``llama-3.2-1b`` needs no download: it builds the preset's real architecture
+(sizes below) with random weights and a byte-level BPE tokenizer trained on
+the training rows, for step time and memory; its accuracy means nothing.
 
 Ends with ``RESULT lora_step_s=<s> qlora_step_s=<s> lora_acc=<acc> qlora_acc=<acc>``.
 """
@@ -29,6 +37,7 @@ import argparse
 import logging
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,64 @@ from _child import report, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data" / "tweeteval_sentiment").resolve()
+
+
+# The architectures of the decoder presets, as published with their weights.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "gpt2": {  # openai-community/gpt2: 124M
+        "model_type": "gpt2",
+        "vocab_size": 50257,
+        "n_positions": 1024,
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+    },
+    "llama-3.2-1b": {  # meta-llama/Llama-3.2-1B: 1.24B
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+    },
+}
+
+
+def random_weights_model(preset: str, texts: list[str], directory: Path) -> str:
+    """Write ``preset``'s architecture with random weights and a small BPE tokenizer."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast
+
+    if preset not in ARCHITECTURES:
+        raise SystemExit(
+            f"--random-weights: model={preset!r} has no architecture here; use one of "
+            f"{sorted(ARCHITECTURES)}"
+        )
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=["<|endoftext|>"])
+    eos = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=eos, eos_token=eos, unk_token=eos
+    )
+    arch = dict(ARCHITECTURES[preset])
+    eos_id = tokenizer.convert_tokens_to_ids(eos)
+    config = AutoConfig.for_model(
+        arch.pop("model_type"), bos_token_id=eos_id, eos_token_id=eos_id, **arch
+    )
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    logging.getLogger(__name__).warning(
+        "%s with random weights: %.1fM parameters", preset, model.num_parameters() / 1e6
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
 
 
 def _rss_mb() -> float:
@@ -60,7 +127,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
     rows = load_task("tweeteval", "train", str(args.data_dir))
     train = rows.subset(np.arange(args.train_rows))
     val = rows.subset(np.arange(args.train_rows, args.train_rows + args.val_rows))
-    cfg = TeacherConfig(peft_method=method, epochs=args.epochs)
+    cfg = TeacherConfig(model=args.model, peft_method=method, epochs=args.epochs)
     cuda = torch.cuda.is_available()
     import bitsandbytes  # noqa: F401 - imported before the baseline: libraries are not the model
     import peft  # noqa: F401
@@ -95,6 +162,7 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+    model_hidden = model.config.hidden_size
     del model, optimizer
 
     out = finetune_teacher(train, val, cfg, seed=0)
@@ -109,16 +177,17 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
         "steps": out.steps,
         "adapter_bytes": adapter_bytes,
         "full_bytes": full_bytes,
+        "hidden_size": int(model_hidden),
     }
 
 
-def student_bytes() -> int:
-    """Bytes of the quantum student's arrays with the default settings (MiniLM features)."""
+def student_bytes(hidden_size: int) -> int:
+    """Bytes of the quantum student's arrays with the default settings on these features."""
     from config.run_config import RunConfig
     from quantum.student import build_student
 
     config = RunConfig.from_flat({}, check_files=False)
-    student = build_student(config, 384, 3)
+    student = build_student(config, hidden_size, 3)
     return sum(a.nbytes for a in student.get_arrays().values())
 
 
@@ -129,6 +198,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--model", default="minilm", help="a preset, hub id or local path")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="the preset's architecture, random weights"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one method
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -137,16 +210,28 @@ def main() -> None:
         report(measure(args.one, args))
         return
 
-    results = {}
-    for method in ("lora", "qlora"):
-        results[method] = run_child(
-            [__file__, "--one", method]
-            + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "one"],
-            method,
-        )
+    with tempfile.TemporaryDirectory() as scratch:
+        name = args.model
+        if args.random_weights:
+            from tasks.datasets import load_task
+
+            texts = list(load_task("tweeteval", "train", str(args.data_dir)).texts)
+            args.model = random_weights_model(name, texts[: args.train_rows], Path(scratch))
+        results = {}
+        for method in ("lora", "qlora"):
+            results[method] = run_child(
+                [__file__, "--one", method, "--model", args.model]
+                + [
+                    f"--{k.replace('_', '-')}={v}"
+                    for k, v in vars(args).items()
+                    if k not in ("one", "model", "random_weights")
+                ],
+                method,
+            )
+        args.model = name + (" (random weights)" if args.random_weights else "")
 
     print(
-        f"MiniLM teacher, TweetEval: {args.train_rows} train / {args.val_rows} val rows, "
+        f"{args.model} teacher, TweetEval: {args.train_rows} train / {args.val_rows} val rows, "
         f"batch 16, 64 tokens, {args.epochs:g} epochs"
     )
     print("| method | s per step | peak memory MB | steps | val loss (before) | val accuracy |")
@@ -158,7 +243,7 @@ def main() -> None:
             f"{r['acc']:.3f} |"
         )
     lora = results["lora"]
-    student = student_bytes()
+    student = student_bytes(lora["hidden_size"])
     print("\nbytes one client sends per round")
     print("| what | bytes |")
     print("|---|---|")
