@@ -8,9 +8,11 @@ to install it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 3
+# What a user exports as LLMQFL_DATA_DIR; compose only interpolates it, so it need not exist.
+DATA_DIR = str(Path(tempfile.gettempdir()) / "llmqfl-data")
 
 
 def _compose_command() -> list[str]:
@@ -40,7 +44,7 @@ def compose_config(*files: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LLMQFL_DATA_DIR": "/srv/data"},
+        env={"PATH": os.environ.get("PATH", os.defpath), "LLMQFL_DATA_DIR": DATA_DIR},
     )
     assert done.returncode == 0, done.stderr
     parsed: dict[str, Any] = yaml.safe_load(done.stdout)
@@ -81,7 +85,7 @@ def test_plain_compose_validates_and_wires_every_node() -> None:
         assert f"supernode-{i}:9094" in _flags(executor)
         volumes = _volumes(services, f"superexec-clientapp-{i}")
         assert any(v.startswith(f"cache-{i}:/cache") for v in volumes)
-        assert "/srv/data:/data:ro" in volumes
+        assert f"{DATA_DIR}:/data:ro" in volumes
     assert sorted(partitions) == list(range(NODES))
 
 
