@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quantum.circuits import CircuitSpec, apply_gates  # noqa: E402
 from quantum.distill import train_student  # noqa: E402
-from quantum.student import QuantumStudent  # noqa: E402
+from quantum.student import make_student  # noqa: E402
 
 DEVICE, SHOTS, QUBITS, CLASSES = "fake:FakeManilaV2", 1024, 4, 3
 
@@ -43,8 +43,8 @@ def _step_cost(batched: bool, steps: int, batch: int) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(batch, QUBITS)).astype(np.float32)
     labels = rng.integers(0, CLASSES, size=batch)
-    student = QuantumStudent(
-        QUBITS, CLASSES, n_qubits=QUBITS, device_name=DEVICE, shots=SHOTS, batched=batched
+    student = make_student(
+        QUBITS, CLASSES, n_qubits=QUBITS, device=DEVICE, shots=SHOTS, batched=batched
     )
     started = time.perf_counter()
     train_student(

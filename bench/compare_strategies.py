@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from server_app.inprocess import InProcessGrid, run_in_process
+from harness.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

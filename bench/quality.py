@@ -31,9 +31,9 @@ from sklearn.linear_model import LogisticRegression
 
 from client_app.node import ClientNode
 from config.run_config import RunConfig
-from server_app.federation import ServerSplit, load_server_split
-from server_app.inprocess import InProcessGrid, run_in_process
+from harness.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
+from server_app.setup import ServerSplit, load_server_split
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DATASETS = {"tweeteval": "tweeteval_sentiment", "genomic": "genomic_nontata_promoters"}

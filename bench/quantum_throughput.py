@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from quantum.circuits import CircuitSpec  # noqa: E402
-from quantum.student import QuantumStudent  # noqa: E402
+from quantum.student import QuantumStudent, make_student  # noqa: E402
 
 BATCH, LAYERS, CLASSES, SHOTS = 256, 3, 3, 1024
 
@@ -92,8 +92,7 @@ def _seconds(step: Callable[[], None], repeats: int) -> float:
 def _student_step(student: QuantumStudent, angles: torch.Tensor, backward: bool) -> Callable[[]]:
     def step() -> None:
         weights = student.weights.detach().double().requires_grad_(backward)
-        out = student.run_circuit(angles, weights)
-        out = out if isinstance(out, torch.Tensor) else torch.stack(list(out), dim=-1)
+        out = student.executor.run(angles, weights)
         if backward:
             out.sum().backward()
 
@@ -111,16 +110,16 @@ def main() -> None:
         angles = torch.as_tensor(rng.uniform(0, math.pi, (BATCH, n)))
         spec = CircuitSpec(n, LAYERS, CLASSES)
         weights = torch.as_tensor(rng.normal(0, 0.5, spec.weight_shape), dtype=torch.float64)
-        reference = QuantumStudent(n, CLASSES, n_qubits=n, n_layers=LAYERS)
+        reference = make_student(n, CLASSES, n_qubits=n, n_layers=LAYERS)
         reference.weights.data = weights.float()
-        expected = torch.stack(list(reference.run_circuit(angles, weights)), dim=-1)
+        expected = reference.executor.run(angles, weights)
         got = floor_circuit(angles, weights)
         assert torch.allclose(got, expected, atol=1e-10), "the floor is not the same circuit"
         devices = ["default.qubit", "lightning.qubit", "qiskit.aer"]
         devices += ["fake:FakeManilaV2"] if n <= 5 else []
         for device in devices:
-            student = QuantumStudent(n, CLASSES, n_qubits=n, n_layers=LAYERS, device_name=device)
-            backward = student.device.family == "pennylane"
+            student = make_student(n, CLASSES, n_qubits=n, n_layers=LAYERS, device=device)
+            backward = student.executor.differentiable
             repeats = args.repeats if device != "lightning.qubit" else max(2, args.repeats // 5)
             seconds = _seconds(_student_step(student, angles, backward), repeats)
             rows.append((n, device, "fwd+bwd" if backward else "fwd", seconds))

@@ -22,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from server_app.launch import flwr_run
+from harness.launch import flwr_run
 from server_app.results import read_rounds
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

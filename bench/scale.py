@@ -2,7 +2,7 @@
 
 For each client count (default 10, 25, 50) a fresh Python process runs the
 ServerApp against that many in-process clients (one at a time, in one
-process, as ``server_app.inprocess`` does) on TweetEval sentiment, IID,
+process, as ``harness.inprocess`` does) on TweetEval sentiment, IID,
 ``--rows-per-client`` rows each, for ``--rounds`` rounds with every client
 training every round (FedAvg, ``local-steps`` 20). Each client fine-tunes its
 LoRA teacher and embeds its rows once, in its first round, and reuses both
@@ -37,7 +37,7 @@ DATA = (REPO / ".." / "shared" / "data" / "tweeteval_sentiment").resolve()
 
 def one_run(clients: int, rounds: int, rows_per_client: int, data_dir: Path) -> dict[str, Any]:
     """Run the federation with ``clients`` in-process clients; measure it."""
-    from server_app.inprocess import run_in_process
+    from harness.inprocess import run_in_process
     from server_app.results import read_rounds
 
     with tempfile.TemporaryDirectory() as results:

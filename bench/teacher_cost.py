@@ -183,11 +183,17 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def student_bytes(hidden_size: int) -> int:
     """Bytes of the quantum student's arrays with the default settings on these features."""
-    from config.run_config import RunConfig
-    from quantum.student import build_student
+    from config.run_config import StudentConfig
+    from quantum.student import make_student
 
-    config = RunConfig.from_flat({}, check_files=False)
-    student = build_student(config, hidden_size, 3)
+    defaults = StudentConfig()
+    student = make_student(
+        hidden_size,
+        3,
+        n_qubits=defaults.n_qubits,
+        n_layers=defaults.n_layers,
+        trainable_projection=defaults.projection == "linear",
+    )
     return sum(a.nbytes for a in student.get_arrays().values())
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm.teacher import pooled_embeddings  # noqa: E402
 from quantum.distill import evaluate_student, train_student  # noqa: E402
 from quantum.projection import MomentStats, pca_projection  # noqa: E402
-from quantum.student import QuantumStudent  # noqa: E402
+from quantum.student import make_student  # noqa: E402
 from tasks.datasets import load_task  # noqa: E402
 
 QUBITS, CLASSES, CHUNK = 4, 3, 5
@@ -63,7 +63,7 @@ def _features(data_dir: str, rows: int, split: str, seed: int) -> tuple[np.ndarr
 def _ours(
     z: np.ndarray, y: np.ndarray, z_test: np.ndarray, y_test: np.ndarray, target: float, steps: int
 ) -> dict[str, float]:
-    student = QuantumStudent(QUBITS, CLASSES, n_qubits=QUBITS, n_layers=3, seed=0)
+    student = make_student(QUBITS, CLASSES, n_qubits=QUBITS, n_layers=3, seed=0)
     student.set_projection(np.eye(QUBITS, dtype=np.float32), np.zeros(QUBITS, dtype=np.float32))
     trained, reached, done = 0.0, math.nan, 0
     loss, _ = evaluate_student(student, z, y)

@@ -6,8 +6,9 @@
   run), then train the global student for exactly ``local-steps`` steps with
   ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` (plus
   FedProx's proximal term when ``proximal-mu > 0``) and reply with its arrays
-  and metrics: the received global student's and the trained student's
-  validation loss, and the teacher's, all on the local validation rows.
+  and a :class:`~config.messages.TrainReport`: the received global student's
+  and the trained student's validation loss, and the teacher's, all on the
+  local validation rows.
 - ``evaluate``: the global student on the local validation rows.
 
 Every reply carries the quantum cost of the work it did (executions, jobs,
@@ -20,40 +21,41 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from client_app.node import ClientNode
+from client_app.node import ClientNode, TeacherView
 from config.logs import configure_logging
 from config.messages import (
-    TEACHER_FINAL_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    STATS_KEY,
+    STUDENT_KEY,
     TEACHER_KEY,
-    TEACHER_ROUND_KEY,
-    TEACHER_VERSION_KEY,
+    EvaluateReport,
+    StatsReport,
     TrainInstructions,
-    metric_int,
+    TrainReport,
 )
 from config.run_config import RunConfig
 from llm.teacher import logit_metrics
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
-from quantum.student import QuantumStudent, build_student
 
 app = ClientApp()
 
 
 def _node(context: Context) -> ClientNode:
     configure_logging()
-    # Files were checked by the ServerApp at start-up; the loader re-checks this node's copy.
-    return ClientNode(context, RunConfig.from_flat(context.run_config, check_files=False))
+    return ClientNode(context, RunConfig.from_flat(context.run_config))
 
 
-def _student(node: ClientNode, msg: Message, in_features: int) -> QuantumStudent:
-    train, _ = node.splits
-    student = build_student(node.config, in_features, train.num_classes, device=node.device)
-    record = msg.content.array_records["arrays"]
-    student.set_arrays({key: array.numpy() for key, array in record.items()})
-    return student
+def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {key: array.numpy() for key, array in record.items()}
+
+
+def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({key: Array(value) for key, value in arrays.items()})
 
 
 @app.query("stats")
@@ -63,20 +65,25 @@ def stats(msg: Message, context: Context) -> Message:
     node = _node(context)
     train_features, _ = node.features()
     moments = MomentStats.from_features(train_features.astype(np.float64))
-    content = RecordDict(
-        {
-            "stats": ArrayRecord({k: Array(v) for k, v in moments.to_arrays().items()}),
-            "metrics": MetricRecord(
-                {
-                    "partition-id": node.partition_id,
-                    "num-examples": len(train_features),
-                    "embed-seconds": node.seconds.get("embed", 0.0),
-                    "compute-seconds": time.perf_counter() - started,
-                }
-            ),
-        }
+    report = StatsReport(
+        partition_id=node.partition_id,
+        num_examples=len(train_features),
+        embed_seconds=node.seconds.get("embed", 0.0),
+        compute_seconds=time.perf_counter() - started,
     )
+    content = RecordDict({STATS_KEY: _record(moments.to_arrays()), METRICS_KEY: report.to_record()})
     return Message(content, reply_to=msg)
+
+
+def _teacher(
+    node: ClientNode, msg: Message, orders: TrainInstructions
+) -> tuple[TeacherView, dict[str, np.ndarray] | None]:
+    """This round's teacher, and the adapters to send back (teacher federation only)."""
+    if not orders.teacher_round:
+        return node.teacher(), None
+    records = msg.content.array_records
+    received = _arrays(records[TEACHER_KEY]) if TEACHER_KEY in records else None
+    return node.federated_teacher(received, orders.teacher_round, final=orders.teacher_final)
 
 
 @app.train()
@@ -84,24 +91,11 @@ def train(msg: Message, context: Context) -> Message:
     """Distil the cached teacher into the global student for the given budget."""
     started = time.perf_counter()
     node = _node(context)
-    orders = TrainInstructions.from_record(msg.content.config_records["config"])
+    orders = TrainInstructions.from_record(msg.content.config_records[CONFIG_KEY])
     train_rows, val_rows = node.splits
     train_features, val_features = node.features()
-    config = msg.content.config_records["config"]
-    teacher_round = metric_int(config, TEACHER_ROUND_KEY) if TEACHER_ROUND_KEY in config else 0
-    adapters = None
-    if teacher_round:  # teacher federation: fine-tune (or load) the received adapters
-        received = (
-            {k: a.numpy() for k, a in msg.content.array_records[TEACHER_KEY].items()}
-            if TEACHER_KEY in msg.content.array_records
-            else None
-        )
-        teacher, adapters = node.federated_teacher(
-            received, teacher_round, final=bool(config.get(TEACHER_FINAL_KEY, False))
-        )
-    else:
-        teacher = node.teacher()
-    student = _student(node, msg, train_features.shape[1])
+    teacher, adapters = _teacher(node, msg, orders)
+    student = node.student(train_features.shape[1], _arrays(msg.content.array_records[STUDENT_KEY]))
     global_val_loss, global_val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
     fit = train_student(
@@ -120,33 +114,32 @@ def train(msg: Message, context: Context) -> Message:
         optimizer=node.optimizer,
     )
     val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
-    metrics = MetricRecord(
-        {
-            "num-examples": len(train_rows),
-            "partition-id": node.partition_id,
-            "student-val-loss": val_loss,
-            "student-val-accuracy": val_accuracy,
-            "global-val-loss": global_val_loss,
-            "global-val-accuracy": global_val_accuracy,
-            "teacher-val-loss": teacher.val_loss,
-            "teacher-val-accuracy": teacher.val_accuracy,
-            "teacher-untrained-val-loss": teacher.untrained_val_loss,
-            "teacher-train-loss": teacher_train_loss,
-            "student-train-loss": fit["train_loss"],
-            "steps": int(fit["steps"]),
-            "teacher-seconds": teacher.seconds_this_round,
-            "teacher-cache-hits": node.cache_hits,
-            TEACHER_VERSION_KEY: node.teacher_version,
-            "embed-seconds": node.seconds.get("embed", 0.0),
-            "student-seconds": fit["seconds"],
-            "compute-seconds": time.perf_counter() - started,
-            **student.meter.as_metrics(),
-        }
+    report = TrainReport(
+        partition_id=node.partition_id,
+        num_examples=len(train_rows),
+        steps=int(fit["steps"]),
+        student_val_loss=val_loss,
+        student_val_accuracy=val_accuracy,
+        global_val_loss=global_val_loss,
+        global_val_accuracy=global_val_accuracy,
+        teacher_val_loss=teacher.val_loss,
+        teacher_val_accuracy=teacher.val_accuracy,
+        teacher_untrained_val_loss=teacher.untrained_val_loss,
+        teacher_train_loss=teacher_train_loss,
+        student_train_loss=fit["train_loss"],
+        teacher_seconds=teacher.seconds_this_round,
+        teacher_cache_hits=node.cache_hits,
+        teacher_version=node.teacher_version,
+        embed_seconds=node.seconds.get("embed", 0.0),
+        student_seconds=fit["seconds"],
+        compute_seconds=time.perf_counter() - started,
+        cost=student.meter.totals(),
     )
-    arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
-    content = RecordDict({"arrays": arrays, "metrics": metrics})
+    content = RecordDict(
+        {STUDENT_KEY: _record(student.get_arrays()), METRICS_KEY: report.to_record()}
+    )
     if adapters is not None:
-        content[TEACHER_KEY] = ArrayRecord({k: Array(v) for k, v in adapters.items()})
+        content[TEACHER_KEY] = _record(adapters)
     return Message(content, reply_to=msg)
 
 
@@ -156,14 +149,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     node = _node(context)
     _, val_rows = node.splits
     _, val_features = node.features()
-    student = _student(node, msg, val_features.shape[1])
+    student = node.student(val_features.shape[1], _arrays(msg.content.array_records[STUDENT_KEY]))
     loss, accuracy = evaluate_student(student, val_features, val_rows.labels)
-    metrics = MetricRecord(
-        {
-            "num-examples": len(val_rows),
-            "student-val-loss": loss,
-            "student-val-accuracy": accuracy,
-            **student.meter.as_metrics(),
-        }
+    report = EvaluateReport(
+        num_examples=len(val_rows),
+        student_val_loss=loss,
+        student_val_accuracy=accuracy,
+        cost=student.meter.totals(),
     )
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({METRICS_KEY: report.to_record()}), reply_to=msg)

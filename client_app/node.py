@@ -13,18 +13,20 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, MetricRecord
 
-from config.errors import ConfigError
-from config.messages import metric_float, metric_int
+from config.node_config import NodeConfig
 from config.run_config import RunConfig
-from llm.cache import NodeCache, cache_dir, embeddings_key, teacher_key
+from llm.cache import NodeCache, embeddings_key, teacher_key
 from llm.teacher import TeacherOutputs, finetune_teacher, pooled_embeddings
-from quantum.devices import check_ibm_credentials, parse_device
+from quantum.devices import make_executor
+from quantum.executor import Executor
 from quantum.optimizers import resolve_optimizer
+from quantum.student import QuantumStudent, build_student, circuit_spec, device_spec
 from tasks.datasets import TextDataset, load_task
 from tasks.splits import client_datasets
 
@@ -53,25 +55,18 @@ class ClientNode:
     def __init__(self, context: Context, config: RunConfig) -> None:
         self.config = config
         self.state = context.state
-        try:
-            self.partition_id = int(context.node_config["partition-id"])
-            self.num_partitions = int(context.node_config["num-partitions"])
-        except KeyError as err:
-            raise ConfigError(
-                f"node config lacks {err.args[0]!r}: start the SuperNode with "
-                '--node-config "partition-id=<i> num-partitions=<n>"'
-            ) from None
+        self.node = NodeConfig.from_flat(context.node_config)
+        self.partition_id = self.node.partition_id
         self.seconds: dict[str, float] = {}
         self.cache_hits = 0
-        self.node_config = dict(context.node_config)
         # A node may run its student on its own device (e.g. one site on a QPU).
-        self.device = str(context.node_config.get("device", config.student.device))
-        device = parse_device(self.device)
-        self.optimizer = resolve_optimizer(config.student.optimizer, device)
-        if device.is_hardware:  # before any data is loaded or teacher trained
-            check_ibm_credentials()
-        if self.device != config.student.device:
-            logger.info("node %d: device %s from its node config", self.partition_id, self.device)
+        self.device = device_spec(config.student, self.node.device)
+        self.optimizer = resolve_optimizer(config.student.optimizer, self.device)
+        self.device.check_access()  # before any data is loaded or teacher trained
+        if self.node.device:
+            logger.info(
+                "node %d: device %s from its node config", self.partition_id, self.node.device
+            )
 
     @functools.cached_property
     def splits(self) -> tuple[TextDataset, TextDataset]:
@@ -83,7 +78,7 @@ class ClientNode:
         return client_datasets(
             full,
             self.partition_id,
-            self.num_partitions,
+            self.node.num_partitions,
             scheme=data.partitioner,
             alpha=data.dirichlet_alpha,
             max_rows=data.max_train_rows,
@@ -94,7 +89,23 @@ class ClientNode:
     @functools.cached_property
     def cache(self) -> NodeCache | None:
         """This node's on-disk cache, unless ``teacher-cache`` is off."""
-        return NodeCache(cache_dir(self.node_config)) if self.config.teacher.cache else None
+        return NodeCache(self.node.cache_dir) if self.config.teacher.cache else None
+
+    @functools.cached_property
+    def executor(self) -> Executor:
+        """Runs this node's student circuits on its device and meters the cost."""
+        train, _ = self.splits
+        circuit = circuit_spec(self.config.student, train.num_classes)
+        return make_executor(self.device, circuit, seed=self.config.federation.seed)
+
+    def student(self, in_features: int, arrays: Mapping[str, np.ndarray]) -> QuantumStudent:
+        """A student holding ``arrays`` (the global student), metering afresh."""
+        student = build_student(
+            self.config.student, in_features, self.executor, self.config.federation.seed
+        )
+        student.set_arrays(arrays)
+        self.executor.reset_meter()
+        return student
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         teacher = self.config.teacher
@@ -194,7 +205,7 @@ class ClientNode:
         if _TEACHER_METRICS not in self.state.metric_records:
             return -1
         metrics = self.state.metric_records[_TEACHER_METRICS]
-        return metric_int(metrics, "version") if "version" in metrics else 0
+        return int(_stored(metrics, "version")) if "version" in metrics else 0
 
     def _view(self, seconds: float) -> TeacherView:
         logits = self.state.array_records[_TEACHER]
@@ -202,8 +213,15 @@ class ClientNode:
         return TeacherView(
             train_logits=logits["train"].numpy(),
             val_logits=logits["val"].numpy(),
-            val_loss=metric_float(metrics, "val-loss"),
-            val_accuracy=metric_float(metrics, "val-accuracy"),
-            untrained_val_loss=metric_float(metrics, "untrained-val-loss"),
+            val_loss=_stored(metrics, "val-loss"),
+            val_accuracy=_stored(metrics, "val-accuracy"),
+            untrained_val_loss=_stored(metrics, "untrained-val-loss"),
             seconds_this_round=seconds,
         )
+
+
+def _stored(metrics: MetricRecord, key: str) -> float:
+    """A number this node stored in its state."""
+    value = metrics[key]
+    assert isinstance(value, int | float), (key, value)
+    return float(value)

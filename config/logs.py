@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import logging
 
-PACKAGES = ("client_app", "config", "llm", "quantum", "server_app", "strategies", "tasks")
+PACKAGES = (
+    "client_app",
+    "config",
+    "harness",
+    "llm",
+    "quantum",
+    "server_app",
+    "strategies",
+    "tasks",
+)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -1,20 +1,45 @@
-"""What the server tells a client each round: one definition, both directions."""
+"""What travels between server and clients: one definition for both directions.
+
+Downlink: :class:`TrainInstructions`, a client's orders for one round (its
+``ConfigRecord``). Uplink: :class:`StatsReport` (the ``query.stats`` reply),
+:class:`TrainReport` (a ``train`` reply) and :class:`EvaluateReport`, each a
+``MetricRecord``. This module is the one place where metric and config keys
+are spelled; everyone else reads and writes these dataclasses.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, MetricRecord
 
 # Teacher federation (teacher-federation=fedavg): the ArrayRecord of LoRA
-# adapters and head in train messages and replies, the config keys that say
-# what a client does with it, and the reply metric naming its teacher round.
+# adapters and head in train messages and replies, and the config keys that say
+# what a client does with it.
 TEACHER_KEY = "teacher"
 TEACHER_ROUND_KEY = "teacher-round"  # 0: no teacher work this round
 TEACHER_FINAL_KEY = "teacher-final"  # load the final average, do not train
-TEACHER_VERSION_KEY = "teacher-version"
+#: The ArrayRecord of the student in train messages and replies, and of the statistics.
+STUDENT_KEY = "arrays"
+STATS_KEY = "stats"
+METRICS_KEY = "metrics"
+CONFIG_KEY = "config"
+
+#: Reply-metric key of each quantum cost figure (``quantum.metering.CostMeter`` field -> key).
+COST_METRICS = {
+    "executions": "quantum-executions",
+    "jobs": "quantum-jobs",
+    "shots": "quantum-shots",
+    "qpu_seconds": "qpu-seconds",
+    "queue_seconds": "queue-seconds",
+    "wall_seconds": "quantum-seconds",
+}
+
+_Report = TypeVar("_Report", bound="_MetricReport")
 
 
 def _number(record: Mapping[str, Any], key: str) -> float:
@@ -22,6 +47,118 @@ def _number(record: Mapping[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"message field {key!r} should be a number, got {value!r}")
     return value
+
+
+def _metric(key: str, default: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, metadata={"key": key})
+
+
+class _MetricReport:
+    """A flat record of numbers: each field's ``metadata["key"]`` is its metric key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{metric key: value}`` (ints and floats), quantum cost figures flattened in."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name == "cost":
+                out.update({COST_METRICS[k]: v for k, v in value.items()})
+            else:
+                out[f.metadata["key"]] = value
+        return out
+
+    def to_record(self) -> MetricRecord:
+        """As a Flower MetricRecord."""
+        return MetricRecord(self.to_dict())
+
+    @classmethod
+    def from_mapping(cls: type[_Report], metrics: Mapping[str, Any]) -> _Report:
+        """Read a MetricRecord (or a ``rounds.jsonl`` client entry) that :meth:`to_dict` wrote.
+
+        Fields without a default must be present; the others default when absent.
+
+        Raises
+        ------
+        ValueError
+            Naming the first missing required key, or a value that is not a number.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name == "cost":
+                values["cost"] = {
+                    name: float(_number(metrics, key))
+                    for name, key in COST_METRICS.items()
+                    if key in metrics
+                }
+                continue
+            key = f.metadata["key"]
+            if key not in metrics:
+                if f.default is dataclasses.MISSING:
+                    raise ValueError(f"reply metric {key!r} is missing")
+                continue
+            try:
+                number = _number(metrics, key)
+            except TypeError as err:
+                raise ValueError(str(err)) from None
+            values[f.name] = int(number) if f.type == "int" else float(number)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StatsReport(_MetricReport):
+    """A ``query.stats`` reply's metrics (the statistics travel as an ArrayRecord)."""
+
+    partition_id: int = _metric("partition-id")
+    num_examples: int = _metric("num-examples")
+    embed_seconds: float = _metric("embed-seconds", 0.0)
+    compute_seconds: float = _metric("compute-seconds", 0.0)
+
+
+@dataclass(frozen=True)
+class TrainReport(_MetricReport):
+    """A ``train`` reply's metrics.
+
+    Losses are cross-entropy in nats on the client's own validation rows, except
+    ``student_train_loss`` (the distillation objective of its last steps) and
+    ``teacher_train_loss`` (the teacher on its train rows). ``global_*`` is the
+    received global student before local training. Seconds are wall seconds of
+    this message's work; ``cost`` holds the quantum cost figures of
+    :data:`COST_METRICS`.
+    """
+
+    partition_id: int = _metric("partition-id")
+    num_examples: int = _metric("num-examples")
+    steps: int = _metric("steps")
+    student_val_loss: float = _metric("student-val-loss", math.nan)
+    student_val_accuracy: float = _metric("student-val-accuracy", math.nan)
+    global_val_loss: float = _metric("global-val-loss", math.nan)
+    global_val_accuracy: float = _metric("global-val-accuracy", math.nan)
+    teacher_val_loss: float = _metric("teacher-val-loss", math.nan)
+    teacher_val_accuracy: float = _metric("teacher-val-accuracy", math.nan)
+    teacher_untrained_val_loss: float = _metric("teacher-untrained-val-loss", math.nan)
+    teacher_train_loss: float = _metric("teacher-train-loss", math.nan)
+    student_train_loss: float = _metric("student-train-loss", math.nan)
+    teacher_seconds: float = _metric("teacher-seconds", 0.0)
+    teacher_cache_hits: int = _metric("teacher-cache-hits", 0)
+    teacher_version: int = _metric("teacher-version", 0)
+    embed_seconds: float = _metric("embed-seconds", 0.0)
+    student_seconds: float = _metric("student-seconds", 0.0)
+    compute_seconds: float = _metric("compute-seconds", 0.0)
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateReport(_MetricReport):
+    """An ``evaluate`` reply's metrics: the global student on local validation rows."""
+
+    num_examples: int = _metric("num-examples")
+    student_val_loss: float = _metric("student-val-loss")
+    student_val_accuracy: float = _metric("student-val-accuracy")
+    cost: dict[str, float] = field(default_factory=dict)
+
+
+#: The metric keys of a train reply, by field name (for readers of ``rounds.jsonl``).
+TRAIN_KEYS = {f.name: f.metadata["key"] for f in dataclasses.fields(TrainReport) if f.metadata}
 
 
 @dataclass(frozen=True)
@@ -41,6 +178,10 @@ class TrainInstructions:
         Weight of the KL term; ``1 - alpha`` weighs the cross-entropy.
     proximal_mu : float
         FedProx: weight of ``mu/2 ||w - w_global||^2`` (0 = plain local training).
+    teacher_round : int
+        Teacher federation: the teacher round this message belongs to (0: none).
+    teacher_final : bool
+        Teacher federation: load the final averaged adapters, do not train them.
     """
 
     server_round: int
@@ -50,6 +191,8 @@ class TrainInstructions:
     temperature: float
     alpha: float
     proximal_mu: float = 0.0
+    teacher_round: int = 0
+    teacher_final: bool = False
 
     def to_record(self) -> ConfigRecord:
         """As a Flower ConfigRecord (keys in run-config style)."""
@@ -62,6 +205,8 @@ class TrainInstructions:
                 "temperature": self.temperature,
                 "alpha": self.alpha,
                 "proximal-mu": self.proximal_mu,
+                TEACHER_ROUND_KEY: self.teacher_round,
+                TEACHER_FINAL_KEY: self.teacher_final,
             }
         )
 
@@ -76,14 +221,6 @@ class TrainInstructions:
             temperature=float(_number(record, "temperature")),
             alpha=float(_number(record, "alpha")),
             proximal_mu=float(_number(record, "proximal-mu")),
+            teacher_round=int(_number(record, TEACHER_ROUND_KEY)),
+            teacher_final=bool(record[TEACHER_FINAL_KEY]),
         )
-
-
-def metric_int(record: Mapping[str, Any], key: str) -> int:
-    """An integer metric of a reply's MetricRecord."""
-    return int(_number(record, key))
-
-
-def metric_float(record: Mapping[str, Any], key: str) -> float:
-    """A float metric of a MetricRecord."""
-    return float(_number(record, key))

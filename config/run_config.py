@@ -1,9 +1,16 @@
 """Typed, validated run configuration: the one place that reads run-config keys.
 
 Flower hands the apps a flat ``context.run_config`` (``{"num-server-rounds": 5,
-...}``). :func:`RunConfig.from_flat` turns it into frozen dataclasses and checks
-every value, so a bad setting stops the run at start-up with one line that names
-the key and the fix. No other module reads raw run-config keys.
+...}``). :func:`RunConfig.from_flat` turns it into frozen dataclasses, one per
+section. Like PEFT's configs, each section checks its own values in
+``__post_init__`` (types, ranges, and the choices this module defines), so a
+bad setting stops the run at start-up with one line that names the key and
+the fix. No other module reads raw run-config keys.
+
+Checks that need another package's list (tasks, partitioners, devices,
+circuits, optimizers, model presets, strategies and their policies, the
+checkpoint to resume from) run at the server's start-up, in
+``server_app.preflight``: this module imports nothing of the project above it.
 
 Every field's ``metadata["key"]`` is its run-config key and ``metadata["help"]``
 its meaning; ``pyproject.toml`` carries the same defaults (a test keeps the two
@@ -13,25 +20,48 @@ in step).
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from config.errors import ConfigError
 
-MODEL_PRESETS = ("minilm", "gpt2", "llama-3.2-1b", "deepseek-7b")  # llm/presets.py
 PEFT_METHODS = ("lora", "qlora", "none")
 TEACHER_FEDERATIONS = ("local", "fedavg")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _key(key: str, default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass field(help=)
     return field(default=default, metadata={"key": key, "help": help})
+
+
+def check(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ``ConfigError("<key>=<value>: <rule>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {rule}")
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raise a one-line ``ConfigError`` unless ``value`` is one of ``allowed``."""
+    check(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _at_least(section: Any, minimum: float, *names: str) -> None:
+    """Each named field of ``section`` must be >= ``minimum``."""
+    for f in dataclasses.fields(section):
+        if f.name in names:
+            value = getattr(section, f.name)
+            check(value >= minimum, f.metadata["key"], value, f"must be >= {minimum:g}")
+
+
+def _positive(section: Any, *names: str) -> None:
+    """Each named field of ``section`` must be > 0."""
+    for f in dataclasses.fields(section):
+        if f.name in names:
+            value = getattr(section, f.name)
+            check(value > 0, f.metadata["key"], value, "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -69,6 +99,13 @@ class FederationConfig:
         "empty starts afresh.",
     )
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_rounds", "min_nodes", "min_train_nodes")
+        _positive(self, "node_wait_seconds", "round_timeout")
+        check(
+            0 < self.fraction_train <= 1, "fraction-train", self.fraction_train, "must be in (0, 1]"
+        )
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -93,6 +130,12 @@ class DataConfig:
     )
     kmer: int = _key("kmer", 6, "Genomic task: k-mer length.")
     kmer_stride: int = _key("kmer-stride", 1, "Genomic task: step between k-mers.")
+
+    def __post_init__(self) -> None:
+        _positive(self, "dirichlet_alpha")
+        _at_least(self, 0, "max_train_rows", "server_eval_rows")
+        _at_least(self, 1, "kmer", "kmer_stride")
+        check(0 < self.val_fraction < 1, "val-fraction", self.val_fraction, "must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -134,6 +177,22 @@ class TeacherConfig:
         "Keep fine-tuned teachers and embeddings on disk (node config cache-dir, "
         "else LLMQFL_CACHE_DIR, else ~/.cache/llmqfl) and reuse them.",
     )
+
+    def __post_init__(self) -> None:
+        _at_least(
+            self,
+            1,
+            "max_length",
+            "lora_r",
+            "lora_alpha",
+            "batch_size",
+            "embed_batch_size",
+            "fedavg_rounds",
+        )
+        _positive(self, "epochs", "lr")
+        check(0 <= self.lora_dropout < 1, "lora-dropout", self.lora_dropout, "must be in [0, 1)")
+        check_choice("peft-method", self.peft_method, PEFT_METHODS)
+        check_choice("teacher-federation", self.federation, TEACHER_FEDERATIONS)
 
     @property
     def target_modules(self) -> tuple[str, ...]:
@@ -185,6 +244,14 @@ class StudentConfig:
     batch_size: int = _key("student-batch-size", 64, "Student minibatch size.")
     temperature: float = _key("temperature", 2.0, "Distillation temperature T (> 0).")
     alpha: float = _key("alpha", 0.5, "Weight of the KL term in [0, 1]; 0 = cross-entropy only.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "n_qubits", "n_layers", "shots", "batch_size")
+        _at_least(self, 0, "local_steps")
+        _positive(self, "lr", "projection_lr", "temperature")
+        check(0 <= self.alpha <= 1, "alpha", self.alpha, "must be in [0, 1]")
+        check_choice("qiskit-execution", self.qiskit_execution, QISKIT_EXECUTIONS)
+        check_choice("projection", self.projection, PROJECTIONS)
 
 
 @dataclass(frozen=True)
@@ -248,6 +315,24 @@ class PolicyConfig:
         "proximal-mu", 0.01, "fedprox: weight of the proximal term mu/2 ||w - w_global||^2."
     )
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "min_steps", "max_increment", "stop_patience", "stop_min_rounds")
+        _at_least(self, 1, "poc_candidates")
+        _at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
+        check(
+            self.max_steps >= self.min_steps,
+            "max-steps",
+            self.max_steps,
+            f"must be >= min-steps ({self.min_steps})",
+        )
+        check(
+            0 <= self.bandit_epsilon <= 1,
+            "bandit-epsilon",
+            self.bandit_epsilon,
+            "must be in [0, 1]",
+        )
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+
 
 @dataclass(frozen=True)
 class OutputConfig:
@@ -268,7 +353,7 @@ _SECTIONS = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """All settings of a run, typed and validated."""
+    """All settings of a run, typed, each section checked by itself."""
 
     federation: FederationConfig = field(default_factory=FederationConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -278,19 +363,16 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @classmethod
-    def from_flat(cls, run_config: Mapping[str, Any], *, check_files: bool = True) -> RunConfig:
-        """Build and validate a config from Flower's flat ``run_config``.
-
-        Keys that are absent take their defaults. ``check_files`` also checks
-        the data directory's files (fast; no model is loaded).
+    def from_flat(cls, run_config: Mapping[str, Any]) -> RunConfig:
+        """Build a config from Flower's flat ``run_config``; absent keys take their defaults.
 
         Raises
         ------
         ConfigError
-            One line naming the first bad key and how to fix it.
+            One line naming the first unknown key, wrongly typed value or bad value.
         """
-        known = {f.metadata["key"]: f for section in _SECTIONS.values() for f in _fields(section)}
-        unknown = sorted(set(run_config) - set(known))
+        known = {f.metadata["key"] for section in _SECTIONS.values() for f in _fields(section)}
+        unknown = sorted(set(run_config) - known)
         if unknown:
             raise ConfigError(
                 f"unknown run-config key {unknown[0]!r}: see README 'Run-config keys' "
@@ -306,9 +388,7 @@ class RunConfig:
             )
             for name, section in _SECTIONS.items()
         }
-        config = cls(**sections)
-        config.validate(check_files=check_files)
-        return config
+        return cls(**sections)
 
     def to_flat(self) -> dict[str, Any]:
         """The inverse of :meth:`from_flat`: ``{run-config key: value}``."""
@@ -317,157 +397,6 @@ class RunConfig:
             for name, section in _SECTIONS.items()
             for f in _fields(section)
         }
-
-    def validate(self, *, check_files: bool = True) -> None:
-        """Check every value; raise :class:`ConfigError` on the first bad one."""
-        fed, data, teacher, student = self.federation, self.data, self.teacher, self.student
-        _check(fed.num_rounds >= 1, "num-server-rounds", fed.num_rounds, "must be >= 1")
-        _check(
-            0 < fed.fraction_train <= 1, "fraction-train", fed.fraction_train, "must be in (0, 1]"
-        )
-        _check(fed.min_nodes >= 1, "min-nodes", fed.min_nodes, "must be >= 1")
-        _check(fed.min_train_nodes >= 1, "min-train-nodes", fed.min_train_nodes, "must be >= 1")
-        _check(fed.node_wait_seconds > 0, "node-wait-seconds", fed.node_wait_seconds, "must be > 0")
-        _check(fed.round_timeout > 0, "round-timeout", fed.round_timeout, "must be > 0")
-        if fed.resume_from and check_files:
-            from server_app.checkpoint import check_resume  # late import: it imports config
-
-            check_resume(fed.resume_from, fed.num_rounds, self.to_flat())
-        # The packages that implement each choice own its list (late imports: they import config).
-        from quantum.circuits import CircuitSpec
-        from quantum.devices import fake_backend_class, parse_device
-        from tasks.datasets import TASKS
-        from tasks.partition import SCHEMES
-
-        _check_choice("task", data.task, TASKS)
-        _check_choice("partitioner", data.partitioner, SCHEMES)
-        _check(data.dirichlet_alpha > 0, "dirichlet-alpha", data.dirichlet_alpha, "must be > 0")
-        _check(data.max_train_rows >= 0, "max-train-rows", data.max_train_rows, "must be >= 0")
-        _check(0 < data.val_fraction < 1, "val-fraction", data.val_fraction, "must be in (0, 1)")
-        _check(
-            data.server_eval_rows >= 0, "server-eval-rows", data.server_eval_rows, "must be >= 0"
-        )
-        _check(data.kmer >= 1, "kmer", data.kmer, "must be >= 1")
-        _check(data.kmer_stride >= 1, "kmer-stride", data.kmer_stride, "must be >= 1")
-        if data.data_dir and check_files:
-            from tasks.datasets import validate_data_dir  # late import: tasks imports config
-
-            validate_data_dir(data.task, data.data_dir)
-        _check_model(teacher.model)
-        for key, value in (
-            ("max-length", teacher.max_length),
-            ("lora-r", teacher.lora_r),
-            ("lora-alpha", teacher.lora_alpha),
-            ("teacher-batch-size", teacher.batch_size),
-            ("embed-batch-size", teacher.embed_batch_size),
-            ("n-qubits", student.n_qubits),
-            ("n-layers", student.n_layers),
-            ("student-batch-size", student.batch_size),
-        ):
-            _check(value >= 1, key, value, "must be >= 1")
-        _check(
-            0 <= teacher.lora_dropout < 1, "lora-dropout", teacher.lora_dropout, "must be in [0, 1)"
-        )
-        _check(teacher.epochs > 0, "teacher-epochs", teacher.epochs, "must be > 0")
-        _check_choice("peft-method", teacher.peft_method, PEFT_METHODS)
-        _check_choice("teacher-federation", teacher.federation, TEACHER_FEDERATIONS)
-        _check(
-            teacher.fedavg_rounds >= 1,
-            "teacher-fedavg-rounds",
-            teacher.fedavg_rounds,
-            "must be >= 1",
-        )
-        _check(teacher.lr > 0, "teacher-lr", teacher.lr, "must be > 0")
-        from quantum.optimizers import resolve_optimizer
-        from tasks.datasets import NUM_CLASSES
-
-        _check(student.shots >= 1, "shots", student.shots, "must be >= 1")
-        _check_choice("qiskit-execution", student.qiskit_execution, QISKIT_EXECUTIONS)
-        if student.noise_model:
-            fake_backend_class(student.noise_model, key="noise-model")
-        CircuitSpec(
-            student.n_qubits,
-            student.n_layers,
-            NUM_CLASSES[data.task],
-            student.readout,
-            student.circuit,
-            student.embedding,
-            student.ansatz,
-        )
-        resolve_optimizer(student.optimizer, parse_device(student.device))
-        _check_choice("projection", student.projection, PROJECTIONS)
-        _check(student.local_steps >= 0, "local-steps", student.local_steps, "must be >= 0")
-        _check(student.lr > 0, "student-lr", student.lr, "must be > 0")
-        _check(student.projection_lr > 0, "projection-lr", student.projection_lr, "must be > 0")
-        _check(student.temperature > 0, "temperature", student.temperature, "must be > 0")
-        _check(0 <= student.alpha <= 1, "alpha", student.alpha, "must be in [0, 1]")
-        from strategies.registry import check_strategy_name  # late import: avoids a cycle
-
-        check_strategy_name(fed.strategy)
-        self._validate_policy()
-
-    def _validate_policy(self) -> None:
-        policy, strategy, local_steps = (
-            self.policy,
-            self.federation.strategy,
-            self.student.local_steps,
-        )
-        from strategies.policies import (
-            RATIO_RULES,
-            SELECTIONS,
-            STEP_POLICIES,
-            parse_arms,
-            parse_rules,
-        )
-
-        _check_choice("steps-policy", policy.steps_policy, STEP_POLICIES)
-        _check(policy.min_steps >= 1, "min-steps", policy.min_steps, "must be >= 1")
-        _check(
-            policy.max_steps >= policy.min_steps,
-            "max-steps",
-            policy.max_steps,
-            f"must be >= min-steps ({policy.min_steps})",
-        )
-        _check(policy.max_increment >= 1, "max-increment", policy.max_increment, "must be >= 1")
-        bounds = f"[min-steps, max-steps] = [{policy.min_steps}, {policy.max_steps}]"
-        if policy.bandit_arms:
-            arms = parse_arms(policy.bandit_arms)
-            _check(
-                all(policy.min_steps <= a <= policy.max_steps for a in arms),
-                "bandit-arms",
-                policy.bandit_arms,
-                f"every budget must be in {bounds}",
-            )
-        _check(
-            0 <= policy.bandit_epsilon <= 1,
-            "bandit-epsilon",
-            policy.bandit_epsilon,
-            "must be in [0, 1]",
-        )
-        _check_choice("selection", policy.selection, tuple(SELECTIONS))
-        _check(policy.poc_candidates >= 1, "poc-candidates", policy.poc_candidates, "must be >= 1")
-        parse_rules(policy.termination)
-        for key, value in (
-            ("stop-epsilon", policy.stop_epsilon),
-            ("stop-min-delta", policy.stop_min_delta),
-            ("stop-distance-delta", policy.stop_distance_delta),
-            ("proximal-mu", policy.proximal_mu),
-        ):
-            _check(value >= 0, key, value, "must be >= 0")
-        _check(policy.stop_patience >= 1, "stop-patience", policy.stop_patience, "must be >= 1")
-        _check(
-            policy.stop_min_rounds >= 1, "stop-min-rounds", policy.stop_min_rounds, "must be >= 1"
-        )
-        _check_choice("aggregation", policy.aggregation, AGGREGATIONS)
-        if strategy in ("llm-guided", "llmqfl-reference") and policy.steps_policy in RATIO_RULES:
-            _check(
-                policy.min_steps <= local_steps <= policy.max_steps,
-                "local-steps",
-                local_steps,
-                f"the starting budget must be in {bounds}",
-            )
-        if strategy == "llmqfl-reference":
-            _check_choice("steps-policy", policy.steps_policy, tuple(RATIO_RULES))
 
 
 def markdown_table() -> str:
@@ -500,24 +429,6 @@ def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
             f"(strings need quotes: {key}='...')"
         )
     return value
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: {rule}")
-
-
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    _check(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
-
-
-def _check_model(model: str) -> None:
-    if model in MODEL_PRESETS or os.path.isdir(model) or _HUB_ID.match(model):
-        return
-    raise ConfigError(
-        f"model={model!r}: not a preset ({', '.join(MODEL_PRESETS)}), an existing local "
-        "directory, or a Hugging Face id of the form org/name"
-    )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ labels) of the client's partition. A restarted client, or a later run on the
 same partition, reuses the adapter, head and logits instead of fine-tuning
 again. Embeddings are keyed by the model, ``max-length`` and the texts.
 
-Location: the node config's ``cache-dir``, else ``$LLMQFL_CACHE_DIR``, else
-``~/.cache/llmqfl``. Entries are written atomically (a crash mid-write leaves
-no entry); delete the folder to clear it. ``teacher-cache=false`` turns it off.
+Location: ``config.node_config.NodeConfig.cache_dir`` (the node config's
+``cache-dir``, else ``$LLMQFL_CACHE_DIR``, else ``~/.cache/llmqfl``). Entries
+are written atomically (a crash mid-write leaves no entry); delete the folder
+to clear it. ``teacher-cache=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,6 @@ from llm.teacher import TeacherOutputs
 logger = logging.getLogger(__name__)
 
 _VERSION = 1  # bump when the entry format or the fine-tuning code changes its results
-
-
-def cache_dir(node_config: Mapping[str, Any]) -> Path:
-    """Where this node keeps its cache (see the module doc)."""
-    configured = node_config.get("cache-dir") or os.environ.get("LLMQFL_CACHE_DIR")
-    return Path(str(configured)).expanduser() if configured else Path.home() / ".cache" / "llmqfl"
 
 
 def _rows_digest(texts: Sequence[str], labels: np.ndarray | None = None) -> str:
@@ -105,7 +100,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 class NodeCache:
-    """Teachers and embeddings of one node, under :func:`cache_dir`."""
+    """Teachers and embeddings of one node, under its ``NodeConfig.cache_dir``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -19,6 +19,8 @@ projections (:func:`find_target_modules`).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +67,22 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model(model: str) -> None:
+    """Raise a one-line ConfigError unless ``model`` is a preset, a local directory or a hub id.
+
+    Nothing is loaded: whether the weights can be had is known only when loading.
+    """
+    if model in PRESETS or os.path.isdir(model) or _HUB_ID.match(model):
+        return
+    raise ConfigError(
+        f"model={model!r}: not a preset ({', '.join(PRESETS)}), an existing local "
+        "directory, or a Hugging Face id of the form org/name"
+    )
 
 
 def find_target_modules(model: Any, requested: Sequence[str] = ()) -> list[str]:

@@ -15,11 +15,15 @@ name                   what runs the circuit
 ``ibm:least-busy``     the least busy operational IBM backend with enough qubits
 =====================  =========================================================
 
-The first two are PennyLane devices (:func:`make_pennylane_device`); the
-others are Qiskit backends run by :class:`quantum.sampler.SamplerExecutor`,
-one job per batch. IBM credentials are read only from ``QISKIT_IBM_TOKEN``,
-``QISKIT_IBM_INSTANCE``, ``QISKIT_IBM_CHANNEL`` or a saved account, by
-qiskit-ibm-runtime itself; this module never logs or stores them.
+:func:`parse_device` is the one place a device name is read: it returns a
+:class:`DeviceSpec` (the name, the shot count, the noise model, batched or
+per-sample jobs), and :func:`make_executor` builds from it the one object that
+runs batches and meters their cost (:class:`quantum.executor.Executor`): a
+PennyLane QNode for the first two, a :class:`quantum.sampler.SamplerExecutor`
+(one job per batch) for the Qiskit backends. IBM credentials are read only
+from ``QISKIT_IBM_TOKEN``, ``QISKIT_IBM_INSTANCE``, ``QISKIT_IBM_CHANNEL`` or a
+saved account, by qiskit-ibm-runtime itself; this module never logs or stores
+them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from typing import Any
 import pennylane as qml
 
 from config.errors import ConfigError
+from quantum.circuits import CircuitSpec
+from quantum.executor import Executor, PennyLaneExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ _SAVED_ACCOUNT = Path.home() / ".qiskit" / "qiskit-ibm.json"
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """A parsed device name.
+    """A parsed device name and its execution options.
 
     Attributes
     ----------
@@ -60,12 +66,21 @@ class DeviceSpec:
     backend : str
         ``aer``, the fake backend's class name, or the IBM backend name
         (``least-busy`` included); empty for PennyLane devices.
+    shots : int
+        Shots per circuit execution (Qiskit backends).
+    noise_model : str
+        ``qiskit.aer`` only: a fake backend whose noise model Aer applies.
+    batched : bool
+        Qiskit backends: one job per batch (True) or one job per row (False).
     """
 
     name: str
     family: str
     diff_method: str | None
     backend: str = ""
+    shots: int = 1024
+    noise_model: str = ""
+    batched: bool = True
 
     @property
     def shots_based(self) -> bool:
@@ -77,26 +92,63 @@ class DeviceSpec:
         """True for ``ibm:`` devices (jobs cost QPU time)."""
         return self.name.startswith("ibm:")
 
+    def check_access(self) -> None:
+        """Fail fast, in one line, when an ``ibm:`` device has no credentials (else nothing)."""
+        if self.is_hardware:
+            check_ibm_credentials()
 
-def parse_device(name: str) -> DeviceSpec:
+
+def parse_device(
+    name: str, *, shots: int = 1024, noise_model: str = "", batched: bool = True
+) -> DeviceSpec:
     """Parse and check a device name without touching any backend or network.
 
     Raises
     ------
     ConfigError
-        One line naming the ``device`` key and the accepted names.
+        One line naming the ``device`` (or ``noise-model``) key and the accepted names.
     """
-    if name in STATEVECTOR:
-        return DeviceSpec(name, "pennylane", STATEVECTOR[name])
-    if name == "qiskit.aer":
-        return DeviceSpec(name, "qiskit", None, "aer")
+    if noise_model:
+        fake_backend_class(noise_model, key="noise-model")
     prefix, _, rest = name.partition(":")
-    if prefix == "fake" and rest:
-        fake_backend_class(rest, key="device")
-        return DeviceSpec(name, "qiskit", None, rest)
-    if prefix == "ibm" and rest:
-        return DeviceSpec(name, "qiskit", None, rest)
-    raise ConfigError(f"device={name!r}: must be one of {', '.join(DEVICE_NAMES)}")
+    if name in STATEVECTOR:
+        family, diff_method, backend = "pennylane", STATEVECTOR[name], ""
+    elif name == "qiskit.aer":
+        family, diff_method, backend = "qiskit", None, "aer"
+    elif prefix in ("fake", "ibm") and rest:
+        if prefix == "fake":
+            fake_backend_class(rest, key="device")
+        family, diff_method, backend = "qiskit", None, rest
+    else:
+        raise ConfigError(f"device={name!r}: must be one of {', '.join(DEVICE_NAMES)}")
+    return DeviceSpec(name, family, diff_method, backend, shots, noise_model, batched)
+
+
+def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> Executor:
+    """The one object that runs ``circuit`` on the device ``spec`` names and meters its cost.
+
+    Builds the device or backend (an ``ibm:`` backend is resolved here, once);
+    build it once per node and run and reuse it for every message.
+
+    Raises
+    ------
+    ConfigError
+        A readout the device cannot differentiate, too few qubits, or missing or
+        refused IBM credentials (one line).
+    """
+    if spec.family == "pennylane":
+        if circuit.readout == "probs" and spec.diff_method == "adjoint":
+            raise ConfigError(
+                f"readout='probs': {spec.name} differentiates with the adjoint method, "
+                "which supports only expectation values; use readout='expval' or "
+                "device='default.qubit'"
+            )
+        device = qml.device(spec.name, wires=circuit.n_qubits)
+        return PennyLaneExecutor(circuit, device, str(spec.diff_method))
+    from quantum.sampler import SamplerExecutor
+
+    backend = make_qiskit_backend(spec, circuit.n_qubits, seed=seed)
+    return SamplerExecutor(circuit, backend, shots=spec.shots, batched=spec.batched, seed=seed)
 
 
 def fake_backend_class(name: str, *, key: str) -> type:
@@ -119,25 +171,15 @@ def fake_backend_class(name: str, *, key: str) -> type:
     return cls
 
 
-def make_pennylane_device(spec: DeviceSpec, wires: int) -> Any:
-    """An analytic PennyLane device with wires ``0 .. wires-1``."""
-    return qml.device(spec.name, wires=wires)
-
-
-def make_qiskit_backend(
-    spec: DeviceSpec, wires: int, *, noise_model: str = "", seed: int = 0
-) -> Any:
-    """The Qiskit ``BackendV2`` a Qiskit device name stands for.
+def make_qiskit_backend(spec: DeviceSpec, wires: int, *, seed: int = 0) -> Any:
+    """The Qiskit ``BackendV2`` a Qiskit device stands for.
 
     Parameters
     ----------
     spec : DeviceSpec
-        A ``qiskit`` family device.
+        A ``qiskit`` family device; ``qiskit.aer`` applies ``spec.noise_model``.
     wires : int
         Qubits the circuit needs (the backend must have at least as many).
-    noise_model : str
-        ``qiskit.aer`` only: a fake backend's class name whose noise model Aer
-        applies, or "" for a noiseless simulator.
     seed : int
         Seeds Aer's sampling (simulators only).
 
@@ -149,10 +191,10 @@ def make_qiskit_backend(
     if spec.backend == "aer":
         from qiskit_aer import AerSimulator
 
-        if noise_model:
+        if spec.noise_model:
             from qiskit_aer.noise import NoiseModel
 
-            fake = fake_backend_class(noise_model, key="noise-model")()
+            fake = fake_backend_class(spec.noise_model, key="noise-model")()
             return AerSimulator(noise_model=NoiseModel.from_backend(fake), seed_simulator=seed)
         return AerSimulator(seed_simulator=seed)
     if spec.name.startswith("fake:"):

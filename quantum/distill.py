@@ -175,20 +175,46 @@ def train_student(
     """
     started = time.perf_counter()
     _check_training_inputs(features, labels, teacher_logits, steps, batch_size)
-    x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    t = torch.as_tensor(teacher_logits, dtype=torch.float32)
-    batches = minibatches(len(x), batch_size, seed)
+    data = (
+        torch.as_tensor(features, dtype=torch.float32),
+        torch.as_tensor(labels, dtype=torch.long),
+        torch.as_tensor(teacher_logits, dtype=torch.float32),
+    )
+    batches = minibatches(len(features), batch_size, seed)
+    student.train()
+    if optimizer == "adam":
+        adam = make_optimizer(student, lr, projection_lr)
+        losses = _train_adam(student, data, batches, adam, steps, temperature, alpha, proximal_mu)
+    else:
+        losses = _train_gradient_free(
+            student, data, batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
+        )
+    tail = losses[-LOSS_TAIL:]
+    result = {
+        "steps": float(steps),
+        "train_loss": float(np.mean(tail)) if tail else float("nan"),
+        "seconds": time.perf_counter() - started,
+    }
+    logger.debug("student trained: %s", result)
+    return result
+
+
+def _train_adam(
+    student: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batches: Iterator[np.ndarray],
+    adam: torch.optim.Optimizer,
+    steps: int,
+    temperature: float,
+    alpha: float,
+    proximal_mu: float,
+) -> list[float]:
+    """``steps`` Adam steps of :func:`kd_loss` (plus FedProx's term); returns each step's loss."""
+    x, y, t = data
     params = [p for p in student.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-    losses: list[float] = []
-    student.train()
-    if optimizer != "adam":
-        losses = _train_gradient_free(
-            student, (x, y, t), batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
-        )
-    adam = make_optimizer(student, lr, projection_lr)
-    for _ in range(steps if optimizer == "adam" else 0):
+    losses = []
+    for _ in range(steps):
         rows = torch.as_tensor(next(batches))
         loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
         if anchor:
@@ -199,14 +225,7 @@ def train_student(
         loss.backward()
         adam.step()
         losses.append(float(loss.detach()))
-    tail = losses[-LOSS_TAIL:]
-    result = {
-        "steps": float(steps),
-        "train_loss": float(np.mean(tail)) if tail else float("nan"),
-        "seconds": time.perf_counter() - started,
-    }
-    logger.debug("student trained: %s", result)
-    return result
+    return losses
 
 
 @torch.no_grad()

@@ -7,15 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: Reply-metric key of each :class:`CostMeter` field (summed per round and per run).
-METRIC_KEYS = {
-    "executions": "quantum-executions",
-    "jobs": "quantum-jobs",
-    "shots": "quantum-shots",
-    "qpu_seconds": "qpu-seconds",
-    "queue_seconds": "queue-seconds",
-    "wall_seconds": "quantum-seconds",
-}
+from config.messages import COST_METRICS
 
 
 @dataclass
@@ -54,8 +46,12 @@ class CostMeter:
         self.queue_seconds += queue
 
     def as_metrics(self) -> dict[str, float | int]:
-        """The totals under their reply-metric names (:data:`METRIC_KEYS`)."""
-        return {METRIC_KEYS[k]: v for k, v in asdict(self).items()}
+        """The totals under their reply-metric names (``config.messages.COST_METRICS``)."""
+        return {COST_METRICS[k]: v for k, v in asdict(self).items()}
+
+    def totals(self) -> dict[str, float]:
+        """The totals by field name (what ``TrainReport.cost`` holds)."""
+        return {k: float(v) for k, v in asdict(self).items()}
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -86,4 +82,4 @@ def job_seconds(metrics: Mapping[str, Any]) -> tuple[float, float]:
 
 def sum_costs(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Sum the cost metrics of several replies (keys absent in a reply count as 0)."""
-    return {key: float(sum(r.get(key, 0) or 0 for r in rows)) for key in METRIC_KEYS.values()}
+    return {key: float(sum(r.get(key, 0) or 0 for r in rows)) for key in COST_METRICS.values()}

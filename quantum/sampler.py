@@ -16,9 +16,10 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from quantum.circuits import CircuitSpec, qiskit_circuit, readout_from_probabilities
-from quantum.metering import CostMeter
+from quantum.executor import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ logger = logging.getLogger(__name__)
 OPTIMIZATION_LEVEL = 1
 
 
-class SamplerExecutor:
-    """Evaluate a :class:`CircuitSpec` on a Qiskit backend with shots.
+class SamplerExecutor(Executor):
+    """Evaluate a :class:`CircuitSpec` on a Qiskit backend with shots (no gradients).
 
     Parameters
     ----------
@@ -41,9 +42,9 @@ class SamplerExecutor:
         One job per call (True) or one job per row (False).
     seed : int
         Seeds the transpiler's layout and routing.
-    meter : CostMeter, optional
-        Receives executions, jobs, shots, QPU and queue seconds, wall time.
     """
+
+    differentiable = False
 
     def __init__(
         self,
@@ -53,24 +54,24 @@ class SamplerExecutor:
         shots: int,
         batched: bool = True,
         seed: int = 0,
-        meter: CostMeter | None = None,
     ) -> None:
         from qiskit.transpiler import generate_preset_pass_manager
         from qiskit_ibm_runtime import SamplerV2
 
+        super().__init__(spec)
         self.spec = spec
+        self.backend = backend
         self.shots = shots
         self.batched = batched
-        self.meter = meter if meter is not None else CostMeter()
         circuit, x, w = qiskit_circuit(spec)
         started = time.perf_counter()
         manager = generate_preset_pass_manager(
             backend=backend, optimization_level=OPTIMIZATION_LEVEL, seed_transpiler=seed
         )
-        self.circuit = manager.run(circuit)
+        self.transpiled = manager.run(circuit)
         # Column of each transpiled-circuit parameter in [inputs | weights].
         where = {p: i for i, p in enumerate(x)} | {p: spec.n_qubits + i for i, p in enumerate(w)}
-        self._columns = np.array([where[p] for p in self.circuit.parameters], dtype=np.int64)
+        self._columns = np.array([where[p] for p in self.transpiled.parameters], dtype=np.int64)
         self._sampler = SamplerV2(mode=backend, options={"default_shots": shots})
         n = spec.n_qubits
         # Qiskit's integer outcome has qubit q as bit q; PennyLane's wire 0 is the top bit.
@@ -83,7 +84,7 @@ class SamplerExecutor:
             n,
             getattr(backend, "name", type(backend).__name__),
             time.perf_counter() - started,
-            self.circuit.depth(),
+            self.transpiled.depth(),
             len(self._columns),
         )
 
@@ -99,9 +100,9 @@ class SamplerExecutor:
         started = time.perf_counter()
         values = self.parameter_values(angles, weights)
         if self.batched:
-            jobs = [self._sampler.run([(self.circuit, values)])]
+            jobs = [self._sampler.run([(self.transpiled, values)])]
         else:
-            jobs = [self._sampler.run([(self.circuit, row)]) for row in values]
+            jobs = [self._sampler.run([(self.transpiled, row)]) for row in values]
         outcomes = np.concatenate(
             [self._outcomes(job).reshape(-1, self.shots) for job in jobs], axis=0
         )
@@ -111,14 +112,14 @@ class SamplerExecutor:
         rows = len(values)
         flat = (np.arange(rows)[:, None] * size + self._to_wire_order[outcomes]).reshape(-1)
         counts = np.bincount(flat, minlength=rows * size).reshape(rows, size)
-        self.meter.executions += rows
         self.meter.shots += rows * self.shots
-        self.meter.wall_seconds += time.perf_counter() - started
+        logger.debug("%d job(s), %d rows in %.2f s", len(jobs), rows, time.perf_counter() - started)
         return counts / self.shots
 
-    def __call__(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The readout (what the PennyLane QNode returns), float64 (batch, outputs)."""
-        return readout_from_probabilities(self.spec, self.probabilities(angles, weights))
+        probabilities = self.probabilities(angles.detach().numpy(), weights.detach().numpy())
+        return torch.from_numpy(readout_from_probabilities(self.spec, probabilities))
 
     @staticmethod
     def _outcomes(job: Any) -> np.ndarray:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from config.errors import ConfigError
-from quantum.circuits import CircuitSpec, build_qnode
-from quantum.devices import make_pennylane_device, make_qiskit_backend, parse_device
+from config.run_config import StudentConfig
+from quantum.circuits import CircuitSpec
+from quantum.devices import DeviceSpec, make_executor, parse_device
+from quantum.executor import Executor
 from quantum.metering import CostMeter
-from quantum.sampler import SamplerExecutor
-
-if TYPE_CHECKING:
-    from config.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,98 +66,67 @@ class QuantumStudent(nn.Module):
     ----------
     in_features : int
         Embedding size (384 for MiniLM).
-    n_classes : int
-        Classes of the task, >= 2.
-    n_qubits : int
-        Circuit width in [1, 16]; also the projection's output size.
-    n_layers : int
-        Entangling layers, >= 1.
-    readout : {"expval", "probs"}
-    device_name : str
-        A name :func:`quantum.devices.parse_device` accepts. PennyLane devices
-        give gradients (backprop or adjoint); Qiskit ones (``qiskit.aer``,
-        ``fake:...``, ``ibm:...``) run batched shot-based jobs without
-        gradients, for the gradient-free optimizers.
+    executor : Executor
+        Runs the circuit (``executor.circuit``: qubits, layers, classes,
+        readout) on its device and meters the cost
+        (:func:`quantum.devices.make_executor`). PennyLane devices give
+        gradients (backprop or adjoint); Qiskit ones run batched shot-based
+        jobs without gradients, for the gradient-free optimizers.
     trainable_projection : bool
         False for ``projection = pca`` (fixed), True for ``linear``.
     seed : int
-        Seeds every initial parameter (same seed -> same student everywhere),
-        the transpiler and Aer's sampling.
-    model, embedding, ansatz : str
-        See :class:`quantum.circuits.CircuitSpec`.
-    shots : int
-        Shots per circuit execution on Qiskit devices.
-    noise_model : str
-        ``qiskit.aer`` only: a fake backend whose noise model to apply.
-    batched : bool
-        Qiskit devices: one job per batch (True) or one job per row (False).
+        Seeds every initial parameter (same seed -> same student everywhere).
 
     Attributes
     ----------
     meter : CostMeter
-        Executions, jobs, shots, QPU and queue seconds of every forward pass.
+        The executor's running totals: executions, jobs, shots, QPU and queue
+        seconds of every forward pass.
 
-    Raises
-    ------
-    ConfigError
-        If the circuit or device settings are invalid (one line).
+    Example
+    -------
+    >>> from quantum.circuits import CircuitSpec
+    >>> from quantum.devices import make_executor, parse_device
+    >>> executor = make_executor(parse_device("default.qubit"), CircuitSpec(4, 1, 3))
+    >>> student = QuantumStudent(6, executor, seed=0)
+    >>> student(torch.zeros(2, 6)).shape
+    torch.Size([2, 3])
     """
 
     def __init__(
         self,
         in_features: int,
-        n_classes: int,
+        executor: Executor,
         *,
-        n_qubits: int = 4,
-        n_layers: int = 3,
-        readout: str = "expval",
-        device_name: str = "default.qubit",
         trainable_projection: bool = False,
         seed: int = 0,
-        model: str = "vqc",
-        embedding: str = "angle",
-        ansatz: str = "strong",
-        shots: int = 1024,
-        noise_model: str = "",
-        batched: bool = True,
     ) -> None:
         super().__init__()
-        self.spec = CircuitSpec(n_qubits, n_layers, n_classes, readout, model, embedding, ansatz)
-        self.device = parse_device(device_name)
-        self.meter = CostMeter()
-        self.circuit: Any
-        if self.device.family == "pennylane":
-            if readout == "probs" and self.device.diff_method == "adjoint":
-                raise ConfigError(
-                    f"readout='probs': {device_name} differentiates with the adjoint method, "
-                    "which supports only expectation values; use readout='expval' or "
-                    "device='default.qubit'"
-                )
-            device = make_pennylane_device(self.device, n_qubits)
-            self.circuit = build_qnode(self.spec, device, str(self.device.diff_method))
-        else:
-            backend = make_qiskit_backend(self.device, n_qubits, noise_model=noise_model, seed=seed)
-            self.circuit = SamplerExecutor(
-                self.spec, backend, shots=shots, batched=batched, seed=seed, meter=self.meter
-            )
-        self.n_classes = n_classes
-        self.readout = readout
+        self.executor = executor
+        self.spec = executor.circuit
+        self.n_classes = self.spec.n_classes
+        self.readout = self.spec.readout
         generator = torch.Generator().manual_seed(seed)
-        self.projection = nn.Linear(in_features, n_qubits)
+        self.projection = nn.Linear(in_features, self.spec.n_qubits)
         _init_projection(self.projection, generator)
         self.projection.requires_grad_(trainable_projection)
         # Small angles: the circuit starts near the embedding's own readout.
         noise = torch.randn(self.spec.weight_shape, generator=generator, dtype=torch.float64)
         self.weights = nn.Parameter((noise * INITIAL_WEIGHT_STD).to(torch.float32))
-        if readout == "expval":
-            self.scale = nn.Parameter(torch.full((n_classes,), INITIAL_SCALE))
-            self.bias = nn.Parameter(torch.zeros(n_classes))
+        if self.readout == "expval":
+            self.scale = nn.Parameter(torch.full((self.n_classes,), INITIAL_SCALE))
+            self.bias = nn.Parameter(torch.zeros(self.n_classes))
         logger.debug(
             "student: %d -> %d qubits, %d trainable parameters",
             in_features,
-            n_qubits,
+            self.spec.n_qubits,
             self.num_trainable(),
         )
+
+    @property
+    def meter(self) -> CostMeter:
+        """What the executor has metered since its last reset."""
+        return self.executor.meter
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits.
@@ -179,32 +144,10 @@ class QuantumStudent(nn.Module):
         """
         z = self.projection(features.to(self.projection.weight.dtype))
         angles = to_angles(z).to(torch.float64)
-        out = self.run_circuit(angles, self.weights.to(torch.float64))
+        out = self.executor.run(angles, self.weights.to(torch.float64))
         if self.readout == "expval":
-            return self._expval_logits(out)
+            return self.scale * out.to(torch.float32) + self.bias
         return self._probs_logits(out)
-
-    def run_circuit(self, angles: torch.Tensor, weights: torch.Tensor) -> Any:
-        """The circuit's readout for a batch of angles, metered in :attr:`meter`.
-
-        PennyLane devices return what the QNode returns (differentiable); Qiskit
-        devices a float64 tensor without gradient: (batch, n_classes) of
-        ``<Z>`` for ``expval``, (batch, 2**wires) probabilities for ``probs``.
-        """
-        if isinstance(self.circuit, SamplerExecutor):
-            values = self.circuit(angles.detach().numpy(), weights.detach().numpy())
-            return torch.from_numpy(values)
-        started = time.perf_counter()
-        out = self.circuit(angles, weights)
-        self.meter.executions += int(angles.shape[0]) if angles.dim() > 1 else 1
-        self.meter.wall_seconds += time.perf_counter() - started
-        return out
-
-    def _expval_logits(self, out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """``scale * <Z_c> + bias``: (batch, n_classes) float32 from the expval readout."""
-        stacked = out if isinstance(out, torch.Tensor) else torch.stack(list(out), dim=-1)
-        expvals = stacked.to(torch.float32)
-        return self.scale * expvals + self.bias
 
     def _probs_logits(self, probs: torch.Tensor) -> torch.Tensor:
         """Log of the renormalised first n_classes probabilities of (batch, 2**wires)."""
@@ -296,39 +239,87 @@ def _check_keys(arrays: Mapping[str, np.ndarray], state: Mapping[str, torch.Tens
         )
 
 
+def circuit_spec(student: StudentConfig, n_classes: int) -> CircuitSpec:
+    """The circuit the run configuration describes, for a task of ``n_classes`` classes."""
+    return CircuitSpec(
+        student.n_qubits,
+        student.n_layers,
+        n_classes,
+        student.readout,
+        student.circuit,
+        student.embedding,
+        student.ansatz,
+    )
+
+
+def device_spec(student: StudentConfig, name: str = "") -> DeviceSpec:
+    """The run's device (or a node's own ``name``) with the run's shot and job settings."""
+    return parse_device(
+        name or student.device,
+        shots=student.shots,
+        noise_model=student.noise_model,
+        batched=student.qiskit_execution == "batched",
+    )
+
+
 def build_student(
-    config: RunConfig, in_features: int, n_classes: int, *, device: str | None = None
+    student: StudentConfig, in_features: int, executor: Executor, seed: int
 ) -> QuantumStudent:
     """The student the run configuration describes (same initial weights everywhere).
 
     Parameters
     ----------
-    config : RunConfig
-        Reads the circuit keys (``n-qubits``, ``n-layers``, ``readout``,
-        ``circuit``, ``embedding``, ``ansatz``), ``device``, ``shots``,
-        ``noise-model``, ``qiskit-execution``, ``projection`` (``linear`` ->
-        trainable) and ``seed``.
+    student : StudentConfig
+        Reads ``projection`` (``linear`` -> trainable).
     in_features : int
         Embedding size.
-    n_classes : int
-        Classes of the task.
-    device : str, optional
-        Overrides ``device`` (a node's own device from its node config).
+    executor : Executor
+        Built once per node from :func:`circuit_spec` and :func:`device_spec`.
+    seed : int
+        The run's seed: every client starts from the same student.
     """
-    student = config.student
     return QuantumStudent(
         in_features,
-        n_classes,
-        n_qubits=student.n_qubits,
-        n_layers=student.n_layers,
-        readout=student.readout,
-        device_name=device or student.device,
+        executor,
         trainable_projection=student.projection == "linear",
-        seed=config.federation.seed,
-        model=student.circuit,
-        embedding=student.embedding,
-        ansatz=student.ansatz,
-        shots=student.shots,
-        noise_model=student.noise_model,
-        batched=student.qiskit_execution == "batched",
+        seed=seed,
+    )
+
+
+def make_student(
+    in_features: int,
+    n_classes: int,
+    *,
+    device: str = "default.qubit",
+    shots: int = 1024,
+    noise_model: str = "",
+    batched: bool = True,
+    seed: int = 0,
+    trainable_projection: bool = False,
+    **circuit: Any,
+) -> QuantumStudent:
+    """A stand-alone student from keywords (benchmarks, notebooks, tests).
+
+    ``circuit`` takes :class:`~quantum.circuits.CircuitSpec`'s keywords
+    (``n_qubits=4``, ``n_layers=3``, ``readout``, ``model``, ``embedding``,
+    ``ansatz``); ``device``, ``shots``, ``noise_model`` and ``batched`` go to
+    :func:`~quantum.devices.parse_device`. The apps build theirs with
+    :func:`build_student` from the run configuration instead.
+
+    >>> make_student(6, 2, n_qubits=2, n_layers=1)(torch.zeros(1, 6)).shape
+    torch.Size([1, 2])
+    """
+    spec = CircuitSpec(
+        n_qubits=circuit.pop("n_qubits", 4),
+        n_layers=circuit.pop("n_layers", 3),
+        n_classes=n_classes,
+        **circuit,
+    )
+    executor = make_executor(
+        parse_device(device, shots=shots, noise_model=noise_model, batched=batched),
+        spec,
+        seed=seed,
+    )
+    return QuantumStudent(
+        in_features, executor, trainable_projection=trainable_projection, seed=seed
     )

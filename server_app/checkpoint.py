@@ -28,11 +28,17 @@ import numpy as np
 import torch
 
 from config.errors import ConfigError
+from config.run_config import RunConfig
+from quantum.student import QuantumStudent
+from server_app.results import ResultsWriter
+from server_app.teacher_federation import TeacherFederation
+from strategies.student_fedavg import StudentFedAvg
 
 logger = logging.getLogger(__name__)
 
 FOLDER = "checkpoint"
 STATE, ARRAYS = "state.json", "student.npz"
+TEACHER_PREFIX = "teacher:"  # checkpoint arrays of the federated teacher adapters
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,45 @@ def load_checkpoint(path: str) -> Checkpoint:
         rng=state["rng"],
         teacher_state=state.get("teacher-federation"),
     )
+
+
+def resume(
+    path: str,
+    config: RunConfig,
+    student: QuantumStudent,
+    strategy: StudentFedAvg,
+    writer: ResultsWriter,
+    teachers: TeacherFederation | None,
+) -> int:
+    """Load the checkpoint into the student, strategy, teachers and results; return the next round.
+
+    The earlier rounds are written again to this run's ``rounds.jsonl``, so its
+    results are complete.
+    """
+    check_resume(path, config.federation.num_rounds)
+    checkpoint = load_checkpoint(path)
+    student_arrays = {
+        k: v for k, v in checkpoint.arrays.items() if not k.startswith(TEACHER_PREFIX)
+    }
+    if teachers is not None and checkpoint.teacher_state is not None:
+        teacher_arrays = {
+            k[len(TEACHER_PREFIX) :]: v
+            for k, v in checkpoint.arrays.items()
+            if k.startswith(TEACHER_PREFIX)
+        }
+        teachers.load_state(checkpoint.teacher_state, teacher_arrays or None)
+    try:
+        student.set_arrays(student_arrays)
+    except ValueError as err:
+        raise ConfigError(
+            f"resume-from={path!r}: {err}; use the circuit settings of the checkpointed run"
+        ) from None
+    strategy.load_state(checkpoint.strategy_state)
+    restore_rng(checkpoint.rng)
+    for record in checkpoint.rounds:
+        writer.write_round(record)
+    logger.info("resumed from %s after round %d", path, checkpoint.round)
+    return checkpoint.round + 1
 
 
 def restore_rng(rng: dict[str, Any]) -> None:

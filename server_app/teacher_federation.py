@@ -23,18 +23,12 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
 from config.messages import (
-    TEACHER_FINAL_KEY as FINAL_KEY,
-)
-from config.messages import (
+    CONFIG_KEY,
+    METRICS_KEY,
+    TEACHER_FINAL_KEY,
     TEACHER_KEY,
-    metric_float,
-    metric_int,
-)
-from config.messages import (
-    TEACHER_ROUND_KEY as ROUND_KEY,
-)
-from config.messages import (
-    TEACHER_VERSION_KEY as VERSION_KEY,
+    TEACHER_ROUND_KEY,
+    TrainReport,
 )
 from strategies.student_fedavg import reply_node
 
@@ -88,7 +82,7 @@ class TeacherFederation:
     def attach(self, server_round: int, messages: Sequence[Message]) -> None:
         """Add the teacher round, and the global arrays where needed, to each message."""
         for message in messages:
-            config = message.content.config_records["config"]
+            config = message.content.config_records[CONFIG_KEY]
             node = int(message.metadata.dst_node_id)
             if server_round <= self.rounds:
                 teacher_round, final = server_round, False
@@ -96,8 +90,8 @@ class TeacherFederation:
                 teacher_round, final = self.rounds + 1, True
             else:
                 teacher_round, final = 0, False
-            config[ROUND_KEY] = teacher_round
-            config[FINAL_KEY] = final
+            config[TEACHER_ROUND_KEY] = teacher_round
+            config[TEACHER_FINAL_KEY] = final
             if teacher_round and self.global_arrays is not None:
                 message.content[TEACHER_KEY] = ArrayRecord(
                     {k: Array(v) for k, v in self.global_arrays.items()}
@@ -116,15 +110,13 @@ class TeacherFederation:
         for reply in replies:
             if reply.has_error():
                 continue
-            metrics = reply.content.metric_records["metrics"]
-            self.versions[reply_node(reply, sent)] = (
-                metric_int(metrics, VERSION_KEY) if VERSION_KEY in metrics else 0
-            )
+            report = TrainReport.from_mapping(reply.content.metric_records[METRICS_KEY])
+            self.versions[reply_node(reply, sent)] = report.teacher_version
             if TEACHER_KEY in reply.content.array_records:
                 record = reply.content.array_records[TEACHER_KEY]
                 arrays = {k: a.numpy() for k, a in record.items()}
                 del reply.content[TEACHER_KEY]
-                contributions.append((arrays, metric_float(metrics, "num-examples")))
+                contributions.append((arrays, float(report.num_examples)))
         if contributions:
             self.global_arrays = average_arrays(contributions)
             logger.info(

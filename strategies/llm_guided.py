@@ -1,14 +1,15 @@
 """The LLM-guided strategy, its published reference, and FedProx.
 
 :class:`LLMGuidedStrategy` is :class:`StudentFedAvg` (so Flower's ``FedAvg``)
-whose three decisions are policies from :mod:`strategies.policies`, chosen by
+whose three decisions are policies from :mod:`strategies.steps`,
+:mod:`strategies.selection` and :mod:`strategies.termination`, chosen by
 the run config: ``selection`` picks the nodes, ``steps-policy`` sets each
 one's budget from its teacher's validation loss, and ``termination`` stops
 the run. Each decision's reason goes into ``rounds.jsonl``.
 
 :class:`LLMQFLReference` re-implements the published code's behaviour so
 comparisons are fair: every node trains every round, budgets follow
-:class:`~strategies.policies.ReferenceRule` (raise only, from round 3, raw
+:class:`~strategies.steps.ReferenceRule` (raise only, from round 3, raw
 losses), and the run never stops early (the published code computes its
 selection and termination but does not apply them).
 
@@ -24,18 +25,10 @@ from typing import Any
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from config.run_config import RunConfig
-from strategies.policies import (
-    RATIO_RULES,
-    MaxRounds,
-    ReferenceRule,
-    SelectionPolicy,
-    StepPolicy,
-    Termination,
-    build_selection,
-    build_step_policy,
-    build_termination,
-)
+from strategies.selection import SelectionPolicy, build_selection
+from strategies.steps import RATIO_RULES, ReferenceRule, StepPolicy, build_step_policy
 from strategies.student_fedavg import StudentFedAvg
+from strategies.termination import MaxRounds, Termination, build_termination
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +39,8 @@ class LLMGuidedStrategy(StudentFedAvg):
     Parameters
     ----------
     steps, selection, termination
-        The three policies (see :mod:`strategies.policies`).
+        The three policies (see :mod:`strategies.steps`, :mod:`strategies.selection`
+        and :mod:`strategies.termination`).
     **kwargs
         :class:`StudentFedAvg`'s arguments. ``fraction_train`` sets ``k``, the
         number of nodes a selection policy picks (never below
@@ -96,8 +90,7 @@ class LLMGuidedStrategy(StudentFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate as :class:`StudentFedAvg`, then let the steps policy learn from the replies."""
         result = super().aggregate_train(server_round, replies)
-        for metrics in self.last_client_metrics:
-            node_id = metrics["node-id"]
+        for node_id in self.last_reports:
             self.steps.observe(node_id, self.clients[node_id])
         return result
 

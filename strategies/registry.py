@@ -6,8 +6,12 @@ import importlib
 from typing import Any
 
 from config.errors import ConfigError
+from config.run_config import RunConfig, check, check_choice
 from strategies.llm_guided import FedProx, LLMGuidedStrategy, LLMQFLReference
+from strategies.selection import SELECTIONS
+from strategies.steps import RATIO_RULES, STEP_POLICIES, parse_arms
 from strategies.student_fedavg import StudentFedAvg
+from strategies.termination import parse_rules
 
 BUILTIN: dict[str, type[StudentFedAvg]] = {
     "fedavg": StudentFedAvg,
@@ -32,9 +36,36 @@ def _import_class(spec: str) -> Any:
     return cls
 
 
-def check_strategy_name(name: str) -> None:
-    """Raise :class:`ConfigError` unless ``name`` names a usable strategy."""
-    resolve_strategy(name)
+def check_strategy(config: RunConfig) -> None:
+    """Raise a one-line :class:`ConfigError` unless the strategy and its policies are usable.
+
+    Checks ``strategy`` (a built-in name or an importable ``module:Class``) and
+    the policy keys against the lists this package owns.
+    """
+    resolve_strategy(config.federation.strategy)
+    policy, strategy = config.policy, config.federation.strategy
+    check_choice("steps-policy", policy.steps_policy, STEP_POLICIES)
+    bounds = f"[min-steps, max-steps] = [{policy.min_steps}, {policy.max_steps}]"
+    if policy.bandit_arms:
+        arms = parse_arms(policy.bandit_arms)
+        check(
+            all(policy.min_steps <= a <= policy.max_steps for a in arms),
+            "bandit-arms",
+            policy.bandit_arms,
+            f"every budget must be in {bounds}",
+        )
+    check_choice("selection", policy.selection, tuple(SELECTIONS))
+    parse_rules(policy.termination)
+    local_steps = config.student.local_steps
+    if strategy in ("llm-guided", "llmqfl-reference") and policy.steps_policy in RATIO_RULES:
+        check(
+            policy.min_steps <= local_steps <= policy.max_steps,
+            "local-steps",
+            local_steps,
+            f"the starting budget must be in {bounds}",
+        )
+    if strategy == "llmqfl-reference":
+        check_choice("steps-policy", policy.steps_policy, tuple(RATIO_RULES))
 
 
 def resolve_strategy(name: str) -> Any:
@@ -55,7 +86,7 @@ def resolve_strategy(name: str) -> Any:
     )
 
 
-def build_strategy(config: Any) -> StudentFedAvg:
+def build_strategy(config: RunConfig) -> StudentFedAvg:
     """Instantiate the run's strategy from its typed configuration."""
     strategy: StudentFedAvg = resolve_strategy(config.federation.strategy).from_config(config)
     return strategy

@@ -40,9 +40,9 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from config.messages import TrainInstructions, metric_float, metric_int
+from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, TrainInstructions, TrainReport
 from config.run_config import RunConfig
-from strategies.policies import ClientMemory
+from strategies.memory import ClientMemory
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ class StudentFedAvg(FedAvg):
                 min_train_nodes=min_train_nodes,
                 min_evaluate_nodes=0,
                 min_available_nodes=1,
+                arrayrecord_key=STUDENT_KEY,
+                configrecord_key=CONFIG_KEY,
             )
         finally:
             flwr_logger.setLevel(level)
@@ -112,7 +114,7 @@ class StudentFedAvg(FedAvg):
         # What the last round decided and received, for the results writer.
         self.last_selection_reason = ""
         self.last_plan: dict[int, dict[str, Any]] = {}
-        self.last_client_metrics: list[dict[str, Any]] = []
+        self.last_reports: dict[int, TrainReport] = {}  # node ID -> its reply this round
         self.last_failures: list[dict[str, Any]] = []
         self._sent: ArrayRecord | None = None
         self._sent_messages: list[Message] = []
@@ -216,11 +218,11 @@ class StudentFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Example-weighted FedAvg (or FedNova); remembers each client's metrics and failure."""
         replies = list(replies)
-        self.last_client_metrics = [
-            {"node-id": int(r.metadata.src_node_id), **dict(_metrics(r))}
+        self.last_reports = {
+            int(r.metadata.src_node_id): TrainReport.from_mapping(_metrics(r))
             for r in replies
             if not r.has_error()
-        ]
+        }
         self.last_failures = [
             {
                 "node-id": reply_node(r, self._sent_messages),
@@ -230,10 +232,9 @@ class StudentFedAvg(FedAvg):
             for r in replies
             if r.has_error()
         ]
-        for metrics in self.last_client_metrics:
-            node_id = metrics["node-id"]
+        for node_id, report in self.last_reports.items():
             self.clients[node_id] = ClientMemory.from_reply(
-                metrics, server_round, self.clients.get(node_id)
+                report, server_round, self.clients.get(node_id)
             )
         if self.aggregation == "fednova":
             ok = [r for r in replies if not r.has_error()]
@@ -242,7 +243,7 @@ class StudentFedAvg(FedAvg):
 
 
 def _metrics(reply: Message) -> MetricRecord:
-    return next(iter(reply.content.metric_records.values()))
+    return reply.content.metric_records[METRICS_KEY]
 
 
 def fednova(sent: ArrayRecord, replies: Sequence[Message]) -> ArrayRecord | None:
@@ -255,19 +256,20 @@ def fednova(sent: ArrayRecord, replies: Sequence[Message]) -> ArrayRecord | None
     the average further than its share. Replies with 0 steps changed nothing
     and are left out.
     """
-    used = [r for r in replies if metric_int(_metrics(r), "steps") > 0]
+    reports = [(r, TrainReport.from_mapping(_metrics(r))) for r in replies]
+    used = [(r, report) for r, report in reports if report.steps > 0]
     if not used:
         return None
-    examples = np.array([metric_float(_metrics(r), "num-examples") for r in used])
-    steps = np.array([metric_float(_metrics(r), "steps") for r in used])
+    examples = np.array([float(report.num_examples) for _, report in used])
+    steps = np.array([float(report.steps) for _, report in used])
     weights = examples / examples.sum()
     tau_eff = float(weights @ steps)
     out = {}
     for key, array in sent.items():
         start = array.numpy().astype(np.float64)
         direction = sum(
-            p * (start - r.content.array_records["arrays"][key].numpy()) / tau
-            for p, tau, r in zip(weights, steps, used, strict=True)
+            p * (start - r.content.array_records[STUDENT_KEY][key].numpy()) / tau
+            for p, tau, (r, _) in zip(weights, steps, used, strict=True)
         )
         out[key] = Array((start - tau_eff * direction).astype(array.numpy().dtype))
     return ArrayRecord(out)

@@ -10,8 +10,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 
 from client_app.app import app
 from config import ConfigError, RunConfig
-from quantum.student import build_student
-from server_app.inprocess import task_identity
+from harness.inprocess import task_identity
+from quantum.student import make_student
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def test_stats_then_evaluate(shared_data: Path) -> None:
     assert stats["total"].numpy().shape == (384,) and stats["outer"].numpy().shape == (384, 384)
     assert "features" in context.state.array_records  # cached for later rounds
 
-    student = build_student(RunConfig(), 384, 3)
+    student = make_student(384, 3, trainable_projection=True)
     arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
     evaluation = _ask("evaluate", RecordDict({"arrays": arrays}), context)
     result = evaluation.content.metric_records["metrics"]

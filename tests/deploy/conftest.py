@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from server_app.launch import RunOutcome, flwr_run
+from harness.launch import RunOutcome, flwr_run
 
 logger = logging.getLogger(__name__)
 

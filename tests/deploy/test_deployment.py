@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from server_app.launch import COMPLETED
+from harness.launch import COMPLETED
 from server_app.results import read_rounds
 
 pytestmark = pytest.mark.slow

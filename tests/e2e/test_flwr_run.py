@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server_app.launch import COMPLETED, flwr_run
+from harness.launch import COMPLETED, flwr_run
 from server_app.results import read_rounds
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server_app.inprocess import run_in_process
+from harness.inprocess import run_in_process
 from server_app.results import read_rounds
 
 SMALL = {

@@ -146,7 +146,7 @@ def test_presets_and_target_modules() -> None:
         find_target_modules(model, ("q_proj",))
     for key, value in (("peft-method", "dora"), ("teacher-federation", "ring")):
         with pytest.raises(ConfigError, match=f"{key}='{value}': must be one of"):
-            RunConfig.from_flat({key: value}, check_files=False)
+            RunConfig.from_flat({key: value})
 
 
 @pytest.mark.parametrize("preset", ["gpt2", "llama-3.2-1b", "deepseek-7b"])

@@ -15,7 +15,7 @@ from quantum.devices import make_qiskit_backend, parse_device
 from quantum.distill import evaluate_student, train_student
 from quantum.metering import CostMeter, job_seconds, sum_costs
 from quantum.optimizers import resolve_optimizer
-from quantum.student import QuantumStudent
+from quantum.student import make_student
 
 FAKE_TOKEN = "fake-token-0123456789abcdef"
 
@@ -75,7 +75,7 @@ def test_a_token_never_reaches_errors_or_logs(
 
     # With a (fake) working service the student runs and meters, and logs no token.
     monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _FakeService)
-    student = QuantumStudent(6, 3, n_qubits=4, n_layers=1, device_name="ibm:least-busy", shots=64)
+    student = make_student(6, 3, n_qubits=4, n_layers=1, device="ibm:least-busy", shots=64)
     student(torch.zeros(3, 6))
     metrics = student.meter.as_metrics()
     assert metrics["quantum-jobs"] == 1 and metrics["quantum-shots"] == 3 * 64
@@ -136,7 +136,7 @@ def _task(rows: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 )
 def test_gradient_free_optimizers_lower_the_loss(optimizer: str, device: str) -> None:
     features, labels, teacher = _task()
-    student = QuantumStudent(4, 3, n_qubits=4, n_layers=2, device_name=device, shots=512, seed=1)
+    student = make_student(4, 3, n_qubits=4, n_layers=2, device=device, shots=512, seed=1)
     student.set_projection(np.eye(4, dtype=np.float32), np.zeros(4, dtype=np.float32))
     before, _ = evaluate_student(student, features, labels)
     projection = student.get_arrays()["projection.weight"]
@@ -153,7 +153,7 @@ def test_gradient_free_optimizers_lower_the_loss(optimizer: str, device: str) ->
 
 
 def test_aer_takes_a_fake_backends_noise_model() -> None:
-    noisy = make_qiskit_backend(parse_device("qiskit.aer"), 4, noise_model="FakeManilaV2")
+    noisy = make_qiskit_backend(parse_device("qiskit.aer", noise_model="FakeManilaV2"), 4)
     clean = make_qiskit_backend(parse_device("qiskit.aer"), 4)
     assert not noisy.options.noise_model.is_ideal() and clean.options.noise_model is None
 

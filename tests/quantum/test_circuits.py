@@ -17,7 +17,7 @@ from quantum.circuits import (
 )
 from quantum.devices import make_qiskit_backend, parse_device
 from quantum.sampler import SamplerExecutor
-from quantum.student import QuantumStudent
+from quantum.student import make_student
 
 #: Every circuit family: (model, embedding, ansatz).
 CIRCUITS = [
@@ -155,14 +155,13 @@ DEVICE_READOUTS = [
 def test_every_circuit_gives_a_distribution_on_every_offline_device(
     device: str, model: str, embedding: str, ansatz: str, readout: str
 ) -> None:
-    student = QuantumStudent(
-        6, 3, n_qubits=4, n_layers=1, readout=readout, device_name=device, seed=3,
+    student = make_student(
+        6, 3, n_qubits=4, n_layers=1, readout=readout, device=device, seed=3,
         model=model, embedding=embedding, ansatz=ansatz, shots=256,
     )  # fmt: skip
     features = torch.as_tensor(np.random.default_rng(4).normal(size=(5, 6)), dtype=torch.float32)
     z = student.projection(features)
-    raw = student.run_circuit(torch.pi / 2 + torch.atan(z).double(), student.weights.double())
-    raw = raw if isinstance(raw, torch.Tensor) else torch.stack(list(raw), dim=-1)
+    raw = student.executor.run(torch.pi / 2 + torch.atan(z).double(), student.weights.double())
     if readout == "probs":  # the circuit's own distribution over the readout wires' states
         assert raw.shape == (5, 4) and torch.all(raw >= 0)
         assert torch.allclose(raw.sum(dim=1), torch.ones(5, dtype=raw.dtype), atol=1e-9)
@@ -221,5 +220,9 @@ def test_batched_sampler_path_equals_the_per_sample_path() -> None:
     exact = _exact_qiskit_probabilities(spec, angles, weights)
     assert np.all(np.abs(a - b) <= np.sqrt(2) * _shot_bound(exact, SHOTS))
     assert (batched.meter.jobs, per_sample.meter.jobs) == (1, 6)
-    assert batched.meter.executions == per_sample.meter.executions == 6
     assert batched.meter.shots == per_sample.meter.shots == 6 * SHOTS
+    # Through the executor interface every row counts as one execution, whichever path.
+    for executor in (batched, per_sample):
+        executor.reset_meter()
+        executor.run(torch.as_tensor(angles), torch.as_tensor(weights))
+        assert executor.meter.executions == 6

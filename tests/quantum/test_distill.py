@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from quantum.distill import evaluate_student, kd_loss, minibatches, train_student
-from quantum.student import QuantumStudent
+from quantum.student import make_student
 
 LABELS = torch.tensor([0])
 UNIFORM = torch.tensor([[0.0, 0.0]])
@@ -99,7 +99,7 @@ def _blobs(rows: int = 200, dims: int = 8) -> tuple[np.ndarray, np.ndarray]:
 
 def test_trains_exactly_the_given_steps_and_learns() -> None:
     features, labels = _blobs()
-    student = QuantumStudent(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
+    student = make_student(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
     calls = []
     student.register_forward_hook(lambda *_: calls.append(1))
     loss_before, _ = evaluate_student(student, features, labels)
@@ -132,7 +132,7 @@ def test_counts_optimizer_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
     features, labels = _blobs(50)
-    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, seed=0)
+    student = make_student(8, 2, n_qubits=2, n_layers=1, seed=0)
     out = train_student(
         student,
         features,
@@ -153,7 +153,7 @@ def test_counts_optimizer_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mismatched_rows_are_rejected() -> None:
     features, labels = _blobs(20)
-    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, seed=3)
+    student = make_student(8, 2, n_qubits=2, n_layers=1, seed=3)
     with pytest.raises(ValueError, match="20, 19 and 20 rows"):
         train_student(
             student,
@@ -171,7 +171,7 @@ def test_mismatched_rows_are_rejected() -> None:
 
 def test_zero_steps_changes_nothing() -> None:
     features, labels = _blobs(20)
-    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, seed=3)
+    student = make_student(8, 2, n_qubits=2, n_layers=1, seed=3)
     before = student.get_arrays()
     train_student(
         student,
@@ -191,7 +191,7 @@ def test_zero_steps_changes_nothing() -> None:
 
 def test_projection_learns_at_its_own_rate() -> None:
     features, labels = _blobs(64)
-    student = QuantumStudent(8, 2, n_qubits=2, n_layers=1, trainable_projection=True, seed=3)
+    student = make_student(8, 2, n_qubits=2, n_layers=1, trainable_projection=True, seed=3)
     projection_before = student.projection.weight.detach().clone()
     weights_before = student.weights.detach().clone()
     train_student(
@@ -228,7 +228,7 @@ def test_proximal_term_keeps_the_student_near_where_it_started() -> None:
     features, labels = _blobs()
 
     def drift(mu: float) -> float:
-        student = QuantumStudent(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
+        student = make_student(8, 2, n_qubits=2, n_layers=2, trainable_projection=True, seed=1)
         start = student.get_arrays()
         train_student(
             student,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from config.errors import ConfigError
-from quantum.student import QuantumStudent, to_angles
+from quantum.student import make_student, to_angles
 
 
 def _features(rows: int = 5, dims: int = 6) -> torch.Tensor:
@@ -26,7 +26,7 @@ def _features(rows: int = 5, dims: int = 6) -> torch.Tensor:
     ],
 )
 def test_output_is_a_distribution_over_the_classes(readout: str, device: str, classes: int) -> None:
-    student = QuantumStudent(6, classes, n_qubits=4, readout=readout, device_name=device, seed=2)
+    student = make_student(6, classes, n_qubits=4, readout=readout, device=device, seed=2)
     logits = student(_features())
     assert logits.shape == (5, classes) and logits.dtype == torch.float32
     probabilities = torch.softmax(logits, dim=1)
@@ -35,16 +35,16 @@ def test_output_is_a_distribution_over_the_classes(readout: str, device: str, cl
 
 
 def test_probs_readout_is_the_renormalised_basis_distribution() -> None:
-    student = QuantumStudent(6, 3, n_qubits=4, readout="probs", seed=2)
+    student = make_student(6, 3, n_qubits=4, readout="probs", seed=2)
     x = _features()
     angles = to_angles(student.projection(x))
-    basis = student.circuit(angles.double(), student.weights)  # 4 outcomes of 2 wires
+    basis = student.executor.run(angles.double(), student.weights.double())  # 2 wires: 4 outcomes
     expected = basis[:, :3] / basis[:, :3].sum(dim=1, keepdim=True)
     assert torch.allclose(torch.softmax(student(x), 1).double(), expected, atol=1e-6)
 
 
 def test_expval_readouts_differ_per_class() -> None:
-    student = QuantumStudent(6, 3, n_qubits=4, seed=5)
+    student = make_student(6, 3, n_qubits=4, seed=5)
     logits = student(_features())
     assert not torch.allclose(logits[:, 0], logits[:, 1])
     assert not torch.allclose(logits[:, 1], logits[:, 2])
@@ -61,8 +61,8 @@ def test_angles_are_monotonic_in_zero_to_pi() -> None:
 @pytest.mark.parametrize("classes", [2, 3])
 def test_statevector_devices_agree_and_gradients_match(classes: int) -> None:
     kwargs = {"n_qubits": 4, "trainable_projection": True}
-    backprop = QuantumStudent(6, classes, device_name="default.qubit", seed=4, **kwargs)
-    adjoint = QuantumStudent(6, classes, device_name="lightning.qubit", seed=9, **kwargs)
+    backprop = make_student(6, classes, device="default.qubit", seed=4, **kwargs)
+    adjoint = make_student(6, classes, device="lightning.qubit", seed=9, **kwargs)
     adjoint.set_arrays(backprop.get_arrays())
     x = _features(3)
     out_b, out_a = backprop(x), adjoint(x)
@@ -80,8 +80,8 @@ def test_statevector_devices_agree_and_gradients_match(classes: int) -> None:
 
 
 def test_arrays_round_trip_exactly() -> None:
-    source = QuantumStudent(6, 3, n_qubits=4, seed=1, trainable_projection=True)
-    target = QuantumStudent(6, 3, n_qubits=4, seed=99, trainable_projection=True)
+    source = make_student(6, 3, n_qubits=4, seed=1, trainable_projection=True)
+    target = make_student(6, 3, n_qubits=4, seed=99, trainable_projection=True)
     target.set_arrays(source.get_arrays())
     for key, value in source.get_arrays().items():
         assert np.array_equal(value, target.get_arrays()[key]), key
@@ -98,20 +98,20 @@ def test_arrays_round_trip_exactly() -> None:
 
 
 def test_get_arrays_are_copies() -> None:
-    student = QuantumStudent(6, 2, n_qubits=2, seed=1)
+    student = make_student(6, 2, n_qubits=2, seed=1)
     arrays = student.get_arrays()
     arrays["weights"][...] = 7.0
     assert not np.any(student.get_arrays()["weights"] == 7.0)
 
 
 def test_probs_student_has_no_readout_parameters() -> None:
-    student = QuantumStudent(6, 3, n_qubits=4, n_layers=2, readout="probs")
+    student = make_student(6, 3, n_qubits=4, n_layers=2, readout="probs")
     assert list(student.get_arrays()) == ["weights", "projection.weight", "projection.bias"]
     assert student.num_trainable() == 2 * 4 * 3
 
 
 def test_bad_arrays_name_the_key() -> None:
-    student = QuantumStudent(6, 2, n_qubits=2, seed=1)
+    student = make_student(6, 2, n_qubits=2, seed=1)
     arrays = student.get_arrays()
     with pytest.raises(ValueError, match="'weights' has shape"):
         student.set_arrays({**arrays, "weights": np.zeros((1, 1, 3))})
@@ -124,7 +124,7 @@ def test_bad_arrays_name_the_key() -> None:
 
 
 def test_set_projection_is_used_by_forward() -> None:
-    student = QuantumStudent(6, 2, n_qubits=2, seed=1)
+    student = make_student(6, 2, n_qubits=2, seed=1)
     weight = np.arange(12, dtype=np.float64).reshape(2, 6) / 10
     student.set_projection(weight, np.array([0.5, -0.5]))
     x = _features()
@@ -134,8 +134,8 @@ def test_set_projection_is_used_by_forward() -> None:
 
 def test_parameter_count() -> None:
     # 3 layers x 4 qubits x 3 angles + scale and bias per class; the PCA projection is fixed.
-    assert QuantumStudent(384, 3, n_qubits=4, n_layers=3).num_trainable() == 36 + 3 + 3
-    assert QuantumStudent(384, 3, trainable_projection=True).num_trainable() == 42 + 384 * 4 + 4
+    assert make_student(384, 3, n_qubits=4, n_layers=3).num_trainable() == 36 + 3 + 3
+    assert make_student(384, 3, trainable_projection=True).num_trainable() == 42 + 384 * 4 + 4
 
 
 @pytest.mark.parametrize(
@@ -145,12 +145,12 @@ def test_parameter_count() -> None:
         ({"n_qubits": 2}, "n-qubits=2: readout='expval' needs 3 qubits"),
         ({"n_layers": 0}, "n-layers=0: must be >= 1"),
         ({"readout": "counts"}, "readout='counts': must be one of expval, probs"),
-        ({"device_name": "cuda.qubit"}, "device='cuda.qubit': must be one of"),
-        ({"device_name": "fake:FakeNowhere"}, "device='FakeNowhere': no such fake IBM backend"),
+        ({"device": "cuda.qubit"}, "device='cuda.qubit': must be one of"),
+        ({"device": "fake:FakeNowhere"}, "device='FakeNowhere': no such fake IBM backend"),
         ({"model": "tree"}, "circuit='tree': must be one of vqc, qcnn"),
         ({"embedding": "amplitude"}, "embedding='amplitude': must be one of angle, iqp"),
         ({"ansatz": "su4"}, "ansatz='su4': must be one of strong, real-amplitudes"),
-        ({"readout": "probs", "device_name": "lightning.qubit"}, "readout='probs': lightning"),
+        ({"readout": "probs", "device": "lightning.qubit"}, "readout='probs': lightning"),
         ({"n_qubits": 1, "readout": "probs"}, "n-qubits=1: readout='probs' needs 2 qubits"),
         ({"n_qubits": 17}, "n-qubits=17: must be in [1, 16]"),
         ({"n_classes": 1}, "task: has 1 class(es)"),
@@ -159,5 +159,5 @@ def test_parameter_count() -> None:
 def test_bad_circuit_settings(kwargs: dict, message: str) -> None:
     arguments = {"n_qubits": 4, "n_layers": 3, "n_classes": 3, **kwargs}
     with pytest.raises(ConfigError) as err:
-        QuantumStudent(6, **arguments)
+        make_student(6, **arguments)
     assert message in str(err.value) and "\n" not in str(err.value)

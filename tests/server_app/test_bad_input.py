@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from server_app.inprocess import InProcessGrid, run_in_process
+from harness.inprocess import InProcessGrid, run_in_process
 
 
 def _tweeteval_copy(root: Path, shared: Path, *, labels: Callable[[list[str]], list[str]]) -> Path:

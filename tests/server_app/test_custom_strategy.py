@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from server_app.inprocess import run_in_process
+from harness.inprocess import run_in_process
 from server_app.results import read_rounds
 from strategies import StudentFedAvg
 

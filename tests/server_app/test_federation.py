@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server_app.inprocess import InProcessGrid, run_in_process
+from harness.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
 
 

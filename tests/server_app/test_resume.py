@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from config.errors import ConfigError
+from harness.inprocess import InProcessGrid, run_in_process
 from server_app.checkpoint import load_checkpoint
-from server_app.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
 
 GUIDED = {

@@ -21,7 +21,7 @@ from flwr.app import (
 )
 
 from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY
-from server_app.inprocess import run_in_process, task_identity
+from harness.inprocess import run_in_process, task_identity
 from server_app.results import read_rounds
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies import StudentFedAvg
@@ -59,7 +59,14 @@ def _reply(instruction: Message, value: float | None, examples: int, version: in
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(np.zeros(1, dtype=np.float32))}),
-            "metrics": MetricRecord({"num-examples": examples, "teacher-version": version}),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": examples,
+                    "teacher-version": version,
+                    "partition-id": 0,
+                    "steps": 1,
+                }
+            ),
         }
     )
     if value is not None:

@@ -21,8 +21,9 @@ from flwr.app import (
 )
 
 from config import ConfigError, RunConfig
-from server_app.inprocess import task_identity
+from harness.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
+from strategies.registry import check_strategy
 from strategies.student_fedavg import reply_node
 
 
@@ -58,7 +59,9 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
-            "metrics": MetricRecord({"num-examples": examples, "steps": 5}),
+            "metrics": MetricRecord(
+                {"num-examples": examples, "steps": 5, "partition-id": node_id % 100}
+            ),
         }
     )
     return Message(content, metadata=metadata)
@@ -87,7 +90,7 @@ def test_example_weighted_average_by_hand() -> None:
     assert arrays is not None
     # (1 * [1, 1] + 2 * [4, 7]) / 3 = [3, 5]
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 5.0])
-    assert [c["node-id"] for c in strategy.last_client_metrics] == [10, 11]
+    assert list(strategy.last_reports) == [10, 11]
     assert strategy.last_failures == [{"node-id": 12, "code": 2, "reason": "RuntimeError: boom"}]
 
 
@@ -156,11 +159,11 @@ class CustomStrategy(StudentFedAvg):
 def test_registry_builds_builtin_and_module_class() -> None:
     assert type(build_strategy(RunConfig())) is StudentFedAvg
     spec = f"{__name__}:CustomStrategy"
-    strategy = build_strategy(RunConfig.from_flat({"strategy": spec}, check_files=False))
+    strategy = build_strategy(RunConfig.from_flat({"strategy": spec}))
     assert isinstance(strategy, CustomStrategy)
     assert strategy.step_budget(2, 5) == (22, "custom")
     with pytest.raises(ConfigError, match="has no attribute 'Nope'"):
-        RunConfig.from_flat({"strategy": f"{__name__}:Nope"}, check_files=False)
+        check_strategy(RunConfig.from_flat({"strategy": f"{__name__}:Nope"}))
 
 
 def _steps_reply(node_id: int, weights: list[float], examples: int, steps: int) -> Message:
@@ -215,7 +218,7 @@ def test_replies_are_remembered_and_the_state_round_trips() -> None:
 
 
 def test_fedprox_sends_its_proximal_weight() -> None:
-    config = RunConfig.from_flat({"strategy": "fedprox", "proximal-mu": 0.3}, check_files=False)
+    config = RunConfig.from_flat({"strategy": "fedprox", "proximal-mu": 0.3})
     strategy = build_strategy(config)
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))

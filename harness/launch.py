@@ -4,7 +4,7 @@
 submits the run, polls ``flwr ls`` until the run has finished, and exits
 non-zero unless its status is ``finished:completed``::
 
-    python -m server_app.launch . --supernodes 4 \\
+    python -m harness.launch . --supernodes 4 \\
         --run-config "data-dir='/data/tweeteval_sentiment' num-server-rounds=5"
 
 Run ``flwr log <run-id> --show`` for the run's log.

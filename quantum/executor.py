@@ -1,0 +1,85 @@
+"""One interface for every device: run a batch of the circuit, meter what it cost.
+
+An :class:`Executor` is built once per node and run (see
+:func:`quantum.devices.make_executor`) and used by every student that node
+trains. :meth:`Executor.run` takes a batch of input angles and the circuit
+weights and returns the circuit's readout as a float64 tensor of shape
+(batch, outputs); it counts executions and wall time in :attr:`Executor.meter`.
+Shot-based executors also count jobs, shots, QPU and queue seconds there.
+Nothing outside this module and :mod:`quantum.sampler` knows which kind of
+executor it holds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from quantum.circuits import CircuitSpec, build_qnode
+from quantum.metering import CostMeter
+
+
+class Executor:
+    """Runs :attr:`circuit` on one device; subclasses implement :meth:`_execute`.
+
+    Attributes
+    ----------
+    circuit : CircuitSpec
+        The circuit it runs.
+    differentiable : bool
+        True when :meth:`run`'s output carries gradients (backprop or adjoint);
+        False on shot-based devices, which train with gradient-free optimizers.
+    meter : CostMeter
+        Running totals since the last :meth:`reset_meter`.
+    """
+
+    differentiable = True
+
+    def __init__(self, circuit: CircuitSpec) -> None:
+        self.circuit = circuit
+        self.meter = CostMeter()
+
+    def run(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The readout for a batch.
+
+        Parameters
+        ----------
+        angles : torch.Tensor
+            float64 (batch, n_qubits) input angles in radians.
+        weights : torch.Tensor
+            float64, the circuit's weights (shape ``circuit.weight_shape``).
+
+        Returns
+        -------
+        torch.Tensor
+            float64 (batch, n_classes) of ``<Z>`` per class for ``expval``, or
+            (batch, 2**wires) basis-state probabilities for ``probs``.
+        """
+        started = time.perf_counter()
+        out = self._execute(angles, weights)
+        self.meter.executions += int(angles.shape[0])
+        self.meter.wall_seconds += time.perf_counter() - started
+        return out
+
+    def reset_meter(self) -> CostMeter:
+        """Start a new meter (e.g. for one message's work) and return it."""
+        self.meter = CostMeter()
+        return self.meter
+
+    def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PennyLaneExecutor(Executor):
+    """An analytic PennyLane device (``default.qubit`` backprop, ``lightning.qubit`` adjoint)."""
+
+    def __init__(self, circuit: CircuitSpec, device: Any, diff_method: str) -> None:
+        super().__init__(circuit)
+        self.qnode = build_qnode(circuit, device, diff_method)
+
+    def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = self.qnode(angles, weights)
+        stacked = out if isinstance(out, torch.Tensor) else torch.stack(list(out), dim=-1)
+        return stacked.to(torch.float64)

@@ -1,0 +1,246 @@
+"""Everything before round 1: the server's split, the nodes, the federated PCA, round 0.
+
+1. Embed the server's held-out split with the frozen base model.
+2. Wait for ``min-nodes`` nodes, ask each for its embedding statistics
+   (``query.stats``) and fit the federated PCA of the pooled data.
+3. Initialise the global student with that projection, build the strategy
+   and, with ``teacher-federation=fedavg``, the teacher federation.
+4. Resume from a checkpoint, or evaluate the initial student and write round 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from config.errors import ConfigError
+from config.messages import CONFIG_KEY, METRICS_KEY, STATS_KEY, TEACHER_KEY, StatsReport
+from config.run_config import RunConfig
+from llm.teacher import pooled_embeddings
+from quantum.devices import make_executor, parse_device
+from quantum.distill import evaluate_student
+from quantum.projection import MomentStats, pca_projection
+from quantum.student import QuantumStudent, build_student, circuit_spec
+from server_app.checkpoint import resume
+from server_app.results import ResultsWriter
+from server_app.round_record import initial_record
+from server_app.teacher_federation import TeacherFederation
+from strategies.registry import build_strategy
+from strategies.student_fedavg import StudentFedAvg
+from tasks.datasets import load_task
+from tasks.splits import server_dataset
+
+logger = logging.getLogger(__name__)
+
+#: The server evaluates the global student exactly, never on shots or a QPU.
+EXACT_DEVICE = "default.qubit"
+
+
+@dataclass
+class ServerSplit:
+    """The server's held-out rows as student features."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    majority_rate: float
+
+
+@dataclass
+class Projection:
+    """The fitted federated PCA and what the query round reported."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    partitions: dict[int, int]  # node ID -> partition ID
+    clients: list[dict[str, Any]]  # each node's query report, with its node ID
+    bytes_received: int
+
+
+@dataclass
+class Federation:
+    """What the round loop works on, set up once before round 1."""
+
+    config: RunConfig
+    split: ServerSplit
+    student: QuantumStudent
+    arrays: ArrayRecord  # the global student
+    strategy: StudentFedAvg
+    teachers: TeacherFederation | None
+    partitions: dict[int, int]  # node ID -> partition ID
+    initial: dict[str, float]  # the initial global figures
+    first_round: int
+    started: float  # time.perf_counter() at the start of set-up
+    server_embed_seconds: float
+
+
+def load_server_split(config: RunConfig) -> ServerSplit:
+    """Embed the held-out rows (the task's test split, capped at server-eval-rows)."""
+    data, teacher = config.data, config.teacher
+    test = load_task(data.task, "test", data.data_dir, kmer=data.kmer, kmer_stride=data.kmer_stride)
+    held_out = server_dataset(test, data.server_eval_rows, config.federation.seed)
+    features = pooled_embeddings(
+        teacher.model, held_out.texts, teacher.max_length, teacher.embed_batch_size
+    )
+    return ServerSplit(features, held_out.labels, held_out.num_classes, held_out.majority_rate())
+
+
+def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
+    """Connected node IDs once ``min_nodes`` are there, or whatever is there at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_nodes:
+            return nodes
+        if time.monotonic() >= deadline:
+            if not nodes:
+                raise RuntimeError(f"no node connected within node-wait-seconds={timeout}")
+            logger.warning("only %d of min-nodes=%d connected; going on", len(nodes), min_nodes)
+            return nodes
+        time.sleep(0.5)
+
+
+def fit_projection(
+    grid: Grid, node_ids: Iterable[int], n_components: int, timeout: float
+) -> Projection:
+    """Federated PCA: pool each node's embedding moments and take the top components.
+
+    The projection whitens: ``weight @ x + bias`` has zero mean and unit
+    variance per component over all clients' train rows.
+    """
+    messages = [
+        Message(
+            RecordDict({CONFIG_KEY: ConfigRecord({})}), dst_node_id=n, message_type="query.stats"
+        )
+        for n in node_ids
+    ]
+    answers = list(grid.send_and_receive(messages, timeout=timeout))
+    for answer in answers:  # a node's bad setting or data stops the run before training
+        problem = config_problem(answer)
+        if problem is not None:
+            raise ConfigError(f"node {answer.metadata.src_node_id}: {problem}")
+    replies = [r for r in answers if not r.has_error()]
+    if not replies:
+        raise RuntimeError("no node answered the embedding-statistics query")
+    pooled: MomentStats | None = None
+    partitions: dict[int, int] = {}
+    clients = []
+    for reply in replies:
+        record = reply.content.array_records[STATS_KEY]
+        stats = MomentStats.from_arrays({k: a.numpy() for k, a in record.items()})
+        pooled = stats if pooled is None else pooled + stats
+        report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
+        partitions[int(reply.metadata.src_node_id)] = report.partition_id
+        clients.append({"node-id": int(reply.metadata.src_node_id), **report.to_dict()})
+    assert pooled is not None
+    weight, bias = pca_projection(pooled, n_components)
+    logger.info("federated PCA fitted on %d rows from %d nodes", pooled.n, len(replies))
+    return Projection(weight, bias, partitions, clients, array_bytes(replies))
+
+
+def config_problem(reply: Message) -> str | None:
+    """The one-line ``ConfigError`` message a failed reply carries, if it carries one.
+
+    Error reasons hold the ClientApp's exception as a traceback (in process) or
+    as ``<class '...ConfigError'>:<'message'>`` (Flower's deployment engine).
+    """
+    reason = reply.error.reason if reply.has_error() else None
+    if not reason or "ConfigError" not in reason:
+        return None
+    tail = reason.rsplit("ConfigError", 1)[1]
+    line = tail.strip().lstrip(":'>< ").splitlines()[0] if tail.strip() else ""
+    return line.rstrip("'>") or "invalid configuration"
+
+
+def array_bytes(messages: Iterable[Message]) -> int:
+    """Bytes of the student's (and statistics') arrays; teacher adapters are counted apart."""
+    return sum(
+        rec.count_bytes()
+        for m in messages
+        if not m.has_error()
+        for key, rec in m.content.array_records.items()
+        if key != TEACHER_KEY
+    )
+
+
+def student_record(student: QuantumStudent) -> ArrayRecord:
+    """The student's parameters as a Flower ArrayRecord."""
+    return ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})
+
+
+def evaluate_global(
+    student: QuantumStudent, arrays: ArrayRecord, split: ServerSplit
+) -> dict[str, float]:
+    """Cross-entropy (nats) and accuracy of ``arrays`` on the server split."""
+    student.set_arrays({k: a.numpy() for k, a in arrays.items()})
+    loss, accuracy = evaluate_student(student, split.features, split.labels)
+    return {"loss": loss, "accuracy": accuracy}
+
+
+def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
+    """Steps 1-4 of the module docstring; round 0 (or the resumed rounds) is written."""
+    fed, student_cfg = config.federation, config.student
+    started = time.perf_counter()
+    split = load_server_split(config)
+    server_embed_seconds = time.perf_counter() - started
+    node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
+    query_started = time.perf_counter()
+    projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)
+    query_seconds = time.perf_counter() - query_started
+    executor = make_executor(
+        parse_device(EXACT_DEVICE), circuit_spec(student_cfg, split.num_classes), seed=fed.seed
+    )
+    student = build_student(student_cfg, split.features.shape[1], executor, fed.seed)
+    student.set_projection(projection.weight, projection.bias)
+    teachers = (
+        TeacherFederation(config.teacher.fedavg_rounds)
+        if config.teacher.federation == "fedavg"
+        else None
+    )
+    federation = Federation(
+        config=config,
+        split=split,
+        student=student,
+        arrays=student_record(student),
+        strategy=build_strategy(config),
+        teachers=teachers,
+        partitions=projection.partitions,
+        initial={},
+        first_round=1,
+        started=started,
+        server_embed_seconds=server_embed_seconds,
+    )
+    if fed.resume_from:
+        federation.first_round = resume(
+            fed.resume_from, config, student, federation.strategy, writer, teachers
+        )
+        federation.arrays = student_record(student)
+        federation.initial = writer.rounds[0]["global"]
+        return federation
+    federation.initial = evaluate_global(student, federation.arrays, split)
+    federation.strategy.observe_global(0, federation.initial)
+    writer.write_round(
+        initial_record(
+            federation.initial,
+            projection.clients,
+            projection.partitions,
+            seconds=time.perf_counter() - started,
+            server_embed_seconds=server_embed_seconds,
+            query_seconds=query_seconds,
+            bytes_received=projection.bytes_received,
+        )
+    )
+    logger.info(
+        "round 0: global acc %.3f loss %.4f (server split majority %.3f)",
+        federation.initial["accuracy"],
+        federation.initial["loss"],
+        split.majority_rate,
+    )
+    return federation

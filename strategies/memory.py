@@ -1,0 +1,87 @@
+"""What the server remembers of each client, and helpers the policies share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from config.messages import TrainReport
+
+
+@dataclass
+class ClientMemory:
+    """What the server knows of one client, from its last train reply.
+
+    Losses are cross-entropy in nats on the client's validation rows, except
+    ``student_train_loss`` (the distillation objective of its last steps) and
+    ``teacher_train_loss`` (the teacher on its train rows), which only the
+    reference rule reads.
+    """
+
+    budget: int
+    rounds: int = 0
+    last_round: int = 0
+    partition_id: int = -1
+    student_val_loss: float = math.nan
+    teacher_val_loss: float = math.nan
+    global_val_loss: float = math.nan
+    student_train_loss: float = math.nan
+    teacher_train_loss: float = math.nan
+    student_seconds: float = math.nan
+
+    @property
+    def measured(self) -> bool:
+        """True once the client has replied with its losses."""
+        return self.rounds > 0 and finite(self.student_val_loss, self.teacher_val_loss)
+
+    @property
+    def ratio(self) -> float:
+        """Student over teacher validation loss (the paper's yardstick)."""
+        return self.student_val_loss / self.teacher_val_loss
+
+    @classmethod
+    def from_reply(
+        cls, report: TrainReport, server_round: int, before: ClientMemory | None
+    ) -> ClientMemory:
+        """The memory after a train reply (``before``: what was known)."""
+        return cls(
+            budget=report.steps,
+            rounds=(before.rounds if before else 0) + 1,
+            last_round=server_round,
+            partition_id=report.partition_id,
+            student_val_loss=report.student_val_loss,
+            teacher_val_loss=report.teacher_val_loss,
+            global_val_loss=report.global_val_loss,
+            student_train_loss=report.student_train_loss,
+            teacher_train_loss=report.teacher_train_loss,
+            student_seconds=report.student_seconds,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (NaN becomes None)."""
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClientMemory:
+        """The inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: (math.nan if v is None else v) for k, v in data.items() if k in names
+        }
+        return cls(**values)
+
+
+def finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def node_rng(seed: int, server_round: int, node_id: int = 0) -> np.random.Generator:
+    # Node IDs are unsigned 64-bit: split them into 32-bit words for the seed sequence.
+    return np.random.default_rng([seed, server_round, node_id & 0xFFFFFFFF, node_id >> 32])

@@ -1,0 +1,139 @@
+"""Selection policies: which connected nodes train in a round.
+
+``k`` is ``fraction-train`` of the connected nodes (never fewer than
+``min-train-nodes``). Nodes never measured are taken first, so every node
+reports once before a ranking applies. Each policy has one decision method,
+:meth:`SelectionPolicy.select`, and ``state()`` / ``load_state()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from strategies.memory import ClientMemory, node_rng
+
+
+class SelectionPolicy:
+    """Base: all connected nodes train."""
+
+    name = "all"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def select(
+        self,
+        server_round: int,
+        node_ids: Sequence[int],
+        k: int,
+        clients: Mapping[int, ClientMemory],
+        global_loss: float,
+    ) -> tuple[list[int], str]:
+        """``(selected node IDs, reason)``: ``k`` of the sorted ``node_ids`` (all, here)."""
+        return sorted(node_ids), "all"
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state (the selections here are functions of their inputs)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def _shuffled(self, server_round: int, node_ids: Sequence[int]) -> list[int]:
+        # Positions, not IDs, go through numpy: IDs are unsigned 64-bit.
+        ordered = sorted(int(n) for n in node_ids)
+        order = node_rng(self.seed, server_round).permutation(len(ordered))
+        return [ordered[i] for i in order]
+
+    def _ranked(
+        self,
+        server_round: int,
+        node_ids: Sequence[int],
+        k: int,
+        clients: Mapping[int, ClientMemory],
+        score: Callable[[ClientMemory], float],
+    ) -> list[int]:
+        """Unmeasured nodes first (seeded order), then measured ones by ascending score."""
+        shuffled = self._shuffled(server_round, node_ids)
+        unmeasured = [n for n in shuffled if n not in clients or not clients[n].measured]
+        measured = sorted(
+            (n for n in shuffled if n in clients and clients[n].measured),
+            key=lambda n: (score(clients[n]), n),
+        )
+        return sorted((unmeasured + measured)[:k])
+
+
+class RandomK(SelectionPolicy):
+    """``k`` nodes uniformly at random, seeded by (seed, round)."""
+
+    name = "random-k"
+
+    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
+        return sorted(self._shuffled(server_round, node_ids)[:k]), f"random {k}"
+
+
+class ClosestToServer(SelectionPolicy):
+    """The paper's rule: the ``k`` nodes whose last student val loss is closest to the server's.
+
+    Nodes never measured go first, so every node is measured once.
+    """
+
+    name = "closest"
+
+    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
+        if not math.isfinite(global_loss):
+            return sorted(self._shuffled(server_round, node_ids)[:k]), "no server loss yet: random"
+        chosen = self._ranked(
+            server_round, node_ids, k, clients, lambda c: abs(c.student_val_loss - global_loss)
+        )
+        return chosen, f"closest {k} to server loss {global_loss:.4f}"
+
+
+class LargestGap(SelectionPolicy):
+    """The ``k`` nodes whose student is furthest above its teacher (val loss, nats)."""
+
+    name = "gap"
+
+    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
+        chosen = self._ranked(
+            server_round,
+            node_ids,
+            k,
+            clients,
+            lambda c: -(c.student_val_loss - c.teacher_val_loss),
+        )
+        return chosen, f"largest student-teacher gap, {k}"
+
+
+class PowerOfChoice(SelectionPolicy):
+    """Power-of-choice: sample ``d = ceil(poc-candidates * k)`` nodes, keep the ``k`` worst.
+
+    "Worst" is the highest last student val loss; unmeasured candidates first.
+    """
+
+    name = "power-of-choice"
+
+    def __init__(self, seed: int = 0, candidates: float = 2.0) -> None:
+        super().__init__(seed)
+        self.candidates = candidates
+
+    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
+        d = min(len(node_ids), max(k, math.ceil(self.candidates * k)))
+        pool = self._shuffled(server_round, node_ids)[:d]
+        chosen = self._ranked(server_round, pool, k, clients, lambda c: -c.student_val_loss)
+        return chosen, f"power-of-choice: {k} of {d} candidates"
+
+
+SELECTIONS: dict[str, type[SelectionPolicy]] = {
+    cls.name: cls for cls in (SelectionPolicy, RandomK, ClosestToServer, LargestGap, PowerOfChoice)
+}
+
+
+def build_selection(config: Any) -> SelectionPolicy:
+    """The ``selection`` policy of a ``RunConfig``."""
+    name, seed = config.policy.selection, config.federation.seed
+    if name == "power-of-choice":
+        return PowerOfChoice(seed, config.policy.poc_candidates)
+    return SELECTIONS[name](seed)

@@ -1,0 +1,209 @@
+"""Termination rules: whether the run stops after a round, and why.
+
+Each rule reads the run's round records (``rounds.jsonl``) and gives a reason
+to stop or None; :class:`Termination` combines several, none firing before
+``stop-min-rounds``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from config.errors import ConfigError
+from config.messages import TrainReport
+
+
+class TerminationRule:
+    """Base: reads the run's round records (``rounds.jsonl``) and may give a reason to stop."""
+
+    name = "never"
+
+    def check(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
+        """A reason to stop after ``server_round``, or None (the base never stops)."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state (the rules here are functions of the history)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+
+class MaxRounds(TerminationRule):
+    """Stop after ``num_rounds`` rounds (the run loop ends there anyway; this names it)."""
+
+    name = "max-rounds"
+
+    def __init__(self, num_rounds: int) -> None:
+        self.num_rounds = num_rounds
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        if server_round >= self.num_rounds:
+            return f"max-rounds: {server_round} of {self.num_rounds} rounds run"
+        return None
+
+
+def client_reports(record: Mapping[str, Any]) -> list[TrainReport]:
+    """The train reports of a round record's clients."""
+    return [TrainReport.from_mapping(c) for c in record.get("clients", [])]
+
+
+def _trained(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in history if r.get("round", 0) >= 1]
+
+
+class TeacherGap(TerminationRule):
+    """Stop when the student is within ``epsilon`` nats of the teacher.
+
+    The gap is the mean over the last round's clients of their student
+    validation loss minus their teacher validation loss (both cross-entropy
+    in nats on the same rows).
+    """
+
+    name = "teacher-gap"
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        rounds = _trained(history)
+        if not rounds:
+            return None
+        gaps = [
+            r.student_val_loss - r.teacher_val_loss
+            for r in client_reports(rounds[-1])
+            if math.isfinite(r.student_val_loss - r.teacher_val_loss)
+        ]
+        if gaps and float(np.mean(gaps)) <= self.epsilon:
+            return (
+                f"teacher-gap: mean student-teacher val loss gap {np.mean(gaps):.4f} "
+                f"<= {self.epsilon} nats"
+            )
+        return None
+
+
+class Plateau(TerminationRule):
+    """Stop when the global loss has not dropped by ``min_delta`` for ``patience`` rounds."""
+
+    name = "plateau"
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        losses = [r["global"]["loss"] for r in history if "global" in r]
+        if len(losses) <= self.patience:
+            return None
+        best_before = min(losses[: -self.patience])
+        recent = min(losses[-self.patience :])
+        if recent > best_before - self.min_delta:
+            return (
+                f"plateau: global loss {recent:.4f} not below {best_before:.4f} - "
+                f"{self.min_delta} for {self.patience} rounds"
+            )
+        return None
+
+
+class DistanceStagnation(TerminationRule):
+    """The paper's rule: the mean client-server loss distance stopped changing.
+
+    Per round, ``d = mean |client student val loss - global loss|``; stop when
+    ``|d_t - d_(t-1)| < delta`` for ``patience`` consecutive rounds. (The
+    published code compares against a previous distance it resets to
+    infinity every round, so there it never fires.)
+    """
+
+    name = "distance"
+
+    def __init__(self, patience: int, delta: float) -> None:
+        self.patience = patience
+        self.delta = delta
+
+    @staticmethod
+    def distances(history: Sequence[Mapping[str, Any]]) -> list[float]:
+        """The mean client-server loss distance of every trained round."""
+        out = []
+        for record in _trained(history):
+            server = record["global"]["loss"]
+            losses = [
+                r.student_val_loss
+                for r in client_reports(record)
+                if math.isfinite(r.student_val_loss)
+            ]
+            if losses:
+                out.append(float(np.mean([abs(x - server) for x in losses])))
+        return out
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        d = self.distances(history)
+        if len(d) <= self.patience:
+            return None
+        changes = [abs(d[i] - d[i - 1]) for i in range(len(d) - self.patience, len(d))]
+        if all(c < self.delta for c in changes):
+            return (
+                f"distance: mean client-server loss distance changed by < {self.delta} "
+                f"for {self.patience} rounds (now {d[-1]:.4f})"
+            )
+        return None
+
+
+TERMINATIONS = ("teacher-gap", "plateau", "distance", "max-rounds")
+
+
+class Termination:
+    """Any of several rules, none before ``min_rounds``; the first that fires is the reason."""
+
+    def __init__(self, rules: Sequence[TerminationRule], min_rounds: int) -> None:
+        self.rules = list(rules)
+        self.min_rounds = min_rounds
+
+    def check(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
+        """The first rule's reason to stop after ``server_round``, or None."""
+        if server_round < self.min_rounds:
+            return None
+        for rule in self.rules:
+            reason = rule.check(server_round, history)
+            if reason is not None:
+                return reason
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Each rule's state, by name."""
+        return {rule.name: rule.state() for rule in self.rules}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        for rule in self.rules:
+            rule.load_state(state.get(rule.name, {}))
+
+
+def parse_rules(text: str) -> list[str]:
+    """``"teacher-gap, plateau"`` -> ``["teacher-gap", "plateau"]`` (checked)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in TERMINATIONS:
+            raise ConfigError(
+                f"termination={text!r}: unknown rule {name!r}; use a comma-separated list of "
+                f"{', '.join(TERMINATIONS)}"
+            )
+    return names
+
+
+def build_termination(config: Any) -> Termination:
+    """The ``termination`` rules of a ``RunConfig``."""
+    policy = config.policy
+    makers: dict[str, Callable[[], TerminationRule]] = {
+        "teacher-gap": lambda: TeacherGap(policy.stop_epsilon),
+        "plateau": lambda: Plateau(policy.stop_patience, policy.stop_min_delta),
+        "distance": lambda: DistanceStagnation(policy.stop_patience, policy.stop_distance_delta),
+        "max-rounds": lambda: MaxRounds(config.federation.num_rounds),
+    }
+    return Termination(
+        [makers[n]() for n in parse_rules(policy.termination)], policy.stop_min_rounds
+    )

@@ -1,0 +1,96 @@
+"""Selection policies: which nodes train, with hand-computable inputs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from config import RunConfig
+from strategies.memory import ClientMemory
+from strategies.selection import (
+    ClosestToServer,
+    LargestGap,
+    PowerOfChoice,
+    RandomK,
+    SelectionPolicy,
+)
+
+BIG = 2**63 + 11  # node IDs are unsigned 64-bit; numpy must not see them
+
+
+def _client(budget: int, student: float, teacher: float, **extra: Any) -> ClientMemory:
+    return ClientMemory(
+        budget=budget, rounds=1, student_val_loss=student, teacher_val_loss=teacher, **extra
+    )
+
+
+NODES = [BIG + 7919 * i for i in range(6)]
+
+
+def _measured(losses: list[float], teacher: float = 0.8) -> dict[int, ClientMemory]:
+    return {n: _client(20, loss, teacher) for n, loss in zip(NODES, losses, strict=True)}
+
+
+def test_all_and_random_k() -> None:
+    assert SelectionPolicy().select(1, NODES[::-1], 2, {}, math.nan)[0] == NODES
+    picks = RandomK(seed=5).select(3, NODES, 4, {}, math.nan)[0]
+    assert len(picks) == 4 and set(picks) <= set(NODES)
+    assert RandomK(seed=5).select(3, NODES, 4, {}, math.nan)[0] == picks
+    draws = {tuple(RandomK(seed=s).select(3, NODES, 3, {}, math.nan)[0]) for s in range(20)}
+    assert len(draws) > 1
+
+
+def test_closest_to_server_loss_is_the_papers_rule() -> None:
+    clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
+    chosen, reason = ClosestToServer(seed=1).select(4, NODES, 3, clients, global_loss=1.0)
+    assert chosen == sorted([NODES[5], NODES[4], NODES[2]])  # |d| = .01, .05, .05
+    assert "closest 3" in reason
+
+
+def test_unmeasured_nodes_are_selected_first() -> None:
+    clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
+    del clients[NODES[3]]
+    chosen, _ = ClosestToServer(seed=1).select(4, NODES, 2, clients, global_loss=1.0)
+    assert NODES[3] in chosen and NODES[5] in chosen
+
+
+def test_largest_gap_and_power_of_choice() -> None:
+    clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
+    assert LargestGap().select(2, NODES, 2, clients, 1.0)[0] == sorted([NODES[1], NODES[4]])
+    # With d = all 6 candidates, power-of-choice keeps the highest losses.
+    poc = PowerOfChoice(seed=2, candidates=3.0)
+    assert poc.select(2, NODES, 2, clients, 1.0)[0] == sorted([NODES[1], NODES[4]])
+    # With d = k it is a random sample.
+    sample = PowerOfChoice(seed=2, candidates=1.0).select(2, NODES, 2, clients, 1.0)[0]
+    assert sample == RandomK(seed=2).select(2, NODES, 2, {}, 1.0)[0]
+
+
+@settings(deadline=None)
+@given(
+    n=st.integers(1, 12),
+    fraction=st.floats(0.01, 1.0),
+    minimum=st.integers(1, 15),
+    name=st.sampled_from(["all", "random-k", "closest", "gap", "power-of-choice"]),
+)
+def test_selection_never_picks_fewer_than_the_minimum_nor_absent_nodes(
+    n: int, fraction: float, minimum: int, name: str
+) -> None:
+    from strategies import LLMGuidedStrategy
+
+    config = RunConfig.from_flat(
+        {
+            "strategy": "llm-guided",
+            "selection": name,
+            "fraction-train": fraction,
+            "min-train-nodes": minimum,
+        }
+    )
+    strategy = LLMGuidedStrategy.from_config(config)
+    nodes = NODES[:6] + [BIG + 104729 * i for i in range(1, 7)]
+    nodes = nodes[:n]
+    chosen = strategy.select_nodes(2, nodes)
+    assert set(chosen) <= set(nodes)
+    assert len(chosen) == len(set(chosen)) >= min(minimum, n)

@@ -1,0 +1,104 @@
+"""The layout's rules, read from the code: who may import whom, and how long a function may be.
+
+- config imports no other project folder (it is the ground floor);
+- quantum never imports llm, and llm never imports quantum;
+- tasks imports neither;
+- strategies never imports client_app or llm;
+- the two apps never import each other; only the harness imports both.
+
+Late imports inside functions count as imports.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    "config",
+    "tasks",
+    "llm",
+    "quantum",
+    "strategies",
+    "client_app",
+    "server_app",
+    "harness",
+)
+APPS = {"client_app", "server_app"}
+FORBIDDEN = {
+    "config": set(PACKAGES) - {"config"},
+    "tasks": {"llm", "quantum", "strategies", "client_app", "server_app", "harness"},
+    "llm": {"quantum", "strategies", "client_app", "server_app", "harness"},
+    "quantum": {"llm", "strategies", "client_app", "server_app", "harness"},
+    "strategies": {"llm", "client_app", "server_app", "harness"},
+    "client_app": {"server_app", "harness"},
+    "server_app": {"client_app", "harness"},
+    "harness": set(),
+}
+MAX_FUNCTION_LINES = 80
+
+
+def imports(package: str, root: Path = REPO) -> list[tuple[str, str, int]]:
+    """(imported top-level project folder, file, line) for every import in ``package``."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in PACKAGES and top != package:
+                    found.append((top, str(path.relative_to(root)), node.lineno))
+    return found
+
+
+def forbidden_imports(package: str, root: Path = REPO) -> list[str]:
+    """``"importer -> imported (file:line)"`` for each import the rules forbid."""
+    return [
+        f"{package} -> {top} ({file}:{line})"
+        for top, file, line in imports(package, root)
+        if top in FORBIDDEN[package]
+    ]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_forbidden_import(package: str) -> None:
+    assert forbidden_imports(package) == []
+
+
+def test_only_the_harness_imports_both_apps() -> None:
+    both = [p for p in PACKAGES if APPS <= {top for top, _, _ in imports(p)}]
+    assert both == ["harness"]
+
+
+def test_the_checks_catch_what_they_forbid(tmp_path: Path) -> None:
+    """Neither rule is vacuous: a late upward import and a long function are reported."""
+    (tmp_path / "config").mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "config" / "bad.py").write_text(f"def f():\n    from strategies import x\n{body}")
+    assert forbidden_imports("config", tmp_path) == ["config -> strategies (config/bad.py:2)"]
+    assert long_functions(tmp_path) == [f"config/bad.py:f ({MAX_FUNCTION_LINES + 2} lines)"]
+
+
+def long_functions(root: Path) -> list[str]:
+    """``"file:function (n lines)"`` for each function longer than the limit."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        found.append(f"{path.relative_to(root)}:{node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_in_the_packages_is_over_80_lines() -> None:
+    assert long_functions(REPO) == []
