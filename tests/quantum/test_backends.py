@@ -11,6 +11,7 @@ import torch
 
 import quantum.devices as devices
 from config.errors import ConfigError
+from quantum.circuits import CircuitSpec
 from quantum.devices import make_qiskit_backend, parse_device
 from quantum.distill import evaluate_student, train_student
 from quantum.metering import CostMeter, job_seconds, sum_costs
@@ -80,6 +81,49 @@ def test_a_token_never_reaches_errors_or_logs(
     metrics = student.meter.as_metrics()
     assert metrics["quantum-jobs"] == 1 and metrics["quantum-shots"] == 3 * 64
     assert FAKE_TOKEN not in caplog.text and FAKE_TOKEN not in repr(metrics)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "differentiable"),
+    [
+        ("default.qubit", "PennyLaneExecutor", True),
+        ("lightning.qubit", "PennyLaneExecutor", True),
+        ("qiskit.aer", "SamplerExecutor", False),
+        ("fake:FakeManilaV2", "SamplerExecutor", False),
+        ("ibm:least-busy", "SamplerExecutor", False),
+    ],
+)
+def test_every_device_kind_is_built_through_the_one_parser(
+    name: str, kind: str, differentiable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """parse_device reads the name once; make_executor builds the one object that runs it."""
+    import qiskit_ibm_runtime
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _FakeService)
+    spec = parse_device(name, shots=32)
+    executor = devices.make_executor(spec, CircuitSpec(4, 1, 3), seed=1)
+    assert type(executor).__name__ == kind and executor.differentiable is differentiable
+    out = executor.run(torch.full((2, 4), 0.3, dtype=torch.float64), torch.zeros(12).double())
+    assert out.shape == (2, 3) and out.dtype == torch.float64
+    assert executor.meter.executions == 2
+    assert executor.meter.shots == (0 if differentiable else 2 * 32)
+
+
+def test_no_module_but_the_device_layer_reads_a_device_name() -> None:
+    """Device names are spelled (prefixes, names) only in quantum/devices.py."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"[\"'](fake:|ibm:|qiskit\.aer|lightning\.qubit)")
+    spelled = [
+        str(path.relative_to(repo))
+        for folder in ("tasks", "llm", "quantum", "strategies", "client_app", "server_app")
+        for path in (repo / folder).rglob("*.py")
+        if path.name != "devices.py" and pattern.search(path.read_text())
+    ]
+    assert spelled == []
 
 
 def test_job_seconds_reads_the_cloud_and_the_local_formats() -> None:
