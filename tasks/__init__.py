@@ -1,19 +1,19 @@
-"""Data: task loaders, DNA k-mers, partitioning among clients, server split."""
+"""Data: task sources and class counts, DNA k-mers, partitioning, the three data roles."""
 
-from tasks.datasets import TASKS, TextDataset, load_task, validate_data_dir
+from tasks.datasets import TASKS, DataSource, TextDataset
 from tasks.dna import kmerize
 from tasks.partition import partition_indices, sample_rows, train_val_split
-from tasks.splits import client_datasets, server_dataset
+from tasks.splits import DataRoles, client_datasets, server_datasets
 
 __all__ = [
     "TASKS",
+    "DataRoles",
+    "DataSource",
     "TextDataset",
     "client_datasets",
     "kmerize",
-    "load_task",
     "partition_indices",
     "sample_rows",
-    "server_dataset",
+    "server_datasets",
     "train_val_split",
-    "validate_data_dir",
 ]

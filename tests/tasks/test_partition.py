@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from config.errors import ConfigError
-from tasks.datasets import load_task
+from config.run_config import DataConfig
+from tasks.datasets import DataSource
 from tasks.partition import partition_indices, sample_rows, train_val_split
-from tasks.splits import client_datasets, server_dataset
+from tasks.splits import client_datasets, data_roles, server_datasets
 
 LABELS = np.random.default_rng(1).integers(0, 3, size=600)
 
@@ -71,20 +72,38 @@ def test_train_val_split() -> None:
 
 
 def test_client_and_server_splits_on_shared_data(shared_data: Path) -> None:
-    full = load_task("tweeteval", "train", str(shared_data / "tweeteval_sentiment"))
-    splits = [
-        client_datasets(full, i, 3, scheme="iid", alpha=0.5, max_rows=300, val_fraction=0.2, seed=0)
-        for i in range(3)
-    ]
+    source = DataSource("tweeteval", str(shared_data / "tweeteval_sentiment"))
+    data = DataConfig(max_train_rows=300, server_val_rows=100, test_rows=50)
+    splits = [client_datasets(source, data, i, 3, seed=0) for i in range(3)]
     texts = [t for train, val in splits for t in train.texts + val.texts]
     assert len(texts) == 300
     assert all(len(train) == 80 and len(val) == 20 for train, val in splits)
-    test = load_task("tweeteval", "test", str(shared_data / "tweeteval_sentiment"))
-    held_out = server_dataset(test, 100, seed=0)
-    assert len(held_out) == 100 and held_out.num_classes == 3
+    val, test = server_datasets(source, data, seed=0)
+    assert (len(val), len(test), val.num_classes) == (100, 50, 3)
+    # TweetEval has its own validation split: the server's rows come from val_*.txt.
+    val_texts = set((shared_data / "tweeteval_sentiment" / "val_text.txt").read_text().split("\n"))
+    assert set(val.texts) <= val_texts
+    assert len(data_roles(source, data, seed=0).carved) == 0
+
+
+def test_without_a_validation_split_the_server_rows_are_carved_from_train(
+    shared_data: Path,
+) -> None:
+    source = DataSource("genomic", str(shared_data / "genomic_nontata_promoters"))
+    data = DataConfig(task="genomic", max_train_rows=0, server_val_rows=300)
+    roles = data_roles(source, data, seed=3)
+    assert len(roles.carved) == 300 and len(roles.pool) == 7227 - 300
+    assert not set(roles.carved) & set(roles.pool)  # no client ever trains on them
+    val, test = server_datasets(source, data, seed=3)
+    train = source.load("train")
+    assert val.texts == [train.texts[i] for i in roles.carved] and len(test) == 1807
+    clients = [client_datasets(source, data, i, 4, seed=3) for i in range(4)]
+    client_texts = {t for a, b in clients for t in a.texts + b.texts}
+    assert not client_texts & set(val.texts)
+    assert data_roles(source, data, seed=3).carved.tolist() == roles.carved.tolist()  # seeded
 
 
 def test_empty_partition_is_a_clear_error(shared_data: Path) -> None:
-    full = load_task("tweeteval", "train", str(shared_data / "tweeteval_sentiment"))
+    source = DataSource("tweeteval", str(shared_data / "tweeteval_sentiment"))
     with pytest.raises(ConfigError, match="partition 0 of 3 has 1 row"):
-        client_datasets(full, 0, 3, scheme="iid", alpha=0.5, max_rows=3, val_fraction=0.2, seed=0)
+        client_datasets(source, DataConfig(max_train_rows=3), 0, 3, seed=0)
