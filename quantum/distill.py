@@ -163,15 +163,18 @@ def train_student(
         parameters, ``w_start`` being their values on entry (the global model).
     optimizer : {"adam", "cobyla", "spsa"}
         Resolved name (see :func:`quantum.optimizers.resolve_optimizer`).
-        ``cobyla`` makes at most ``steps`` evaluations on one seeded minibatch;
-        ``spsa`` runs ``steps`` iterations of two evaluations each, a fresh
-        minibatch per iteration. Both tune the circuit and readout only.
+        ``cobyla`` makes exactly ``steps`` evaluations on all the train rows
+        (and refuses a budget below its floor of parameters + 2); ``spsa``
+        runs ``steps`` iterations of two evaluations each, a fresh minibatch
+        per iteration. Both tune the circuit and readout only.
 
     Returns
     -------
     dict of str to float
-        ``steps``; ``train_loss``, the mean loss (nats) of the last
-        ``min(steps, 5)`` steps, NaN when ``steps`` is 0; ``seconds``, wall time.
+        ``steps``, the steps actually run (Adam steps, COBYLA evaluations, SPSA
+        iterations); ``evaluations``, the objective evaluations they took;
+        ``train_loss``, the mean loss (nats) of the last ``min(steps, 5)``
+        steps, NaN when ``steps`` is 0; ``seconds``, wall time.
     """
     started = time.perf_counter()
     _check_training_inputs(features, labels, teacher_logits, steps, batch_size)
@@ -190,8 +193,10 @@ def train_student(
             student, data, batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
         )
     tail = losses[-LOSS_TAIL:]
+    evaluations = len(losses) if optimizer != "spsa" else 2 * len(losses)
     result = {
-        "steps": float(steps),
+        "steps": float(len(losses)),
+        "evaluations": float(evaluations),
         "train_loss": float(np.mean(tail)) if tail else float("nan"),
         "seconds": time.perf_counter() - started,
     }
@@ -241,7 +246,12 @@ def _train_gradient_free(
     proximal_mu: float,
     seed: int | Sequence[int],
 ) -> list[float]:
-    """COBYLA or SPSA over the circuit and readout parameters; returns each step's loss."""
+    """COBYLA or SPSA over the circuit and readout parameters; returns each evaluation's loss.
+
+    COBYLA scores every evaluation on all the client's train rows (a fixed,
+    deterministic objective, as COBYLA's model of it assumes); SPSA scores both
+    evaluations of an iteration on a fresh minibatch.
+    """
     from quantum.optimizers import cobyla, spsa
 
     if steps == 0:
@@ -251,7 +261,6 @@ def _train_gradient_free(
     skip = {id(p) for p in projection.parameters()} if projection is not None else set()
     params = [p for p in student.parameters() if p.requires_grad and id(p) not in skip]
     start = nn.utils.parameters_to_vector(params).double().numpy()
-    fixed_rows = torch.as_tensor(next(batches))
     fresh: dict[int, torch.Tensor] = {}
 
     def loss_at(theta: np.ndarray, rows: torch.Tensor) -> float:
@@ -262,9 +271,9 @@ def _train_gradient_free(
         return float(loss)
 
     if optimizer == "cobyla":
-        best, losses = cobyla(lambda theta: loss_at(theta, fixed_rows), start, steps)
+        every_row = torch.arange(len(x))
+        best, losses = cobyla(lambda theta: loss_at(theta, every_row), start, steps)
     else:
-        fresh[0] = fixed_rows
 
         def minibatch(k: int) -> torch.Tensor:
             if k not in fresh:

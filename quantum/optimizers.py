@@ -3,9 +3,17 @@
 Gradient-free optimizers are the choice for shot-based devices (Aer, fake IBM
 backends, hardware), where our batched executor returns no gradients and
 parameter-shift would cost two circuit batches per parameter per step. Their
-budget is ``maxiter``, the client's step budget, as in the paper. They tune
-the circuit weights and the readout's scale and bias; a trainable projection
-(hundreds of inputs per qubit) stays as received.
+budget is the client's step budget, as in the paper, and it holds exactly:
+
+- COBYLA: a step is one objective evaluation. SciPy raises any evaluation
+  budget below ``parameters + 2`` to that floor, so a smaller budget is
+  refused (:func:`check_cobyla_budget`), and the trust region is allowed to
+  shrink far enough that COBYLA does not stop before its budget.
+- SPSA: a step is one iteration of two evaluations.
+
+Both report the evaluations they ran. They tune the circuit weights and the
+readout's scale and bias; a trainable projection (hundreds of inputs per
+qubit) stays as received.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = ("auto", "adam", "cobyla", "spsa")
 #: Initial trust-region radius of COBYLA, radians.
 COBYLA_RHOBEG = 0.3
+#: Final trust-region radius: small enough that COBYLA spends its whole budget.
+COBYLA_RHOEND = 1e-12
 #: SPSA: perturbation size c and the classic gain exponents (Spall, 1998).
 SPSA_C, SPSA_ALPHA, SPSA_GAMMA = 0.1, 0.602, 0.101
 
@@ -48,13 +58,42 @@ def resolve_optimizer(name: str, device: DeviceSpec) -> str:
     return name
 
 
+def cobyla_floor(parameters: int) -> int:
+    """The fewest evaluations SciPy's COBYLA runs for ``parameters`` unknowns: n + 2."""
+    return parameters + 2
+
+
+def check_cobyla_budget(budget: int, parameters: int, key: str = "local-steps") -> None:
+    """Refuse, in one line naming the floor, a COBYLA budget SciPy would silently raise.
+
+    Raises
+    ------
+    ConfigError
+        When ``0 < budget < parameters + 2``.
+    """
+    floor = cobyla_floor(parameters)
+    if 0 < budget < floor:
+        raise ConfigError(
+            f"{key}={budget}: COBYLA needs at least {floor} evaluations (parameters + 2) for "
+            f"the student's {parameters} tuned parameters, and SciPy would run {floor} anyway; "
+            f"raise the budget to >= {floor} or use optimizer=spsa"
+        )
+
+
 def cobyla(
     objective: Callable[[np.ndarray], float], start: np.ndarray, maxiter: int
 ) -> tuple[np.ndarray, list[float]]:
-    """Minimise with COBYLA for at most ``maxiter`` objective evaluations.
+    """Minimise with COBYLA for exactly ``maxiter`` objective evaluations.
 
-    Returns the best point seen and the objective value of every evaluation.
+    Returns the best point seen and the objective value of every evaluation
+    (``maxiter`` of them, fewer only if the objective is flat to 1e-12).
+
+    Raises
+    ------
+    ConfigError
+        When ``maxiter`` is below :func:`cobyla_floor` (see :func:`check_cobyla_budget`).
     """
+    check_cobyla_budget(maxiter, len(start))
     values: list[float] = []
 
     def recorded(theta: np.ndarray) -> float:
@@ -63,7 +102,11 @@ def cobyla(
         return value
 
     result = minimize(
-        recorded, start, method="COBYLA", options={"maxiter": maxiter, "rhobeg": COBYLA_RHOBEG}
+        recorded,
+        start,
+        method="COBYLA",
+        tol=COBYLA_RHOEND,
+        options={"maxiter": maxiter, "rhobeg": COBYLA_RHOBEG},
     )
     return np.asarray(result.x, dtype=np.float64), values
 
