@@ -93,7 +93,8 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[s
         "partitioner": "dirichlet",
         "dirichlet-alpha": args.dirichlet_alpha,
         "max-train-rows": args.max_train_rows,
-        "server-eval-rows": args.server_eval_rows,
+        "server-val-rows": args.server_val_rows,
+        "test-rows": args.test_rows,
         "teacher-epochs": args.teacher_epochs,
         "local-steps": args.local_steps,
         "seed": seed,
@@ -143,7 +144,8 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=40)
     parser.add_argument("--dirichlet-alpha", type=float, default=0.5)
     parser.add_argument("--max-train-rows", type=int, default=2400)
-    parser.add_argument("--server-eval-rows", type=int, default=500)
+    parser.add_argument("--server-val-rows", type=int, default=500)
+    parser.add_argument("--test-rows", type=int, default=0)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
     parser.add_argument("--out", default="", help="results directory (default: a temp dir)")
     args = parser.parse_args()

@@ -1,27 +1,35 @@
-"""Student quality on both shared datasets, with the baselines beside it.
+"""Student quality on equal terms: every model scored on the same test rows, over seeds.
 
-For each dataset, one federation (in process, 4 clients, IID) per student
-variant, all on the same partitions, teachers and embeddings (the nodes and
-their caches are reused between variants):
+For each dataset and seed, one federation per student variant (in process,
+``--clients`` clients, IID), all on the same partitions, teachers and
+embeddings (the nodes and their caches are reused between variants). The
+server steers and plots by its validation split; every figure below is
+accuracy on the same test rows, read once per model:
 
-- majority: the server split's majority-class rate;
-- teacher: mean accuracy of the clients' LoRA teachers on their validation rows;
-- student: the global quantum student on the server split, with the default
-  projection=linear (trainable, starts at the federated PCA);
+- majority: the test rows' majority-class rate;
+- teacher_test: each client's fine-tuned LoRA teacher on the test rows, mean over clients;
+- student: the global quantum student (projection=linear, trainable, from the federated PCA);
 - student_ce: the same student trained with cross-entropy only (alpha = 0);
 - student_pca: the student with projection=pca (fixed);
-- logreg: logistic regression, trained on all clients' train rows, on exactly
-  the features the final student's circuit reads (its projection's output);
+- classical: the same federation with device=classical: a classical network with exactly
+  the circuit's trainable parameters in the circuit's place (same projection, features,
+  readout, distillation and rounds);
+- logreg: logistic regression, trained on all clients' train rows, on exactly the
+  features the final student's circuit reads (its projection's output);
 - logreg_pca: the same on the federated-PCA features.
 
-    python bench/quality.py            # both datasets
-    python bench/quality.py --rows 1000 --rounds 3   # quicker
+    python bench/quality.py                          # both shared datasets, seeds 1 2 3
+    python bench/quality.py --task tweeteval --data-dir DIR --seeds 1   # any folder
+
+Ends with one ``RESULT dataset=<name> <key>=<mean> <key>_sd=<sd> ...`` line per dataset.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,106 +38,141 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from client_app.node import ClientNode
-from config.run_config import RunConfig
 from harness.inprocess import InProcessGrid, run_in_process
-from server_app.results import read_rounds
-from server_app.setup import ServerSplit, load_server_split
+from llm.teacher import logit_metrics, predict_logits
+from server_app.setup import ServerSplit, embed_split
+from tasks.datasets import DataSource
+from tasks.splits import server_datasets
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-DATASETS = {"tweeteval": "tweeteval_sentiment", "genomic": "genomic_nontata_promoters"}
+DATASETS = {
+    "tweeteval": ("tweeteval", SHARED / "tweeteval_sentiment"),
+    "genomic": ("genomic", SHARED / "genomic_nontata_promoters"),
+}
+COLUMNS = [
+    "majority",
+    "teacher_test",
+    "student",
+    "student_ce",
+    "student_pca",
+    "classical",
+    "logreg",
+    "logreg_pca",
+]
+VARIANTS = {
+    "student": {"projection": "linear"},
+    "student_ce": {"projection": "linear", "alpha": 0.0},
+    "student_pca": {"projection": "pca"},
+    "classical": {"projection": "linear", "device": "classical"},
+}
 
 
-def _run(
-    config: dict[str, Any], clients: int, grid: InProcessGrid | None, results: Path
-) -> tuple[InProcessGrid, Path]:
-    before = set(results.iterdir())
+def _run(config: dict[str, Any], clients: int, grid: InProcessGrid | None) -> tuple[Any, Path]:
+    results = Path(config["results-dir"])
+    before = set(results.iterdir()) if results.exists() else set()
     grid = run_in_process(config, clients, grid=grid)
     (run_dir,) = set(results.iterdir()) - before
     return grid, run_dir
 
 
-def _final_accuracy(run_dir: Path) -> float:
-    return float(json.loads((run_dir / "summary.json").read_text())["final-global"]["accuracy"])
+def _summary(run_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    return summary
 
 
-def evaluate_dataset(task: str, args: argparse.Namespace) -> dict[str, float]:
-    results = Path(tempfile.mkdtemp(prefix=f"quality-{task}-"))
+def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Every column for one dataset and seed."""
     base = {
         "task": task,
-        "data-dir": str((SHARED / DATASETS[task]).resolve()),
-        "results-dir": str(results),
+        "data-dir": data_dir,
+        "results-dir": tempfile.mkdtemp(prefix=f"quality-{task}-"),
         "num-server-rounds": args.rounds,
         "min-nodes": args.clients,
         "max-train-rows": args.rows,
-        "server-eval-rows": args.server_rows,
+        "server-val-rows": args.val_rows,
+        "test-rows": args.test_rows,
         "local-steps": args.steps,
         "teacher-epochs": args.teacher_epochs,
         "max-length": 128 if task == "genomic" else 64,
-        "seed": args.seed,
+        "seed": seed,
     }
-    grid, linear_dir = _run({**base, "projection": "linear"}, args.clients, None, results)
-    _, ce_dir = _run({**base, "projection": "linear", "alpha": 0.0}, args.clients, grid, results)
-    _, pca_dir = _run({**base, "projection": "pca"}, args.clients, grid, results)
+    grid: InProcessGrid | None = None
+    figures: dict[str, float] = {}
+    runs = {}
+    for name, overrides in VARIANTS.items():
+        grid, runs[name] = _run({**base, **overrides}, args.clients, grid)
+        figures[name] = float(_summary(runs[name])["final-test"]["accuracy"])
+    assert grid is not None
+    nodes = [ClientNode(context) for context in grid.contexts.values()]
+    config = nodes[0].config
+    _, test_rows = server_datasets(DataSource.from_config(config.data), config.data, seed)
+    test = embed_split(config, test_rows, "test")
+    figures["majority"] = test.majority_rate
+    figures["teacher_test"] = float(np.mean([_teacher_accuracy(n, test_rows) for n in nodes]))
+    train_x = np.concatenate([n.features()[0] for n in nodes])
+    train_y = np.concatenate([n.splits[0].labels for n in nodes])
+    figures["logreg"] = _logreg_on_projection(runs["student"], train_x, train_y, test)
+    figures["logreg_pca"] = _logreg_on_projection(runs["student_pca"], train_x, train_y, test)
+    print(f"{task} seed {seed}: " + " ".join(f"{c}={figures[c]:.3f}" for c in COLUMNS), flush=True)
+    return figures
 
-    summary = json.loads((linear_dir / "summary.json").read_text())
-    first_round = read_rounds(linear_dir / "rounds.jsonl")[1]["clients"]
-    teacher = float(np.mean([c["teacher-val-accuracy"] for c in first_round]))
 
-    config = RunConfig.from_flat(base)
-    train_x = np.concatenate(
-        [c.state.array_records["features"]["train"].numpy() for c in grid.contexts.values()]
-    )
-    train_y = np.concatenate(
-        [ClientNode(c, config).splits[0].labels for c in grid.contexts.values()]
-    )
-    split = load_server_split(config)
-    return {
-        "majority": float(summary["server-majority-rate"]),
-        "teacher": teacher,
-        "student": _final_accuracy(linear_dir),
-        "student_ce": _final_accuracy(ce_dir),
-        "student_pca": _final_accuracy(pca_dir),
-        "logreg": _logreg_on_projection(linear_dir, train_x, train_y, split),
-        "logreg_pca": _logreg_on_projection(pca_dir, train_x, train_y, split),
-    }
+def _teacher_accuracy(node: ClientNode, rows: Any) -> float:
+    """A client's teacher on the test rows (its adapters and head, as fine-tuned)."""
+    model, tokenizer = node.teacher_model()
+    cfg = node.config.teacher
+    logits = predict_logits(model, tokenizer, rows.texts, cfg.max_length, cfg.embed_batch_size)
+    return logit_metrics(logits, rows.labels)[1]
 
 
 def _logreg_on_projection(
-    run_dir: Path, train_x: np.ndarray, train_y: np.ndarray, split: ServerSplit
+    run_dir: Path, train_x: np.ndarray, train_y: np.ndarray, test: ServerSplit
 ) -> float:
     """Logistic regression on ``W x + b``, the final student's projected features."""
     student = np.load(run_dir / "student.npz")
     weight, bias = student["projection.weight"], student["projection.bias"]
     logreg = LogisticRegression(max_iter=2000).fit(train_x @ weight.T + bias, train_y)
-    return float(logreg.score(split.features @ weight.T + bias, split.labels))
+    return float(logreg.score(test.features @ weight.T + bias, test.labels))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--task", choices=["tweeteval", "genomic"], default=None)
+    parser.add_argument("--data-dir", default="", help="a folder in the task's layout")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2500)
-    parser.add_argument("--server-rows", type=int, default=1000)
+    parser.add_argument("--val-rows", type=int, default=500)
+    parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    table = {task: evaluate_dataset(task, args) for task in args.datasets}
-    columns = [
-        "majority",
-        "teacher",
-        "student",
-        "student_ce",
-        "student_pca",
-        "logreg",
-        "logreg_pca",
-    ]
-    print(f"{'dataset':<10} " + " ".join(f"{c:>14}" for c in columns))
-    for task, row in table.items():
-        print(f"{task:<10} " + " ".join(f"{row[c]:>14.3f}" for c in columns))
-    for task, row in table.items():
-        print(f"RESULT dataset={task} " + " ".join(f"{c}={row[c]:.3f}" for c in columns))
+    os.environ.setdefault("LLMQFL_CACHE_DIR", tempfile.mkdtemp(prefix="quality-cache-"))
+    if args.task:
+        datasets = {args.task: (args.task, Path(args.data_dir) if args.data_dir else None)}
+    else:
+        datasets = dict(DATASETS)
+    table = {}
+    for name, (task, folder) in datasets.items():
+        data_dir = str(Path(folder).resolve()) if folder else ""
+        per_seed = [one_seed(task, data_dir, seed, args) for seed in args.seeds]
+        table[name] = {
+            c: (
+                statistics.mean(f[c] for f in per_seed),
+                statistics.stdev(f[c] for f in per_seed) if len(per_seed) > 1 else 0.0,
+            )
+            for c in COLUMNS
+        }
+    print(f"\nmeans ± sd over seeds {args.seeds}, accuracy on the same test rows")
+    print("| dataset | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    for name, row in table.items():
+        cells = " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in row.values())
+        print(f"| {name} | {cells} |")
+    for name, row in table.items():
+        pairs = " ".join(f"{c}={m:.3f} {c}_sd={sd:.3f}" for c, (m, sd) in row.items())
+        print(f"RESULT dataset={name} seeds={len(args.seeds)} {pairs}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def main() -> None:
             "num-server-rounds": args.rounds,
             "min-nodes": args.clients,
             "max-train-rows": args.max_train_rows,
-            "server-eval-rows": 400,
+            "server-val-rows": 400,
+            "test-rows": 400,
         },
         federation_config={"num-supernodes": args.clients, "client-resources-num-cpus": 2},
     )

@@ -21,13 +21,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.node import ClientNode, TeacherView
 from config.logs import configure_logging
 from config.messages import (
+    BACKEND_KEY,
     CONFIG_KEY,
+    INFO_KEY,
     METRICS_KEY,
     STATS_KEY,
     STUDENT_KEY,
@@ -37,7 +39,6 @@ from config.messages import (
     TrainInstructions,
     TrainReport,
 )
-from config.run_config import RunConfig
 from llm.teacher import logit_metrics
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
@@ -47,7 +48,7 @@ app = ClientApp()
 
 def _node(context: Context) -> ClientNode:
     configure_logging()
-    return ClientNode(context, RunConfig.from_flat(context.run_config))
+    return ClientNode(context)
 
 
 def _arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -80,6 +81,11 @@ def _teacher(
 ) -> tuple[TeacherView, dict[str, np.ndarray] | None]:
     """This round's teacher, and the adapters to send back (teacher federation only)."""
     if not orders.teacher_round:
+        if node.config.teacher.federation == "fedavg" and node.teacher_version < 1:
+            raise RuntimeError(
+                "teacher-federation=fedavg: this node holds no federated teacher (its state "
+                "was lost); the server sends it the final average when it next trains"
+            )
         return node.teacher(), None
     records = msg.content.array_records
     received = _arrays(records[TEACHER_KEY]) if TEACHER_KEY in records else None
@@ -95,7 +101,11 @@ def train(msg: Message, context: Context) -> Message:
     train_rows, val_rows = node.splits
     train_features, val_features = node.features()
     teacher, adapters = _teacher(node, msg, orders)
-    student = node.student(train_features.shape[1], _arrays(msg.content.array_records[STUDENT_KEY]))
+    student = node.student(
+        train_features.shape[1],
+        _arrays(msg.content.array_records[STUDENT_KEY]),
+        orders.server_round,
+    )
     global_val_loss, global_val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
     fit = train_student(
@@ -118,6 +128,7 @@ def train(msg: Message, context: Context) -> Message:
         partition_id=node.partition_id,
         num_examples=len(train_rows),
         steps=int(fit["steps"]),
+        evaluations=int(fit["evaluations"]),
         student_val_loss=val_loss,
         student_val_accuracy=val_accuracy,
         global_val_loss=global_val_loss,
@@ -136,7 +147,11 @@ def train(msg: Message, context: Context) -> Message:
         cost=student.meter.totals(),
     )
     content = RecordDict(
-        {STUDENT_KEY: _record(student.get_arrays()), METRICS_KEY: report.to_record()}
+        {
+            STUDENT_KEY: _record(student.get_arrays()),
+            METRICS_KEY: report.to_record(),
+            INFO_KEY: ConfigRecord({BACKEND_KEY: student.executor.backend_name}),
+        }
     )
     if adapters is not None:
         content[TEACHER_KEY] = _record(adapters)
@@ -149,7 +164,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     node = _node(context)
     _, val_rows = node.splits
     _, val_features = node.features()
-    student = node.student(val_features.shape[1], _arrays(msg.content.array_records[STUDENT_KEY]))
+    records = msg.content.config_records
+    server_round = records[CONFIG_KEY].get("server-round", 0) if CONFIG_KEY in records else 0
+    student = node.student(
+        val_features.shape[1],
+        _arrays(msg.content.array_records[STUDENT_KEY]),
+        int(server_round),  # type: ignore[arg-type]
+    )
     loss, accuracy = evaluate_student(student, val_features, val_rows.labels)
     report = EvaluateReport(
         num_examples=len(val_rows),

@@ -15,26 +15,31 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 
-from config.node_config import NodeConfig
-from config.run_config import RunConfig
+from client_app.runtime import runtime
 from llm.cache import NodeCache, embeddings_key, teacher_key
-from llm.teacher import TeacherOutputs, finetune_teacher, pooled_embeddings
-from quantum.devices import make_executor
+from llm.teacher import (
+    TeacherOutputs,
+    build_teacher_model,
+    finetune_teacher,
+    load_trainable_arrays,
+    pooled_embeddings,
+)
 from quantum.executor import Executor
-from quantum.optimizers import resolve_optimizer
-from quantum.student import QuantumStudent, build_student, circuit_spec, device_spec
-from tasks.datasets import TextDataset, load_task
-from tasks.splits import client_datasets
+from quantum.student import QuantumStudent, build_student
+from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
 
 _FEATURES = "features"
 _TEACHER = "teacher"
 _TEACHER_METRICS = "teacher-metrics"
+_DEVICE = "device"
+_TEACHER_ARRAYS = "teacher-arrays"
 
 
 @dataclass(frozen=True)
@@ -50,61 +55,60 @@ class TeacherView:
 
 
 class ClientNode:
-    """A client's partition and caches, read from a Flower ``Context``."""
+    """One message's view of a node: its run-long runtime and its per-node state.
 
-    def __init__(self, context: Context, config: RunConfig) -> None:
-        self.config = config
-        self.state = context.state
-        self.node = NodeConfig.from_flat(context.node_config)
+    Parameters
+    ----------
+    context : Context
+        Flower's node context: the run and node configs, and ``state``, which
+        persists across the run's messages.
+    """
+
+    def __init__(self, context: Context) -> None:
+        self.runtime = runtime(context)
+        self.config = self.runtime.config
+        self.node = self.runtime.node
         self.partition_id = self.node.partition_id
+        self.state = context.state
         self.seconds: dict[str, float] = {}
         self.cache_hits = 0
-        # A node may run its student on its own device (e.g. one site on a QPU).
-        self.device = device_spec(config.student, self.node.device)
-        self.optimizer = resolve_optimizer(config.student.optimizer, self.device)
-        self.device.check_access()  # before any data is loaded or teacher trained
-        if self.node.device:
-            logger.info(
-                "node %d: device %s from its node config", self.partition_id, self.node.device
-            )
 
-    @functools.cached_property
+    @property
     def splits(self) -> tuple[TextDataset, TextDataset]:
         """(train, validation) rows of this client's partition."""
-        data = self.config.data
-        full = load_task(
-            data.task, "train", data.data_dir, kmer=data.kmer, kmer_stride=data.kmer_stride
-        )
-        return client_datasets(
-            full,
-            self.partition_id,
-            self.node.num_partitions,
-            scheme=data.partitioner,
-            alpha=data.dirichlet_alpha,
-            max_rows=data.max_train_rows,
-            val_fraction=data.val_fraction,
-            seed=self.config.federation.seed,
-        )
+        return self.runtime.splits
+
+    @property
+    def optimizer(self) -> str:
+        """The student optimizer on this node's device."""
+        return self.runtime.optimizer
 
     @functools.cached_property
     def cache(self) -> NodeCache | None:
         """This node's on-disk cache, unless ``teacher-cache`` is off."""
         return NodeCache(self.node.cache_dir) if self.config.teacher.cache else None
 
-    @functools.cached_property
+    @property
     def executor(self) -> Executor:
         """Runs this node's student circuits on its device and meters the cost."""
-        train, _ = self.splits
-        circuit = circuit_spec(self.config.student, train.num_classes)
-        return make_executor(self.device, circuit, seed=self.config.federation.seed)
+        if _DEVICE not in self.state.config_records:
+            self.state[_DEVICE] = ConfigRecord({})
+        return self.runtime.executor(self.state.config_records[_DEVICE])
 
-    def student(self, in_features: int, arrays: Mapping[str, np.ndarray]) -> QuantumStudent:
-        """A student holding ``arrays`` (the global student), metering afresh."""
+    def student(
+        self, in_features: int, arrays: Mapping[str, np.ndarray], server_round: int
+    ) -> QuantumStudent:
+        """A student holding ``arrays`` (the global student), metering afresh.
+
+        Shot-based sampling is seeded by (seed, round, partition, job).
+        """
+        executor = self.executor
         student = build_student(
-            self.config.student, in_features, self.executor, self.config.federation.seed
+            self.config.student, in_features, executor, self.config.federation.seed
         )
         student.set_arrays(arrays)
-        self.executor.reset_meter()
+        executor.reset_meter()
+        executor.reseed(server_round, self.partition_id)
         return student
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -139,6 +143,7 @@ class ClientNode:
         self.state[_TEACHER] = ArrayRecord(
             {"train": Array(out.train_logits), "val": Array(out.val_logits)}
         )
+        self.state[_TEACHER_ARRAYS] = ArrayRecord({k: Array(v) for k, v in out.arrays.items()})
         self.state[_TEACHER_METRICS] = MetricRecord(
             {
                 "val-loss": out.val_loss,
@@ -174,6 +179,20 @@ class ClientNode:
             self._remember_teacher(out)
         self.seconds["teacher"] = seconds
         return self._view(seconds)
+
+    def teacher_model(self) -> tuple[Any, Any]:
+        """(model, tokenizer) of this node's fine-tuned teacher, rebuilt from its state.
+
+        For scoring the teacher on other rows (``bench/quality.py``); call after
+        the node has trained its teacher.
+        """
+        train, _ = self.splits
+        model, tokenizer = build_teacher_model(
+            self.config.teacher, train.num_classes, self._teacher_seed()
+        )
+        record = self.state.array_records[_TEACHER_ARRAYS]
+        load_trainable_arrays(model, {k: a.numpy() for k, a in record.items()})
+        return model, tokenizer
 
     def federated_teacher(
         self, received: dict[str, np.ndarray] | None, teacher_round: int, final: bool

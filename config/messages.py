@@ -28,6 +28,9 @@ STUDENT_KEY = "arrays"
 STATS_KEY = "stats"
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
+#: A train reply's ConfigRecord of text facts: ``backend``, what ran its circuits.
+INFO_KEY = "node-info"
+BACKEND_KEY = "backend"
 
 #: Reply-metric key of each quantum cost figure (``quantum.metering.CostMeter`` field -> key).
 COST_METRICS = {
@@ -123,12 +126,15 @@ class TrainReport(_MetricReport):
     ``teacher_train_loss`` (the teacher on its train rows). ``global_*`` is the
     received global student before local training. Seconds are wall seconds of
     this message's work; ``cost`` holds the quantum cost figures of
-    :data:`COST_METRICS`.
+    :data:`COST_METRICS`. ``steps`` are the steps the client actually ran
+    (Adam steps, COBYLA evaluations, SPSA iterations) and ``evaluations`` the
+    objective evaluations they took.
     """
 
     partition_id: int = _metric("partition-id")
     num_examples: int = _metric("num-examples")
     steps: int = _metric("steps")
+    evaluations: int = _metric("evaluations", 0)
     student_val_loss: float = _metric("student-val-loss", math.nan)
     student_val_accuracy: float = _metric("student-val-accuracy", math.nan)
     global_val_loss: float = _metric("global-val-loss", math.nan)

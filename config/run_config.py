@@ -113,7 +113,16 @@ class DataConfig:
 
     task: str = _key("task", "tweeteval", "Task: tweeteval or genomic.")
     data_dir: str = _key(
-        "data-dir", "", "Local copy of the task's data; empty means the hub or package loader."
+        "data-dir",
+        "",
+        "Where the rows come from: '' = the task's default (genomic: the sequences shipped in "
+        "the package; tweeteval: the hub), 'hub' = the network loaders, or a local directory.",
+    )
+    tweeteval_task: str = _key(
+        "tweeteval-task",
+        "sentiment",
+        "tweeteval from the hub: the cardiffnlp/tweet_eval config (sentiment, emotion, hate, "
+        "irony, offensive, emoji, stance_*).",
     )
     partitioner: str = _key("partitioner", "iid", "Client partitioning: iid or dirichlet.")
     dirichlet_alpha: float = _key(
@@ -125,15 +134,26 @@ class DataConfig:
     val_fraction: float = _key(
         "val-fraction", 0.2, "Share of each client's partition kept for local validation."
     )
-    server_eval_rows: int = _key(
-        "server-eval-rows", 500, "Rows of the test split kept by the server (0 = all)."
+    server_val_rows: int = _key(
+        "server-val-rows",
+        500,
+        "Rows of the validation split the server steers and plots by (0 = all); without a "
+        "validation split, rows carved from train before partitioning (0 = 10%).",
+    )
+    test_rows: int = _key(
+        "test-rows", 0, "Rows of the test split, scored once at the end (0 = all)."
+    )
+    test_every_round: bool = _key(
+        "test-every-round",
+        False,
+        "Also score the test rows every round, for the plots only (no decision reads them).",
     )
     kmer: int = _key("kmer", 6, "Genomic task: k-mer length.")
     kmer_stride: int = _key("kmer-stride", 1, "Genomic task: step between k-mers.")
 
     def __post_init__(self) -> None:
         _positive(self, "dirichlet_alpha")
-        _at_least(self, 0, "max_train_rows", "server_eval_rows")
+        _at_least(self, 0, "max_train_rows", "server_val_rows", "test_rows")
         _at_least(self, 1, "kmer", "kmer_stride")
         check(0 < self.val_fraction < 1, "val-fraction", self.val_fraction, "must be in (0, 1)")
 

@@ -28,12 +28,18 @@ NODE_ID_BASE = 0xF0E1_D2C3_B4A5_9687  # > 2**63, as real node IDs often are
 _CLIENT_APP_ERROR = 2  # Flower's code for an exception raised by a ClientApp
 
 
+def node_id(partition: int, run_id: int) -> int:
+    """The node ID of partition ``partition`` in run ``run_id`` (above 2**63, as real ones)."""
+    return NODE_ID_BASE + 7919 * partition + 104729 * run_id
+
+
 class InProcessGrid(Grid):
     """A Grid whose ``num_nodes`` nodes run ``client_app`` in this process.
 
     Node ``i`` (partition ``i``) has node config ``{"partition-id": i,
     "num-partitions": num_nodes}`` and, like real nodes, a large unsigned
-    64-bit node ID (``NODE_ID_BASE + 7919 * i``).
+    64-bit node ID that changes from run to run (:func:`node_id`), as a
+    SuperNode's does when it restarts; only its partition stays.
     """
 
     def __init__(
@@ -47,9 +53,9 @@ class InProcessGrid(Grid):
         self.client_app = client_app
         self.run_id = run_id
         self.contexts = {
-            NODE_ID_BASE + 7919 * i: Context(
+            node_id(i, run_id): Context(
                 run_id=run_id,
-                node_id=NODE_ID_BASE + 7919 * i,
+                node_id=node_id(i, run_id),
                 node_config={"partition-id": i, "num-partitions": num_nodes},
                 state=RecordDict(),
                 run_config=dict(run_config),
@@ -125,7 +131,8 @@ def run_in_process(
 
     Passing the ``grid`` of an earlier call reuses its nodes and their state
     (cached embeddings and teachers), with the new ``run_config``; only
-    settings that leave the data and the teacher unchanged may differ.
+    settings that leave the data and the teacher unchanged may differ. With a
+    new ``run_id`` the nodes also get new node IDs, as restarted SuperNodes do.
     """
     if server_app is None:
         from server_app.app import app as default_server_app
@@ -140,8 +147,15 @@ def run_in_process(
             client_app, num_nodes, run_config, run_id=run_id, fail_nodes=fail_nodes
         )
     else:
-        for context in grid.contexts.values():
+        fail = {int(grid.contexts[n].node_config["partition-id"]) for n in grid.fail_nodes}
+        grid.contexts = {
+            node_id(int(c.node_config["partition-id"]), run_id): c for c in grid.contexts.values()
+        }
+        for new_id, context in grid.contexts.items():
             context.run_config = dict(run_config)
+            context.run_id, context.node_id = run_id, new_id
+        grid.fail_nodes = {node_id(p, run_id) for p in fail}
+        grid.run_id = run_id
     for context in grid.contexts.values():
         partition = int(context.node_config["partition-id"])
         context.node_config = {

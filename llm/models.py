@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from config.errors import ConfigError
@@ -55,33 +56,65 @@ def load_tokenizer(model: str) -> Any:
     return tokenizer
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a model's weights go and in which dtype, for ``from_pretrained``.
+
+    Attributes
+    ----------
+    device : str
+        ``"cuda:0"`` when an accelerator is present, else ``"cpu"``.
+    dtype : str
+        Weights and compute: ``"bfloat16"`` on CUDA for a 4-bit (QLoRA) base,
+        else ``"float32"`` (bf16 is about 19 times slower on a CPU).
+    """
+
+    device: str
+    dtype: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """``device_map`` and ``dtype`` for ``from_pretrained``."""
+        import torch
+
+        return {"device_map": {"": self.device}, "dtype": getattr(torch, self.dtype)}
+
+
+def placement(*, quantize_4bit: bool = False) -> Placement:
+    """The one decision of where teachers and encoders run: the GPU if there is one.
+
+    LoRA and QLoRA teachers and the frozen encoder all go on ``cuda:0`` when
+    ``torch.cuda.is_available()``, else on the CPU.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return Placement("cuda:0", "bfloat16" if quantize_4bit else "float32")
+    return Placement("cpu", "float32")
+
+
 def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False) -> Any:
-    """A fresh sequence-classification model (new, untrained head).
+    """A fresh sequence-classification model (new, untrained head) on :func:`placement`.
 
     fp32 weights, or with ``quantize_4bit`` the base in bitsandbytes 4-bit NF4
     with double quantisation (QLoRA). The new head stays in full precision:
     it is trained, and bitsandbytes 0.50 on CPU fails on a quantised fresh
-    head. Compute is bf16 on CUDA and fp32 on CPU (bf16 is ~19x slower there).
-    Decoders get ``pad_token_id`` so that they classify from the last non-pad
-    token.
+    head. Decoders get ``pad_token_id`` so that they classify from the last
+    non-pad token.
     """
     from transformers import AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = {"num_labels": num_labels}
+    where = placement(quantize_4bit=quantize_4bit)
+    kwargs: dict[str, Any] = {"num_labels": num_labels, **where.kwargs()}
     if quantize_4bit:
-        import torch
         from transformers import BitsAndBytesConfig
 
-        cuda = torch.cuda.is_available()
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
             llm_int8_skip_modules=list(HEAD_NAMES),
         )
-        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
-        kwargs["dtype"] = torch.bfloat16 if cuda else torch.float32
     classifier = _load(AutoModelForSequenceClassification, model, **kwargs)
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = classifier.config.eos_token_id
@@ -90,10 +123,10 @@ def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False)
 
 @functools.lru_cache(maxsize=2)
 def load_encoder(model: str) -> Any:
-    """The frozen base model used for student features (cached per process)."""
+    """The frozen base model used for student features, on :func:`placement` (per process)."""
     from transformers import AutoModel
 
-    encoder = _load(AutoModel, model)
+    encoder = _load(AutoModel, model, **placement().kwargs())
     encoder.eval()
     encoder.requires_grad_(False)
     return encoder

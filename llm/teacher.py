@@ -112,12 +112,14 @@ def pooled_embeddings(
         float32, shape (rows, hidden size): 384 for MiniLM.
     """
     encoder, tokenizer = load_encoder(model), load_tokenizer(model)
+    device = _device(encoder)
     out = []
     for _, enc in _batches(tokenizer, texts, max_length, batch_size):
+        enc = {key: value.to(device) for key, value in enc.items()}
         hidden = encoder(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
-    return torch.cat(out).float().numpy()
+        out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().cpu())
+    return torch.cat(out).numpy()
 
 
 def build_teacher_model(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple[Any, Any]:

@@ -13,6 +13,8 @@ name                   what runs the circuit
                        map, offline, through qiskit-ibm-runtime's local mode
 ``ibm:<backend>``      IBM Quantum hardware through qiskit-ibm-runtime
 ``ibm:least-busy``     the least busy operational IBM backend with enough qubits
+``classical``          no circuit: a classical network with the circuit's exact
+                       parameter count, a baseline for the quantum student
 =====================  =========================================================
 
 :func:`parse_device` is the one place a device name is read: it returns a
@@ -38,14 +40,21 @@ import pennylane as qml
 
 from config.errors import ConfigError
 from quantum.circuits import CircuitSpec
-from quantum.executor import Executor, PennyLaneExecutor
+from quantum.executor import ClassicalExecutor, Executor, PennyLaneExecutor
 
 logger = logging.getLogger(__name__)
 
 #: PennyLane devices and the differentiation method each one uses.
 STATEVECTOR = {"default.qubit": "backprop", "lightning.qubit": "adjoint"}
 #: Device names, for messages and the README.
-DEVICE_NAMES = ("default.qubit", "lightning.qubit", "qiskit.aer", "fake:<Name>", "ibm:<backend>")
+DEVICE_NAMES = (
+    "default.qubit",
+    "lightning.qubit",
+    "qiskit.aer",
+    "fake:<Name>",
+    "ibm:<backend>",
+    "classical",
+)
 IBM_VARIABLES = ("QISKIT_IBM_TOKEN", "QISKIT_IBM_INSTANCE", "QISKIT_IBM_CHANNEL")
 _SAVED_ACCOUNT = Path.home() / ".qiskit" / "qiskit-ibm.json"
 
@@ -58,8 +67,8 @@ class DeviceSpec:
     ----------
     name : str
         As given.
-    family : {"pennylane", "qiskit"}
-        Who runs the circuit.
+    family : {"pennylane", "qiskit", "classical"}
+        Who runs the circuit (``classical``: no circuit, a same-size baseline).
     diff_method : str or None
         PennyLane's differentiation method; None for Qiskit backends, which
         train with gradient-free optimizers.
@@ -92,6 +101,12 @@ class DeviceSpec:
         """True for ``ibm:`` devices (jobs cost QPU time)."""
         return self.name.startswith("ibm:")
 
+    @property
+    def exact(self) -> DeviceSpec:
+        """Where the server evaluates this device's student exactly: ``default.qubit``
+        (no shots, no QPU), or the classical baseline itself."""
+        return self if self.family == "classical" else parse_device("default.qubit")
+
     def check_access(self) -> None:
         """Fail fast, in one line, when an ``ibm:`` device has no credentials (else nothing)."""
         if self.is_hardware:
@@ -115,6 +130,8 @@ def parse_device(
         family, diff_method, backend = "pennylane", STATEVECTOR[name], ""
     elif name == "qiskit.aer":
         family, diff_method, backend = "qiskit", None, "aer"
+    elif name == "classical":
+        family, diff_method, backend = "classical", "backprop", ""
     elif prefix in ("fake", "ibm") and rest:
         if prefix == "fake":
             fake_backend_class(rest, key="device")
@@ -136,6 +153,8 @@ def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> E
         A readout the device cannot differentiate, too few qubits, or missing or
         refused IBM credentials (one line).
     """
+    if spec.family == "classical":
+        return ClassicalExecutor(circuit)
     if spec.family == "pennylane":
         if circuit.readout == "probs" and spec.diff_method == "adjoint":
             raise ConfigError(
@@ -148,7 +167,14 @@ def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> E
     from quantum.sampler import SamplerExecutor
 
     backend = make_qiskit_backend(spec, circuit.n_qubits, seed=seed)
-    return SamplerExecutor(circuit, backend, shots=spec.shots, batched=spec.batched, seed=seed)
+    return SamplerExecutor(
+        circuit,
+        backend,
+        shots=spec.shots,
+        batched=spec.batched,
+        seed=seed,
+        simulator=not spec.is_hardware,
+    )
 
 
 def fake_backend_class(name: str, *, key: str) -> type:

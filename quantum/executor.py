@@ -63,6 +63,14 @@ class Executor:
         self.meter.wall_seconds += time.perf_counter() - started
         return out
 
+    @property
+    def backend_name(self) -> str:
+        """What ran the circuits: the device, or the backend's own name."""
+        return type(self).__name__
+
+    def reseed(self, *parts: int) -> None:  # noqa: B027 - only shot-based executors sample
+        """Derive the coming jobs' sampling seeds from ``parts`` (e.g. round, partition)."""
+
     def reset_meter(self) -> CostMeter:
         """Start a new meter (e.g. for one message's work) and return it."""
         self.meter = CostMeter()
@@ -77,9 +85,51 @@ class PennyLaneExecutor(Executor):
 
     def __init__(self, circuit: CircuitSpec, device: Any, diff_method: str) -> None:
         super().__init__(circuit)
+        self.device_name = str(device.name)
         self.qnode = build_qnode(circuit, device, diff_method)
+
+    @property
+    def backend_name(self) -> str:
+        return self.device_name
 
     def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = self.qnode(angles, weights)
         stacked = out if isinstance(out, torch.Tensor) else torch.stack(list(out), dim=-1)
         return stacked.to(torch.float64)
+
+
+class ClassicalExecutor(Executor):
+    """A classical network in the circuit's place, with exactly its parameters (a baseline).
+
+    For the default VQC (``strong`` layers, weights of shape ``(L, n, 3)``) it
+    computes, from ``h = cos(angles)`` (what ``<Z>`` sees of an ``RY(angle)``
+    embedding), ``L`` layers ``h_q <- tanh(a_q h_q + b_q h_(q-r) + c_q)`` with
+    ``(a, b, c) = weights[l, q]`` and the CNOT ring's range ``r = l mod (n-1) + 1``,
+    and reads ``h`` on the readout wires in place of ``<Z>`` (values in [-1, 1]).
+    The student around it (projection, angle map, readout scale and bias,
+    distillation, federation) is unchanged, so a run with ``device='classical'``
+    compares the quantum circuit with a classical function of the same size on
+    the same features.
+    """
+
+    def __init__(self, circuit: CircuitSpec) -> None:
+        from config.errors import ConfigError
+
+        if circuit.model != "vqc" or circuit.ansatz != "strong" or circuit.readout != "expval":
+            raise ConfigError(
+                "device='classical': the classical baseline mirrors circuit='vqc' "
+                "ansatz='strong' readout='expval'; use those settings"
+            )
+        super().__init__(circuit)
+
+    @property
+    def backend_name(self) -> str:
+        return "classical"
+
+    def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        h = torch.cos(angles)
+        n = self.circuit.n_qubits
+        for layer, w in enumerate(weights.reshape(self.circuit.weight_shape)):
+            shift = layer % (n - 1) + 1 if n > 1 else 0
+            h = torch.tanh(w[:, 0] * h + w[:, 1] * torch.roll(h, shift, dims=-1) + w[:, 2])
+        return h[..., list(self.circuit.readout_wires)]

@@ -41,7 +41,13 @@ class SamplerExecutor(Executor):
     batched : bool
         One job per call (True) or one job per row (False).
     seed : int
-        Seeds the transpiler's layout and routing.
+        Seeds the transpiler's layout and routing, and (with ``simulator``)
+        the sampling: every job gets its own seed, derived from
+        ``(seed, round, partition, job number)`` (see :meth:`reseed`), so shot
+        noise varies from job to job and round to round, and a rerun repeats it.
+    simulator : bool
+        True for Aer and the fake IBM backends (seeded sampling); False on
+        hardware, where no seed applies.
     """
 
     differentiable = False
@@ -54,6 +60,7 @@ class SamplerExecutor(Executor):
         shots: int,
         batched: bool = True,
         seed: int = 0,
+        simulator: bool = True,
     ) -> None:
         from qiskit.transpiler import generate_preset_pass_manager
         from qiskit_ibm_runtime import SamplerV2
@@ -63,6 +70,9 @@ class SamplerExecutor(Executor):
         self.backend = backend
         self.shots = shots
         self.batched = batched
+        self.simulator = simulator
+        self._seed_parts: tuple[int, ...] = (seed,)
+        self._jobs_submitted = 0
         circuit, x, w = qiskit_circuit(spec)
         started = time.perf_counter()
         manager = generate_preset_pass_manager(
@@ -88,6 +98,27 @@ class SamplerExecutor(Executor):
             len(self._columns),
         )
 
+    @property
+    def backend_name(self) -> str:
+        """The backend's own name (the IBM device ``least-busy`` resolved to, say)."""
+        return str(getattr(self.backend, "name", type(self.backend).__name__))
+
+    def reseed(self, *parts: int) -> None:
+        """Seed the coming jobs from ``(seed, *parts, job number)``, e.g. (round, partition)."""
+        self._seed_parts = (self._seed_parts[0], *parts)
+        self._jobs_submitted = 0
+
+    def job_seed(self) -> int:
+        """The simulator seed of the next job: in [1, 2**31), never 0 (local mode drops 0)."""
+        sequence = np.random.SeedSequence([*self._seed_parts, self._jobs_submitted])
+        return int(sequence.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1)) + 1
+
+    def _run(self, pubs: list[Any]) -> Any:
+        if self.simulator:
+            self._sampler.options.simulator.seed_simulator = self.job_seed()
+        self._jobs_submitted += 1
+        return self._sampler.run(pubs)
+
     def parameter_values(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(batch, parameters) values in the transpiled circuit's parameter order."""
         angles = np.atleast_2d(np.asarray(angles, dtype=np.float64))
@@ -100,9 +131,9 @@ class SamplerExecutor(Executor):
         started = time.perf_counter()
         values = self.parameter_values(angles, weights)
         if self.batched:
-            jobs = [self._sampler.run([(self.transpiled, values)])]
+            jobs = [self._run([(self.transpiled, values)])]
         else:
-            jobs = [self._sampler.run([(self.transpiled, row)]) for row in values]
+            jobs = [self._run([(self.transpiled, row)]) for row in values]
         outcomes = np.concatenate(
             [self._outcomes(job).reshape(-1, self.shots) for job in jobs], axis=0
         )

@@ -252,6 +252,11 @@ def circuit_spec(student: StudentConfig, n_classes: int) -> CircuitSpec:
     )
 
 
+def gradient_free_parameters(circuit: CircuitSpec) -> int:
+    """What COBYLA and SPSA tune: the circuit's weights and the expval readout's scale and bias."""
+    return circuit.n_weights + (2 * circuit.n_classes if circuit.readout == "expval" else 0)
+
+
 def device_spec(student: StudentConfig, name: str = "") -> DeviceSpec:
     """The run's device (or a node's own ``name``) with the run's shot and job settings."""
     return parse_device(

@@ -15,7 +15,7 @@ from server_app.federation import run_rounds
 from server_app.preflight import preflight
 from server_app.results import ResultsWriter
 from server_app.round_record import summary_record
-from server_app.setup import set_up
+from server_app.setup import evaluate_global, set_up
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +43,29 @@ def main(grid: Grid, context: Context) -> None:
     writer.write_json(
         "strategy.json", {"class": type(fed.strategy).__name__, **fed.strategy.state()}
     )
+    test = evaluate_global(fed.student, fed.arrays, fed.data.test)  # the one read of the test rows
     summary = summary_record(
         writer.rounds,
         strategy=type(fed.strategy).__name__,
         stop_reason=stop_reason,
         rounds_run=rounds_run,
-        initial=fed.initial,
-        majority_rate=fed.split.majority_rate,
-        server_rows=len(fed.split.labels),
+        val_split={"rows": len(fed.data.val.labels), "majority-rate": fed.data.val.majority_rate},
+        test={
+            **test,
+            "rows": len(fed.data.test.labels),
+            "majority-rate": fed.data.test.majority_rate,
+        },
         total_seconds=time.perf_counter() - fed.started,
         server_embed_seconds=fed.server_embed_seconds,
     )
     writer.write_summary(summary)
     logger.info(
-        "run %s: %d rounds (%s), global acc %.3f -> %.3f, loss %.4f -> %.4f",
+        "run %s: %d rounds (%s); validation acc %.3f -> %.3f; test acc %.3f (majority %.3f)",
         summary["status"],
         summary["rounds"],
         summary["stop-reason"],
-        summary["initial-global"]["accuracy"],
-        summary["final-global"]["accuracy"],
-        summary["initial-global"]["loss"],
-        summary["final-global"]["loss"],
+        summary["initial-val"]["accuracy"],
+        summary["final-val"]["accuracy"],
+        summary["final-test"]["accuracy"],
+        summary["test-majority-rate"],
     )

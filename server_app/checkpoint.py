@@ -102,22 +102,31 @@ def checkpoint_folder(path: str) -> Path:
     return folder
 
 
-# Settings that decide the data, the partitions, the teachers and the student's
-# shape: a resumed run must keep them, or it would continue a different run.
+# Settings that decide the data and its roles, the partitions, the teachers, the
+# student's shape, and what the strategy learned and how it reads it: a resumed
+# run must keep them, or it would continue a different run on corrupted state.
 SAME_ON_RESUME = (
+    # data and partitions
     "task",
     "data-dir",
+    "tweeteval-task",
     "partitioner",
     "dirichlet-alpha",
     "max-train-rows",
     "val-fraction",
-    "server-eval-rows",
+    "server-val-rows",
     "kmer",
     "kmer-stride",
+    # teachers (their adapters are federated state with teacher-federation=fedavg)
     "model",
     "max-length",
     "lora-r",
     "lora-alpha",
+    "lora-target-modules",
+    "peft-method",
+    "teacher-federation",
+    "teacher-fedavg-rounds",
+    # the student's arrays
     "n-qubits",
     "n-layers",
     "readout",
@@ -125,7 +134,12 @@ SAME_ON_RESUME = (
     "embedding",
     "ansatz",
     "projection",
+    # the strategy's learned state
     "strategy",
+    "steps-policy",
+    "bandit-arms",
+    "selection",
+    "termination",
     "seed",
 )
 
@@ -208,7 +222,14 @@ def resume(
         raise ConfigError(
             f"resume-from={path!r}: {err}; use the circuit settings of the checkpointed run"
         ) from None
-    strategy.load_state(checkpoint.strategy_state)
+    try:
+        strategy.load_state(checkpoint.strategy_state)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"resume-from={path!r}: the checkpointed strategy state does not fit "
+            f"{type(strategy).__name__} ({type(err).__name__}: {err}); resume with the "
+            "strategy settings of that run"
+        ) from None
     restore_rng(checkpoint.rng)
     for record in checkpoint.rounds:
         writer.write_round(record)

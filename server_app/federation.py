@@ -1,9 +1,11 @@
 """The round loop (see DESIGN.md, "One round, as data").
 
-Each round: the strategy configures one message per selected node, the
-replies are aggregated (example-weighted FedAvg, or FedNova), the global
-student is evaluated on the server split, the round is written and
-checkpointed, and the strategy may stop the run.
+Each round: nodes the strategy does not know yet are asked their partition,
+the strategy configures one message per selected client, the replies are
+aggregated (example-weighted FedAvg, or FedNova), the global student is
+evaluated on the server's validation split (and, with ``test-every-round``,
+on the test rows for the plots), the round is written and checkpointed, and
+the strategy may stop the run, reading validation figures only.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import numpy as np
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from config.messages import TRAIN_KEYS
+from config.messages import BACKEND_KEY, INFO_KEY, TRAIN_KEYS
 from server_app.checkpoint import TEACHER_PREFIX, save_checkpoint
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
-from server_app.setup import Federation, array_bytes, evaluate_global
+from server_app.setup import Federation, array_bytes, evaluate_global, identify_nodes
 from server_app.teacher_federation import record_bytes
 from strategies.student_fedavg import reply_node
 
@@ -32,7 +34,7 @@ def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str,
     num_rounds = fed.config.federation.num_rounds
     rounds_run = fed.first_round - 1
     for server_round in range(fed.first_round, num_rounds + 1):
-        record = round_record(run_round(grid, fed, server_round), fed.partitions)
+        record = round_record(run_round(grid, fed, server_round))
         writer.write_round(record)
         _checkpoint(fed, writer, server_round)
         rounds_run = server_round
@@ -48,12 +50,15 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     """Configure, send, aggregate and evaluate one round; the global student moves in ``fed``."""
     strategy, teachers, timeout = fed.strategy, fed.teachers, fed.config.federation.round_timeout
     started = time.perf_counter()
+    unidentified = identify_nodes(grid, strategy, timeout)
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
     if teachers is not None:
-        teachers.attach(server_round, messages)
+        teachers.attach(server_round, messages, strategy.partitions)
     replies = list(grid.send_and_receive(messages, timeout=timeout))
-    teacher_bytes = teachers.collect(server_round, replies, messages) if teachers else 0
-    silent = silent_nodes(messages, replies)
+    teacher_bytes = (
+        teachers.collect(server_round, replies, messages, strategy.partitions) if teachers else 0
+    )
+    silent = silent_nodes(messages, replies, strategy.partitions)
     if silent:
         logger.warning(
             "round %d: %d of %d nodes did not reply within round-timeout=%s: partitions %s",
@@ -61,7 +66,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
             len(silent),
             len(messages),
             timeout,
-            [fed.partitions.get(f["node-id"]) for f in silent],
+            [f["partition-id"] for f in silent],
         )
     train_done = time.perf_counter()
     new_arrays, _ = strategy.aggregate_train(server_round, replies)
@@ -77,17 +82,25 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
             fed.config.federation.min_train_nodes,
         )
     aggregate_done = time.perf_counter()
-    global_metrics = evaluate_global(fed.student, fed.arrays, fed.split)
-    strategy.observe_global(server_round, global_metrics)
+    val = evaluate_global(fed.student, fed.arrays, fed.data.val)
+    strategy.observe_val(server_round, val)
+    test = (
+        evaluate_global(fed.student, fed.arrays, fed.data.test)
+        if fed.config.data.test_every_round
+        else None
+    )
     done = time.perf_counter()
     return RoundOutcome(
         server_round=server_round,
         plan=strategy.last_plan,
         selection_reason=strategy.last_selection_reason,
         reports=strategy.last_reports,
-        failures=[*strategy.last_failures, *silent],
+        failures=[*unidentified, *strategy.last_failures, *silent],
+        backends=backends(replies, strategy.partitions),
         applied=applied,
-        global_metrics=global_metrics,
+        val=val,
+        test=test,
+        step_mismatches=strategy.last_step_mismatches,
         seconds={
             "total": done - started,
             "train": train_done - started,
@@ -103,11 +116,28 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     )
 
 
-def silent_nodes(messages: list[Message], replies: list[Message]) -> list[dict[str, Any]]:
+def backends(replies: list[Message], partitions: dict[int, int]) -> dict[int, str]:
+    """Partition -> the backend its reply says ran its circuits."""
+    found = {}
+    for reply in replies:
+        if not reply.has_error() and INFO_KEY in reply.content.config_records:
+            info = reply.content.config_records[INFO_KEY]
+            found[partitions.get(int(reply.metadata.src_node_id), -1)] = str(info[BACKEND_KEY])
+    return found
+
+
+def silent_nodes(
+    messages: list[Message], replies: list[Message], partitions: dict[int, int]
+) -> list[dict[str, Any]]:
     """A failure record for each node that was sent work and never replied."""
     answered = {reply_node(r, messages) for r in replies}
     return [
-        {"node-id": node, "code": None, "reason": "no reply within round-timeout"}
+        {
+            "node-id": node,
+            "partition-id": partitions.get(node),
+            "code": None,
+            "reason": "no reply within round-timeout",
+        }
         for node in (int(m.metadata.dst_node_id) for m in messages)
         if node not in answered
     ]
@@ -136,14 +166,14 @@ def _mean(rows: list[dict[str, Any]], field: str) -> float:
 def _log_round(record: dict[str, Any], num_rounds: int) -> None:
     clients = record["clients"]
     logger.info(
-        "round %d/%d: %d/%d clients replied, global acc %.3f loss %.4f, "
+        "round %d/%d: %d/%d clients replied, validation acc %.3f loss %.4f, "
         "client student val loss %.4f vs teacher %.4f, %.1f s",
         record["round"],
         num_rounds,
         len(clients),
         len(record["participants"]),
-        record["global"]["accuracy"],
-        record["global"]["loss"],
+        record["val"]["accuracy"],
+        record["val"]["loss"],
         _mean(clients, "student_val_loss"),
         _mean(clients, "teacher_val_loss"),
         record["seconds"],

@@ -12,28 +12,33 @@ from __future__ import annotations
 
 from config.run_config import RunConfig, check_choice
 from llm.presets import check_model
-from quantum.optimizers import resolve_optimizer
-from quantum.student import circuit_spec, device_spec
+from quantum.optimizers import check_cobyla_budget, resolve_optimizer
+from quantum.student import circuit_spec, device_spec, gradient_free_parameters
 from server_app.checkpoint import check_resume
 from strategies.registry import check_strategy
-from tasks.datasets import NUM_CLASSES, TASKS, validate_data_dir
+from tasks.datasets import DataSource
 from tasks.partition import SCHEMES
 
 
 def preflight(config: RunConfig) -> None:
     """Raise :class:`config.ConfigError` (one line) on the first setting that cannot work.
 
-    Reads the data directory's files (fast; no model is loaded, no node is asked).
+    Reads the data's files and class count (fast; no model is loaded, no node is
+    asked; a hub source is asked for its class count).
     """
     fed, data, teacher, student = config.federation, config.data, config.teacher, config.student
     if fed.resume_from:
         check_resume(fed.resume_from, fed.num_rounds, config.to_flat())
-    check_choice("task", data.task, TASKS)
+    source = DataSource.from_config(data)  # checks task and tweeteval-task
     check_choice("partitioner", data.partitioner, SCHEMES)
-    if data.data_dir:
-        validate_data_dir(data.task, data.data_dir)
+    if source.local:
+        source.validate()
     check_model(teacher.model)
     device = device_spec(student)
-    circuit_spec(student, NUM_CLASSES[data.task])
-    resolve_optimizer(student.optimizer, device)
+    circuit = circuit_spec(student, source.num_classes)
+    if resolve_optimizer(student.optimizer, device) == "cobyla":
+        tuned = gradient_free_parameters(circuit)
+        check_cobyla_budget(student.local_steps, tuned)
+        if fed.strategy in ("llm-guided", "llmqfl-reference"):
+            check_cobyla_budget(config.policy.min_steps, tuned, key="min-steps")
     check_strategy(config)

@@ -8,8 +8,10 @@ A run writes to ``<results-dir>/<run-name>/``:
 - ``summary.json``: written at the end;
 - ``student.npz``: the final global student's arrays;
 - ``strategy.json``: the strategy's learned state at the end (``state()``);
-- ``accuracy.png`` and ``loss.png``: the global student per round, with the
-  mean client student and teacher validation figures beside it;
+- ``accuracy.png`` and ``loss.png``: the global student per round on the
+  server's validation split (and on the test rows, when ``test-every-round``
+  scored them, labelled as such), with the mean client student and teacher
+  local-validation figures beside it;
 - ``budgets.png``: each client's step budget per round (a heatmap; blank
   where the client was not selected), and ``participation.png``: which
   clients trained in which round, and which failed.
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from config.messages import TRAIN_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +105,19 @@ def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(
             x,
-            [r["global"][metric] for r in rounds],
+            [r["val"][metric] for r in rounds],
             marker="o",
-            label="global student (server split)",
+            label="global student (server validation split)",
         )
+        if all("test" in r for r in rounds):
+            ax.plot(
+                x,
+                [r["test"][metric] for r in rounds],
+                marker="x",
+                label="global student (test rows; read by no decision)",
+            )
         for who in ("student", "teacher"):
-            key = f"{who}-val-{metric}"
+            key = TRAIN_KEYS[f"{who}_val_{metric}"]
             ax.plot(
                 x,
                 [_client_mean(r, key) for r in rounds],

@@ -23,16 +23,23 @@ class RoundOutcome:
     ----------
     server_round : int
     plan : dict
-        Node ID -> ``{"steps": budget, "reason": why}`` for each selected node.
+        Partition -> ``{"steps": budget, "reason": why}`` for each selected client.
     selection_reason : str
     reports : dict
-        Node ID -> its train reply.
+        Partition -> its train reply.
     failures : list of dict
-        ``{"node-id", "code", "reason"}`` per failed or silent node.
+        ``{"node-id", "partition-id", "code", "reason"}`` per failed or silent node.
     applied : bool
         Whether the aggregate replaced the global student.
-    global_metrics : dict
-        The global student's ``loss`` (nats) and ``accuracy`` on the server split.
+    val : dict
+        The global student's ``loss`` (nats) and ``accuracy`` on the server's
+        validation split.
+    test : dict or None
+        The same on the test rows, with ``test-every-round`` (plots only).
+    step_mismatches : list of dict
+        ``{"partition-id", "planned", "ran"}`` per client that ran other steps than planned.
+    backends : dict
+        Partition -> what ran its circuits (a device, or a backend's own name).
     seconds : dict
         ``total``, ``train``, ``aggregate`` and ``evaluate`` wall seconds.
     bytes : dict
@@ -45,15 +52,17 @@ class RoundOutcome:
     reports: Mapping[int, TrainReport]
     failures: Sequence[Mapping[str, Any]]
     applied: bool
-    global_metrics: Mapping[str, float]
+    val: Mapping[str, float]
     seconds: Mapping[str, float]
     bytes: Mapping[str, int] = field(default_factory=dict)
+    test: Mapping[str, float] | None = None
+    step_mismatches: Sequence[Mapping[str, int]] = ()
+    backends: Mapping[int, str] = field(default_factory=dict)
 
 
 def initial_record(
-    global_metrics: Mapping[str, float],
+    val: Mapping[str, float],
     clients: Sequence[Mapping[str, Any]],
-    partitions: Mapping[int, int],
     *,
     seconds: float,
     server_embed_seconds: float,
@@ -61,11 +70,12 @@ def initial_record(
     bytes_received: int,
 ) -> dict[str, Any]:
     """Round 0: the initial global student and each node's statistics reply."""
+    ordered = sorted(clients, key=lambda c: int(c["partition-id"]))
     return {
         "round": 0,
-        "global": dict(global_metrics),
-        "clients": sorted(clients, key=lambda c: c["partition-id"]),
-        "participants": sorted(partitions.values()),
+        "val": dict(val),
+        "clients": ordered,
+        "participants": [int(c["partition-id"]) for c in ordered],
         "failures": [],
         "seconds": seconds,
         "server-embed-seconds": server_embed_seconds,
@@ -75,35 +85,28 @@ def initial_record(
     }
 
 
-def round_record(outcome: RoundOutcome, partitions: Mapping[int, int]) -> dict[str, Any]:
-    """A trained round's line of ``rounds.jsonl`` (nodes named by their partition)."""
-
-    def part(node: int) -> int:
-        return partitions.get(node, node)
-
-    clients: list[dict[str, Any]] = sorted(
-        (
-            {
-                "node-id": node,
-                **report.to_dict(),
-                "partition-id": partitions.get(node, report.partition_id),
-                "budget-reason": outcome.plan.get(node, {}).get("reason"),
-            }
-            for node, report in outcome.reports.items()
-        ),
-        key=lambda c: int(c["partition-id"]),
-    )
-    return {
+def round_record(outcome: RoundOutcome) -> dict[str, Any]:
+    """A trained round's line of ``rounds.jsonl`` (clients named by their partition)."""
+    clients = [
+        {
+            **report.to_dict(),
+            "partition-id": partition,
+            "budget-reason": _reason(outcome, partition),
+        }
+        for partition, report in sorted(outcome.reports.items())
+    ]
+    record = {
         "round": outcome.server_round,
-        "participants": sorted(part(n) for n in outcome.plan),
+        "participants": sorted(outcome.plan),
         "selection-reason": outcome.selection_reason,
-        "budgets": {str(part(n)): p["steps"] for n, p in outcome.plan.items()},
-        "budget-reasons": {str(part(n)): p["reason"] for n, p in outcome.plan.items()},
+        "budgets": {str(p): plan["steps"] for p, plan in sorted(outcome.plan.items())},
+        "budget-reasons": {str(p): plan["reason"] for p, plan in sorted(outcome.plan.items())},
         "clients": clients,
         "quantum-cost": sum_costs(clients),
-        "failures": [{**f, "partition-id": partitions.get(f["node-id"])} for f in outcome.failures],
+        "failures": [dict(f) for f in outcome.failures],
+        "step-mismatches": [dict(m) for m in outcome.step_mismatches],
         "update-applied": outcome.applied,
-        "global": dict(outcome.global_metrics),
+        "val": dict(outcome.val),
         "seconds": outcome.seconds["total"],
         "train-seconds": outcome.seconds["train"],
         "aggregate-seconds": outcome.seconds["aggregate"],
@@ -113,6 +116,13 @@ def round_record(outcome: RoundOutcome, partitions: Mapping[int, int]) -> dict[s
         "teacher-bytes-sent": outcome.bytes.get("teacher-sent", 0),
         "teacher-bytes-received": outcome.bytes.get("teacher-received", 0),
     }
+    if outcome.test is not None:
+        record["test"] = dict(outcome.test)
+    return record
+
+
+def _reason(outcome: RoundOutcome, partition: int) -> Any:
+    return outcome.plan.get(partition, {}).get("reason")
 
 
 def summary_record(
@@ -121,23 +131,30 @@ def summary_record(
     strategy: str,
     stop_reason: str,
     rounds_run: int,
-    initial: Mapping[str, float],
-    majority_rate: float,
-    server_rows: int,
+    val_split: Mapping[str, Any],
+    test: Mapping[str, Any],
     total_seconds: float,
     server_embed_seconds: float,
 ) -> dict[str, Any]:
-    """``summary.json``: the run's outcome and its totals over ``rounds``."""
+    """``summary.json``: the run's outcome and its totals over ``rounds``.
+
+    ``val_split`` and ``test`` give ``rows`` and ``majority-rate`` of the two
+    server splits; ``test`` also the final student's ``loss`` and ``accuracy``
+    on the test rows, scored once, after the last round.
+    """
     clients = [c for r in rounds for c in r["clients"]]
     return {
         "status": "completed",
         "strategy": strategy,
         "rounds": rounds_run,
         "stop-reason": stop_reason,
-        "initial-global": dict(initial),
-        "final-global": rounds[-1]["global"],
-        "server-majority-rate": majority_rate,
-        "server-rows": server_rows,
+        "initial-val": rounds[0]["val"],
+        "final-val": rounds[-1]["val"],
+        "final-test": {"loss": test["loss"], "accuracy": test["accuracy"]},
+        "val-majority-rate": val_split["majority-rate"],
+        "test-majority-rate": test["majority-rate"],
+        "val-rows": val_split["rows"],
+        "test-rows": test["rows"],
         "total-seconds": total_seconds,
         "server-embed-seconds": server_embed_seconds,
         "total-client-steps": sum(c.get(TRAIN_KEYS["steps"], 0) for c in clients),

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -24,33 +25,60 @@ from config.errors import ConfigError
 from config.messages import CONFIG_KEY, METRICS_KEY, STATS_KEY, TEACHER_KEY, StatsReport
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
-from quantum.devices import make_executor, parse_device
+from quantum.devices import make_executor
 from quantum.distill import evaluate_student
 from quantum.projection import MomentStats, pca_projection
-from quantum.student import QuantumStudent, build_student, circuit_spec
+from quantum.student import QuantumStudent, build_student, circuit_spec, device_spec
 from server_app.checkpoint import resume
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
 from server_app.teacher_federation import TeacherFederation
 from strategies.registry import build_strategy
-from strategies.student_fedavg import StudentFedAvg
-from tasks.datasets import load_task
-from tasks.splits import server_dataset
+from strategies.student_fedavg import StudentFedAvg, reply_node
+from tasks.datasets import DataSource, TextDataset
+from tasks.splits import server_datasets
 
 logger = logging.getLogger(__name__)
-
-#: The server evaluates the global student exactly, never on shots or a QPU.
-EXACT_DEVICE = "default.qubit"
 
 
 @dataclass
 class ServerSplit:
-    """The server's held-out rows as student features."""
+    """Server rows as student features: the validation split, or the test split."""
 
+    name: str  # "val" or "test"
     features: np.ndarray
     labels: np.ndarray
     num_classes: int
     majority_rate: float
+
+
+class ServerData:
+    """The server's two roles of rows (see ``tasks.splits``), embedded by the frozen base.
+
+    :attr:`val` steers every decision and every per-round curve; :attr:`test`
+    is embedded only when first scored (at the end, or each round with
+    ``test-every-round``) and is read by no policy.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        source = DataSource.from_config(config.data)
+        val_rows, self._test_rows = server_datasets(source, config.data, config.federation.seed)
+        self.val = embed_split(config, val_rows, "val")
+
+    @functools.cached_property
+    def test(self) -> ServerSplit:
+        """The test rows (embedded on first use)."""
+        return embed_split(self.config, self._test_rows, "test")
+
+
+def embed_split(config: RunConfig, rows: TextDataset, name: str) -> ServerSplit:
+    """``rows`` as student features: the frozen base model's pooled embeddings."""
+    teacher = config.teacher
+    features = pooled_embeddings(
+        teacher.model, rows.texts, teacher.max_length, teacher.embed_batch_size
+    )
+    return ServerSplit(name, features, rows.labels, rows.num_classes, rows.majority_rate())
 
 
 @dataclass
@@ -69,27 +97,15 @@ class Federation:
     """What the round loop works on, set up once before round 1."""
 
     config: RunConfig
-    split: ServerSplit
+    data: ServerData
     student: QuantumStudent
     arrays: ArrayRecord  # the global student
     strategy: StudentFedAvg
     teachers: TeacherFederation | None
-    partitions: dict[int, int]  # node ID -> partition ID
-    initial: dict[str, float]  # the initial global figures
+    initial: dict[str, float]  # the initial global student on the validation split
     first_round: int
     started: float  # time.perf_counter() at the start of set-up
     server_embed_seconds: float
-
-
-def load_server_split(config: RunConfig) -> ServerSplit:
-    """Embed the held-out rows (the task's test split, capped at server-eval-rows)."""
-    data, teacher = config.data, config.teacher
-    test = load_task(data.task, "test", data.data_dir, kmer=data.kmer, kmer_stride=data.kmer_stride)
-    held_out = server_dataset(test, data.server_eval_rows, config.federation.seed)
-    features = pooled_embeddings(
-        teacher.model, held_out.texts, teacher.max_length, teacher.embed_batch_size
-    )
-    return ServerSplit(features, held_out.labels, held_out.num_classes, held_out.majority_rate())
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
@@ -115,13 +131,7 @@ def fit_projection(
     The projection whitens: ``weight @ x + bias`` has zero mean and unit
     variance per component over all clients' train rows.
     """
-    messages = [
-        Message(
-            RecordDict({CONFIG_KEY: ConfigRecord({})}), dst_node_id=n, message_type="query.stats"
-        )
-        for n in node_ids
-    ]
-    answers = list(grid.send_and_receive(messages, timeout=timeout))
+    answers = list(grid.send_and_receive(_stats_queries(node_ids), timeout=timeout))
     for answer in answers:  # a node's bad setting or data stops the run before training
         problem = config_problem(answer)
         if problem is not None:
@@ -178,27 +188,71 @@ def student_record(student: QuantumStudent) -> ArrayRecord:
 def evaluate_global(
     student: QuantumStudent, arrays: ArrayRecord, split: ServerSplit
 ) -> dict[str, float]:
-    """Cross-entropy (nats) and accuracy of ``arrays`` on the server split."""
+    """Cross-entropy (nats) and accuracy of the global student ``arrays`` on ``split``."""
     student.set_arrays({k: a.numpy() for k, a in arrays.items()})
     loss, accuracy = evaluate_student(student, split.features, split.labels)
     return {"loss": loss, "accuracy": accuracy}
+
+
+def identify_nodes(grid: Grid, strategy: StudentFedAvg, timeout: float) -> list[dict[str, Any]]:
+    """Ask connected nodes the strategy does not know yet which partition they serve.
+
+    A SuperNode that restarted mid-run reconnects under a new node ID; its
+    ``query.stats`` reply names its partition, so it is the same client again.
+    Returns a failure record for each node that could not say.
+    """
+    unknown = [int(n) for n in grid.get_node_ids() if n not in strategy.partitions]
+    if not unknown:
+        return []
+    messages = _stats_queries(unknown)
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    failures = []
+    for reply in replies:
+        node = reply_node(reply, messages)
+        if reply.has_error():
+            reason = str(reply.error.reason).strip().splitlines()[-1][:300]
+            failures.append(
+                {
+                    "node-id": node,
+                    "partition-id": None,
+                    "code": int(reply.error.code),
+                    "reason": reason,
+                }
+            )
+        else:
+            report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
+            strategy.bind_nodes({node: report.partition_id})
+    return failures
+
+
+def _stats_queries(node_ids: Iterable[int]) -> list[Message]:
+    return [
+        Message(
+            RecordDict({CONFIG_KEY: ConfigRecord({})}), dst_node_id=n, message_type="query.stats"
+        )
+        for n in node_ids
+    ]
 
 
 def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     """Steps 1-4 of the module docstring; round 0 (or the resumed rounds) is written."""
     fed, student_cfg = config.federation, config.student
     started = time.perf_counter()
-    split = load_server_split(config)
+    data = ServerData(config)
     server_embed_seconds = time.perf_counter() - started
     node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
     query_started = time.perf_counter()
     projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)
     query_seconds = time.perf_counter() - query_started
     executor = make_executor(
-        parse_device(EXACT_DEVICE), circuit_spec(student_cfg, split.num_classes), seed=fed.seed
+        device_spec(student_cfg).exact,
+        circuit_spec(student_cfg, data.val.num_classes),
+        seed=fed.seed,
     )
-    student = build_student(student_cfg, split.features.shape[1], executor, fed.seed)
+    student = build_student(student_cfg, data.val.features.shape[1], executor, fed.seed)
     student.set_projection(projection.weight, projection.bias)
+    strategy = build_strategy(config)
+    strategy.bind_nodes(projection.partitions)
     teachers = (
         TeacherFederation(config.teacher.fedavg_rounds)
         if config.teacher.federation == "fedavg"
@@ -206,12 +260,11 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     )
     federation = Federation(
         config=config,
-        split=split,
+        data=data,
         student=student,
         arrays=student_record(student),
-        strategy=build_strategy(config),
+        strategy=strategy,
         teachers=teachers,
-        partitions=projection.partitions,
         initial={},
         first_round=1,
         started=started,
@@ -219,28 +272,28 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     )
     if fed.resume_from:
         federation.first_round = resume(
-            fed.resume_from, config, student, federation.strategy, writer, teachers
+            fed.resume_from, config, student, strategy, writer, teachers
         )
         federation.arrays = student_record(student)
-        federation.initial = writer.rounds[0]["global"]
+        federation.initial = writer.rounds[0]["val"]
         return federation
-    federation.initial = evaluate_global(student, federation.arrays, split)
-    federation.strategy.observe_global(0, federation.initial)
-    writer.write_round(
-        initial_record(
-            federation.initial,
-            projection.clients,
-            projection.partitions,
-            seconds=time.perf_counter() - started,
-            server_embed_seconds=server_embed_seconds,
-            query_seconds=query_seconds,
-            bytes_received=projection.bytes_received,
-        )
+    federation.initial = evaluate_global(student, federation.arrays, data.val)
+    strategy.observe_val(0, federation.initial)
+    record = initial_record(
+        federation.initial,
+        projection.clients,
+        seconds=time.perf_counter() - started,
+        server_embed_seconds=server_embed_seconds,
+        query_seconds=query_seconds,
+        bytes_received=projection.bytes_received,
     )
+    if config.data.test_every_round:
+        record["test"] = evaluate_global(student, federation.arrays, data.test)
+    writer.write_round(record)
     logger.info(
-        "round 0: global acc %.3f loss %.4f (server split majority %.3f)",
+        "round 0: validation acc %.3f loss %.4f (majority %.3f)",
         federation.initial["accuracy"],
         federation.initial["loss"],
-        split.majority_rate,
+        data.val.majority_rate,
     )
     return federation

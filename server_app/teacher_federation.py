@@ -16,7 +16,7 @@ Bytes of the teacher arrays are counted apart from the student's
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,16 +77,21 @@ class TeacherFederation:
     def __init__(self, rounds: int) -> None:
         self.rounds = rounds
         self.global_arrays: dict[str, np.ndarray] | None = None
-        self.versions: dict[int, int] = {}  # node -> teacher round behind its logits
+        self.versions: dict[int, int] = {}  # partition -> teacher round behind its logits
 
-    def attach(self, server_round: int, messages: Sequence[Message]) -> None:
-        """Add the teacher round, and the global arrays where needed, to each message."""
+    def attach(
+        self, server_round: int, messages: Sequence[Message], partitions: Mapping[int, int]
+    ) -> None:
+        """Add the teacher round, and the global arrays where needed, to each message.
+
+        ``partitions`` maps node IDs to the clients (partitions) they serve.
+        """
         for message in messages:
             config = message.content.config_records[CONFIG_KEY]
-            node = int(message.metadata.dst_node_id)
+            client = partitions.get(int(message.metadata.dst_node_id), -1)
             if server_round <= self.rounds:
                 teacher_round, final = server_round, False
-            elif self.versions.get(node) != self.rounds + 1 and self.global_arrays is not None:
+            elif self.versions.get(client) != self.rounds + 1 and self.global_arrays is not None:
                 teacher_round, final = self.rounds + 1, True
             else:
                 teacher_round, final = 0, False
@@ -98,20 +103,27 @@ class TeacherFederation:
                 )
 
     def collect(
-        self, server_round: int, replies: Sequence[Message], sent: Sequence[Message]
+        self,
+        server_round: int,
+        replies: Sequence[Message],
+        sent: Sequence[Message],
+        partitions: Mapping[int, int],
     ) -> int:
         """Record each client's teacher version; average the round's adapters.
 
         Takes the teacher arrays out of the replies (the strategy aggregates the
-        student alone) and returns their bytes.
+        student alone) and returns their bytes. A client whose reply failed is
+        sent the final average again when it next trains.
         """
         received = record_bytes(replies)
         contributions = []
         for reply in replies:
+            client = partitions.get(reply_node(reply, sent), -1)
             if reply.has_error():
+                self.versions.pop(client, None)
                 continue
             report = TrainReport.from_mapping(reply.content.metric_records[METRICS_KEY])
-            self.versions[reply_node(reply, sent)] = report.teacher_version
+            self.versions[client] = report.teacher_version
             if TEACHER_KEY in reply.content.array_records:
                 record = reply.content.array_records[TEACHER_KEY]
                 arrays = {k: a.numpy() for k, a in record.items()}
@@ -128,8 +140,15 @@ class TeacherFederation:
         return received
 
     def state(self) -> dict[str, Any]:
+        """The federated rounds and each client's teacher version (for the record)."""
         return {"rounds": self.rounds, "versions": {str(k): v for k, v in self.versions.items()}}
 
     def load_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> None:
-        self.versions = {int(k): int(v) for k, v in state["versions"].items()}
+        """Resume with the global adapters; every client is sent the final average again.
+
+        A resumed run's clients may be new processes that lost the teacher they
+        loaded, so the versions they had are not trusted.
+        """
+        self.rounds = int(state["rounds"])
+        self.versions = {}
         self.global_arrays = arrays

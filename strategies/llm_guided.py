@@ -69,17 +69,17 @@ class LLMGuidedStrategy(StudentFedAvg):
             **cls.config_kwargs(config),
         )
 
-    def select_nodes(self, server_round: int, node_ids: Sequence[int]) -> list[int]:
-        """The selection policy's ``k`` nodes."""
-        k = self.num_to_select(len(node_ids))
+    def select_clients(self, server_round: int, partitions: Sequence[int]) -> list[int]:
+        """The selection policy's ``k`` clients."""
+        k = self.num_to_select(len(partitions))
         chosen, self.last_selection_reason = self.selection.select(
-            server_round, [int(n) for n in node_ids], k, self.clients, self.global_loss
+            server_round, [int(p) for p in partitions], k, self.clients, self.val_loss
         )
         return chosen
 
-    def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
-        """The steps policy's budget for ``node_id``, from what its last reply said."""
-        return self.steps.decide(server_round, node_id, self.clients.get(node_id))
+    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
+        """The steps policy's budget for client ``partition``, from its last reply."""
+        return self.steps.decide(server_round, partition, self.clients.get(partition))
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """The first termination rule that fires after ``server_round``, or None."""
@@ -90,8 +90,8 @@ class LLMGuidedStrategy(StudentFedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate as :class:`StudentFedAvg`, then let the steps policy learn from the replies."""
         result = super().aggregate_train(server_round, replies)
-        for node_id in self.last_reports:
-            self.steps.observe(node_id, self.clients[node_id])
+        for partition in self.last_reports:
+            self.steps.observe(partition, self.clients[partition])
         return result
 
     def state(self) -> dict[str, Any]:

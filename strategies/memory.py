@@ -82,6 +82,6 @@ def finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-def node_rng(seed: int, server_round: int, node_id: int = 0) -> np.random.Generator:
-    # Node IDs are unsigned 64-bit: split them into 32-bit words for the seed sequence.
-    return np.random.default_rng([seed, server_round, node_id & 0xFFFFFFFF, node_id >> 32])
+def client_rng(seed: int, server_round: int, partition: int = 0) -> np.random.Generator:
+    """A generator seeded by (seed, round, client): the same draw in every run and resume."""
+    return np.random.default_rng([seed, server_round, partition])

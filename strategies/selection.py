@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from strategies.memory import ClientMemory, node_rng
+from strategies.memory import ClientMemory, client_rng
 
 
 class SelectionPolicy:
@@ -26,13 +26,13 @@ class SelectionPolicy:
     def select(
         self,
         server_round: int,
-        node_ids: Sequence[int],
+        partitions: Sequence[int],
         k: int,
         clients: Mapping[int, ClientMemory],
-        global_loss: float,
+        val_loss: float,
     ) -> tuple[list[int], str]:
-        """``(selected node IDs, reason)``: ``k`` of the sorted ``node_ids`` (all, here)."""
-        return sorted(node_ids), "all"
+        """``(selected partitions, reason)``: ``k`` of the sorted ``partitions`` (all, here)."""
+        return sorted(partitions), "all"
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state (the selections here are functions of their inputs)."""
@@ -41,22 +41,21 @@ class SelectionPolicy:
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
 
-    def _shuffled(self, server_round: int, node_ids: Sequence[int]) -> list[int]:
-        # Positions, not IDs, go through numpy: IDs are unsigned 64-bit.
-        ordered = sorted(int(n) for n in node_ids)
-        order = node_rng(self.seed, server_round).permutation(len(ordered))
+    def _shuffled(self, server_round: int, partitions: Sequence[int]) -> list[int]:
+        ordered = sorted(int(n) for n in partitions)
+        order = client_rng(self.seed, server_round).permutation(len(ordered))
         return [ordered[i] for i in order]
 
     def _ranked(
         self,
         server_round: int,
-        node_ids: Sequence[int],
+        partitions: Sequence[int],
         k: int,
         clients: Mapping[int, ClientMemory],
         score: Callable[[ClientMemory], float],
     ) -> list[int]:
         """Unmeasured nodes first (seeded order), then measured ones by ascending score."""
-        shuffled = self._shuffled(server_round, node_ids)
+        shuffled = self._shuffled(server_round, partitions)
         unmeasured = [n for n in shuffled if n not in clients or not clients[n].measured]
         measured = sorted(
             (n for n in shuffled if n in clients and clients[n].measured),
@@ -70,8 +69,8 @@ class RandomK(SelectionPolicy):
 
     name = "random-k"
 
-    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
-        return sorted(self._shuffled(server_round, node_ids)[:k]), f"random {k}"
+    def select(self, server_round, partitions, k, clients, val_loss):  # type: ignore[no-untyped-def]
+        return sorted(self._shuffled(server_round, partitions)[:k]), f"random {k}"
 
 
 class ClosestToServer(SelectionPolicy):
@@ -82,13 +81,15 @@ class ClosestToServer(SelectionPolicy):
 
     name = "closest"
 
-    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
-        if not math.isfinite(global_loss):
-            return sorted(self._shuffled(server_round, node_ids)[:k]), "no server loss yet: random"
+    def select(self, server_round, partitions, k, clients, val_loss):  # type: ignore[no-untyped-def]
+        if not math.isfinite(val_loss):
+            return sorted(
+                self._shuffled(server_round, partitions)[:k]
+            ), "no validation loss yet: random"
         chosen = self._ranked(
-            server_round, node_ids, k, clients, lambda c: abs(c.student_val_loss - global_loss)
+            server_round, partitions, k, clients, lambda c: abs(c.student_val_loss - val_loss)
         )
-        return chosen, f"closest {k} to server loss {global_loss:.4f}"
+        return chosen, f"closest {k} to the validation loss {val_loss:.4f}"
 
 
 class LargestGap(SelectionPolicy):
@@ -96,10 +97,10 @@ class LargestGap(SelectionPolicy):
 
     name = "gap"
 
-    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
+    def select(self, server_round, partitions, k, clients, val_loss):  # type: ignore[no-untyped-def]
         chosen = self._ranked(
             server_round,
-            node_ids,
+            partitions,
             k,
             clients,
             lambda c: -(c.student_val_loss - c.teacher_val_loss),
@@ -119,9 +120,9 @@ class PowerOfChoice(SelectionPolicy):
         super().__init__(seed)
         self.candidates = candidates
 
-    def select(self, server_round, node_ids, k, clients, global_loss):  # type: ignore[no-untyped-def]
-        d = min(len(node_ids), max(k, math.ceil(self.candidates * k)))
-        pool = self._shuffled(server_round, node_ids)[:d]
+    def select(self, server_round, partitions, k, clients, val_loss):  # type: ignore[no-untyped-def]
+        d = min(len(partitions), max(k, math.ceil(self.candidates * k)))
+        pool = self._shuffled(server_round, partitions)[:d]
         chosen = self._ranked(server_round, pool, k, clients, lambda c: -c.student_val_loss)
         return chosen, f"power-of-choice: {k} of {d} candidates"
 

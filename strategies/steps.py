@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from config.errors import ConfigError
-from strategies.memory import ClientMemory, finite, node_rng
+from strategies.memory import ClientMemory, client_rng, finite
 
 
 class StepPolicy:
@@ -45,12 +45,12 @@ class StepPolicy:
         self.max_steps = max_steps
 
     def decide(
-        self, server_round: int, node_id: int, client: ClientMemory | None
+        self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[int, str]:
-        """``(steps, reason)`` for ``node_id`` this round (``client``: None if never seen)."""
+        """``(steps, reason)`` for ``partition`` this round (``client``: None if never seen)."""
         return self.base_steps, "fixed"
 
-    def observe(self, node_id: int, client: ClientMemory) -> None:  # noqa: B027 - optional hook
+    def observe(self, partition: int, client: ClientMemory) -> None:  # noqa: B027 - optional hook
         """Learn from a reply (the bandit does; the rules need not)."""
 
     def clamp(self, steps: float) -> int:
@@ -89,7 +89,7 @@ class RatioSteps(StepPolicy):
         self.max_increment = max_increment
 
     def decide(
-        self, server_round: int, node_id: int, client: ClientMemory | None
+        self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[int, str]:
         if client is None or not client.measured or client.teacher_val_loss <= 0:
             return self.clamp(self.base_steps), "first participation"
@@ -126,7 +126,7 @@ class ReferenceRule(StepPolicy):
         self.max_increment = max_increment
 
     def decide(
-        self, server_round: int, node_id: int, client: ClientMemory | None
+        self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[int, str]:
         if client is None or client.rounds == 0:
             return self.base_steps, "first participation"
@@ -170,7 +170,7 @@ class BanditSteps(StepPolicy):
         self._round = -1
 
     def decide(
-        self, server_round: int, node_id: int, client: ClientMemory | None
+        self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[int, str]:
         if server_round != self._round:
             self._round, self._pending = server_round, {}
@@ -178,9 +178,9 @@ class BanditSteps(StepPolicy):
         if untried:
             arm = min(untried, key=lambda a: (self._pending.get(a, 0), a))
             reason = "bandit: untried"
-        elif node_rng(self.seed, server_round, node_id).random() < self.epsilon:
+        elif client_rng(self.seed, server_round, partition).random() < self.epsilon:
             arm = self.arms[
-                int(node_rng(self.seed + 1, server_round, node_id).integers(len(self.arms)))
+                int(client_rng(self.seed + 1, server_round, partition).integers(len(self.arms)))
             ]
             reason = "bandit: explore"
         else:
@@ -189,7 +189,7 @@ class BanditSteps(StepPolicy):
         self._pending[arm] = self._pending.get(arm, 0) + 1
         return arm, reason
 
-    def observe(self, node_id: int, client: ClientMemory) -> None:
+    def observe(self, partition: int, client: ClientMemory) -> None:
         if client.budget not in self.counts:
             return
         if not finite(client.global_val_loss, client.student_val_loss, client.student_seconds):

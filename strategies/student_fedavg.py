@@ -4,21 +4,28 @@
 with three decisions split out as small methods, so that a guided strategy
 overrides a decision, not a whole round:
 
-- :meth:`select_nodes`: which connected nodes train this round;
-- :meth:`step_budget`: each selected node's local optimizer steps, and why;
+- :meth:`select_clients`: which connected clients train this round;
+- :meth:`step_budget`: each selected client's local optimizer steps, and why;
 - :meth:`should_stop`: whether the federation stops after a round, and why.
 
-Each selected node gets its own ``Message`` with its own ``ConfigRecord``
-(``server-round``, ``local-steps``, ``student-lr``, ``projection-lr``,
-``temperature``, ``alpha``, ``proximal-mu``). Aggregation is FedAvg's
+A client is its partition ID (``partition-id`` in its node config), stable
+across restarts and runs; Flower's node IDs are not (a restarted SuperNode
+gets a new one). The server tells the strategy which node serves which
+partition (:meth:`bind_nodes`); every decision and everything remembered is
+keyed by partition, and only the messages name node IDs.
+
+Each selected client gets its own ``Message`` with its own ``ConfigRecord``
+(:class:`~config.messages.TrainInstructions`). Aggregation is FedAvg's
 example-weighted mean of the replies' arrays (weighted by ``num-examples``),
 or, with ``aggregation="fednova"``, FedNova's normalised averaging, which
-stays unbiased when clients ran different numbers of steps.
+stays unbiased when clients ran different numbers of steps; it divides by the
+steps the server planned, and any reply that ran a different number is
+logged and recorded (:attr:`StudentFedAvg.last_step_mismatches`).
 
 The strategy remembers each client's last reply (:class:`ClientMemory`) and
-the global student's figures per round (:meth:`observe_global`), so that a
-guided subclass can decide from them; :meth:`state` / :meth:`load_state`
-round-trip all of it through JSON.
+the global student's figures on the server's validation split per round
+(:meth:`observe_val`), so that a guided subclass can decide from them;
+:meth:`state` / :meth:`load_state` round-trip all of it through JSON.
 """
 
 from __future__ import annotations
@@ -108,14 +115,17 @@ class StudentFedAvg(FedAvg):
         self.seed = seed
         self.aggregation = aggregation
         self.proximal_mu = proximal_mu
-        # What is known of each client (node ID -> its last reply) and of the global student.
+        # Which node serves which client (partition): told by the server, kept up to date.
+        self.partitions: dict[int, int] = {}
+        # What is known of each client (partition -> its last reply) and of the global student.
         self.clients: dict[int, ClientMemory] = {}
-        self.global_history: list[dict[str, Any]] = []
-        # What the last round decided and received, for the results writer.
+        self.val_history: list[dict[str, Any]] = []
+        # What the last round decided and received (by partition), for the results writer.
         self.last_selection_reason = ""
         self.last_plan: dict[int, dict[str, Any]] = {}
-        self.last_reports: dict[int, TrainReport] = {}  # node ID -> its reply this round
+        self.last_reports: dict[int, TrainReport] = {}
         self.last_failures: list[dict[str, Any]] = []
+        self.last_step_mismatches: list[dict[str, int]] = []
         self._sent: ArrayRecord | None = None
         self._sent_messages: list[Message] = []
 
@@ -144,56 +154,63 @@ class StudentFedAvg(FedAvg):
         """``fraction_train`` of ``available`` nodes, at least ``min_train_nodes``, at most all."""
         return min(max(int(available * self.fraction_train), self.min_train_nodes), available)
 
-    def select_nodes(self, server_round: int, node_ids: Sequence[int]) -> list[int]:
-        """Sample ``fraction_train`` of the nodes (at least ``min_train_nodes``)."""
-        wanted = self.num_to_select(len(node_ids))
-        self.last_selection_reason = f"random {wanted} of {len(node_ids)}"
+    def select_clients(self, server_round: int, partitions: Sequence[int]) -> list[int]:
+        """Sample ``fraction_train`` of the connected clients (at least ``min_train_nodes``)."""
+        wanted = self.num_to_select(len(partitions))
+        self.last_selection_reason = f"random {wanted} of {len(partitions)}"
         rng = np.random.default_rng([self.seed, server_round])
-        # Choose positions, not IDs: node IDs are unsigned 64-bit and do not survive numpy.
-        ordered = sorted(int(n) for n in node_ids)
+        ordered = sorted(int(p) for p in partitions)
         return sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
 
-    def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
-        """Local optimizer steps for ``node_id`` this round, and the reason."""
+    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
+        """Local optimizer steps for client ``partition`` this round, and the reason."""
         return self.local_steps, "fixed"
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
         return None
 
-    def observe_global(self, server_round: int, metrics: Mapping[str, float]) -> None:
-        """Record the global student's server-split figures after ``server_round`` (0 = initial)."""
-        self.global_history.append({"round": server_round, **metrics})
+    def observe_val(self, server_round: int, metrics: Mapping[str, float]) -> None:
+        """Record the global student's validation figures after ``server_round`` (0 = initial)."""
+        self.val_history.append({"round": server_round, **metrics})
 
     @property
-    def global_loss(self) -> float:
-        """The latest global loss on the server split (NaN before any)."""
-        return float(self.global_history[-1]["loss"]) if self.global_history else float("nan")
+    def val_loss(self) -> float:
+        """The global student's latest loss on the server's validation split (NaN before any)."""
+        return float(self.val_history[-1]["loss"]) if self.val_history else float("nan")
+
+    def bind_nodes(self, partitions: Mapping[int, int]) -> None:
+        """Learn which node serves which partition (a node ID seen again is re-bound)."""
+        for node, partition in partitions.items():
+            for stale in [n for n, p in self.partitions.items() if p == partition and n != node]:
+                del self.partitions[stale]  # a restarted node took the partition over
+            self.partitions[int(node)] = int(partition)
 
     def state(self) -> dict[str, Any]:
         """Everything the strategy learned, JSON-serialisable (see :meth:`load_state`)."""
         return {
-            "clients": {str(n): c.to_dict() for n, c in self.clients.items()},
-            "global-history": list(self.global_history),
+            "clients": {str(p): c.to_dict() for p, c in self.clients.items()},
+            "val-history": list(self.val_history),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
-        self.clients = {int(n): ClientMemory.from_dict(c) for n, c in state["clients"].items()}
-        self.global_history = [dict(r) for r in state["global-history"]]
+        self.clients = {int(p): ClientMemory.from_dict(c) for p, c in state["clients"].items()}
+        self.val_history = [dict(r) for r in state["val-history"]]
 
     # ------------------------------------------------------------ Flower phases
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One message per selected node, each with its own ConfigRecord."""
-        selected = self.select_nodes(server_round, list(grid.get_node_ids()))
+        """One message per selected client, each with its own ConfigRecord."""
+        nodes = {self.partitions[n]: n for n in grid.get_node_ids() if n in self.partitions}
+        selected = self.select_clients(server_round, sorted(nodes))
         self._sent = arrays
         self.last_plan = {}
         messages = []
-        for node_id in selected:
-            steps, reason = self.step_budget(server_round, node_id)
-            self.last_plan[node_id] = {"steps": steps, "reason": reason}
+        for partition in selected:
+            steps, reason = self.step_budget(server_round, partition)
+            self.last_plan[partition] = {"steps": int(steps), "reason": reason}
             node_config = ConfigRecord(dict(config))
             node_config.update(
                 TrainInstructions(
@@ -208,7 +225,9 @@ class StudentFedAvg(FedAvg):
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
             messages.append(
-                Message(content=content, dst_node_id=node_id, message_type=MessageType.TRAIN)
+                Message(
+                    content=content, dst_node_id=nodes[partition], message_type=MessageType.TRAIN
+                )
             )
         self._sent_messages = messages  # the grid gives them IDs; replies name those IDs
         return messages
@@ -216,60 +235,93 @@ class StudentFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Example-weighted FedAvg (or FedNova); remembers each client's metrics and failure."""
+        """Example-weighted FedAvg (or FedNova); remembers each client's report and failure."""
         replies = list(replies)
+        ok = [r for r in replies if not r.has_error()]
         self.last_reports = {
-            int(r.metadata.src_node_id): TrainReport.from_mapping(_metrics(r))
-            for r in replies
-            if not r.has_error()
+            self.partitions.get(int(r.metadata.src_node_id), -1): TrainReport.from_mapping(
+                _metrics(r)
+            )
+            for r in ok
         }
         self.last_failures = [
             {
-                "node-id": reply_node(r, self._sent_messages),
+                "node-id": node,
+                "partition-id": self.partitions.get(node),
                 "code": int(r.error.code),
                 "reason": str(r.error.reason).strip().splitlines()[-1][:300],
             }
             for r in replies
             if r.has_error()
+            for node in (reply_node(r, self._sent_messages),)
         ]
-        for node_id, report in self.last_reports.items():
-            self.clients[node_id] = ClientMemory.from_reply(
-                report, server_round, self.clients.get(node_id)
+        for partition, report in self.last_reports.items():
+            self.clients[partition] = ClientMemory.from_reply(
+                report, server_round, self.clients.get(partition)
+            )
+        self.last_step_mismatches = step_mismatches(self.last_plan, self.last_reports)
+        for mismatch in self.last_step_mismatches:
+            logger.warning(
+                "round %d: client %d ran %d steps, %d were planned",
+                server_round,
+                mismatch["partition-id"],
+                mismatch["ran"],
+                mismatch["planned"],
             )
         if self.aggregation == "fednova":
-            ok = [r for r in replies if not r.has_error()]
-            return (fednova(self._sent, ok) if ok and self._sent is not None else None), None
+            planned = [
+                self.last_plan.get(self.partitions.get(int(r.metadata.src_node_id), -1), {})
+                for r in ok
+            ]
+            steps = [int(p.get("steps", 0)) for p in planned]
+            return (fednova(self._sent, ok, steps) if ok and self._sent is not None else None), None
         return super().aggregate_train(server_round, replies)
+
+
+def step_mismatches(
+    plan: Mapping[int, Mapping[str, Any]], reports: Mapping[int, TrainReport]
+) -> list[dict[str, int]]:
+    """``{"partition-id", "planned", "ran"}`` for each report whose steps differ from its plan."""
+    return [
+        {"partition-id": partition, "planned": int(plan[partition]["steps"]), "ran": report.steps}
+        for partition, report in sorted(reports.items())
+        if partition in plan and report.steps != int(plan[partition]["steps"])
+    ]
 
 
 def _metrics(reply: Message) -> MetricRecord:
     return reply.content.metric_records[METRICS_KEY]
 
 
-def fednova(sent: ArrayRecord, replies: Sequence[Message]) -> ArrayRecord | None:
+def fednova(
+    sent: ArrayRecord, replies: Sequence[Message], steps: Sequence[int]
+) -> ArrayRecord | None:
     """FedNova's normalised average (Wang et al., 2020) of the replies' arrays.
 
-    With ``p_i = n_i / sum n`` (``num-examples``) and ``tau_i`` the steps
-    client ``i`` ran, the new model is ``w - tau_eff * sum_i p_i (w - w_i) /
-    tau_i`` with ``tau_eff = sum_i p_i tau_i``. With equal steps this is
-    FedAvg; with unequal steps a client that ran many steps no longer pulls
-    the average further than its share. Replies with 0 steps changed nothing
-    and are left out.
+    With ``p_i = n_i / sum n`` (``num-examples``) and ``tau_i`` the steps the
+    server planned for client ``i`` (``steps``, one per reply), the new model is
+    ``w - tau_eff * sum_i p_i (w - w_i) / tau_i`` with ``tau_eff = sum_i p_i
+    tau_i``. With equal steps this is FedAvg; with unequal steps a client that
+    ran many steps no longer pulls the average further than its share. Replies
+    planned for 0 steps changed nothing and are left out.
     """
-    reports = [(r, TrainReport.from_mapping(_metrics(r))) for r in replies]
-    used = [(r, report) for r, report in reports if report.steps > 0]
+    used = [
+        (r, TrainReport.from_mapping(_metrics(r)), tau)
+        for r, tau in zip(replies, steps, strict=True)
+        if tau > 0
+    ]
     if not used:
         return None
-    examples = np.array([float(report.num_examples) for _, report in used])
-    steps = np.array([float(report.steps) for _, report in used])
+    examples = np.array([float(report.num_examples) for _, report, _ in used])
+    taus = np.array([float(tau) for _, _, tau in used])
     weights = examples / examples.sum()
-    tau_eff = float(weights @ steps)
+    tau_eff = float(weights @ taus)
     out = {}
     for key, array in sent.items():
         start = array.numpy().astype(np.float64)
         direction = sum(
             p * (start - r.content.array_records[STUDENT_KEY][key].numpy()) / tau
-            for p, tau, (r, _) in zip(weights, steps, used, strict=True)
+            for p, tau, (r, _, _) in zip(weights, taus, used, strict=True)
         )
         out[key] = Array((start - tau_eff * direction).astype(array.numpy().dtype))
     return ArrayRecord(out)

@@ -88,7 +88,10 @@ class TeacherGap(TerminationRule):
 
 
 class Plateau(TerminationRule):
-    """Stop when the global loss has not dropped by ``min_delta`` for ``patience`` rounds."""
+    """Stop when the validation loss has not dropped by ``min_delta`` for ``patience`` rounds.
+
+    The loss is the global student's on the server's validation split, never the test rows.
+    """
 
     name = "plateau"
 
@@ -97,14 +100,14 @@ class Plateau(TerminationRule):
         self.min_delta = min_delta
 
     def check(self, server_round, history):  # type: ignore[no-untyped-def]
-        losses = [r["global"]["loss"] for r in history if "global" in r]
+        losses = [r["val"]["loss"] for r in history if "val" in r]
         if len(losses) <= self.patience:
             return None
         best_before = min(losses[: -self.patience])
         recent = min(losses[-self.patience :])
         if recent > best_before - self.min_delta:
             return (
-                f"plateau: global loss {recent:.4f} not below {best_before:.4f} - "
+                f"plateau: validation loss {recent:.4f} not below {best_before:.4f} - "
                 f"{self.min_delta} for {self.patience} rounds"
             )
         return None
@@ -113,7 +116,7 @@ class Plateau(TerminationRule):
 class DistanceStagnation(TerminationRule):
     """The paper's rule: the mean client-server loss distance stopped changing.
 
-    Per round, ``d = mean |client student val loss - global loss|``; stop when
+    Per round, ``d = mean |client student val loss - server validation loss|``; stop when
     ``|d_t - d_(t-1)| < delta`` for ``patience`` consecutive rounds. (The
     published code compares against a previous distance it resets to
     infinity every round, so there it never fires.)
@@ -130,7 +133,7 @@ class DistanceStagnation(TerminationRule):
         """The mean client-server loss distance of every trained round."""
         out = []
         for record in _trained(history):
-            server = record["global"]["loss"]
+            server = record["val"]["loss"]
             losses = [
                 r.student_val_loss
                 for r in client_reports(record)

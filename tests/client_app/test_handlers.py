@@ -9,7 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from client_app.app import app
-from config import ConfigError, RunConfig
+from config import ConfigError
 from harness.inprocess import task_identity
 from quantum.student import make_student
 
@@ -63,4 +63,4 @@ def test_missing_partition_id_is_a_clear_error(shared_data: Path) -> None:
     from client_app.node import ClientNode
 
     with pytest.raises(ConfigError, match="--node-config"):
-        ClientNode(_context(shared_data, node_config={}), RunConfig())
+        ClientNode(_context(shared_data, node_config={}))

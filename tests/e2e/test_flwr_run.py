@@ -56,7 +56,8 @@ def test_flwr_run_simulation_completes(
             "num-server-rounds": 2,
             "min-nodes": 2,
             "max-train-rows": 300,
-            "server-eval-rows": 200,
+            "server-val-rows": 200,
+            "test-rows": 200,
             "local-steps": 10,
         },
         federation_config={"num-supernodes": 2, "client-resources-num-cpus": 2},
@@ -72,7 +73,7 @@ def test_flwr_run_simulation_completes(
         assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
         assert record["participants"] == [0, 1]
     assert summary["total-client-steps"] == 2 * 2 * 10
-    assert summary["final-global"]["loss"] < summary["initial-global"]["loss"]
+    assert summary["final-val"]["loss"] < summary["initial-val"]["loss"]
 
 
 @pytest.mark.slow
@@ -86,3 +87,80 @@ def test_flwr_run_bad_config_is_not_completed(tmp_path: Path, flwr_env: dict[str
     )
     assert outcome.status.startswith("finished:") and outcome.status != COMPLETED
     assert not (tmp_path / "results").exists()
+
+
+def _flwr_run_dir(results: Path, env: dict[str, str], run_config: dict[str, object]) -> Path:
+    outcome = flwr_run(
+        str(REPO),
+        run_config={**run_config, "results-dir": str(results)},
+        federation_config={"num-supernodes": 3, "client-resources-num-cpus": 2},
+        timeout=900,
+        env=env,
+    )
+    assert outcome.status == COMPLETED, outcome
+    (run_dir,) = results.iterdir()
+    return run_dir
+
+
+@pytest.mark.slow
+def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path, shared_data: Path, flwr_env: dict[str, str]
+) -> None:
+    """2 rounds, then a resume for 2 more, on the simulation engine, equal 4 rounds in one.
+
+    Every run gets new node IDs from the engine, so only the partition IDs tie a
+    resumed client to its memory in the strategy's state.
+    """
+    import numpy as np
+
+    base = {
+        "task": "genomic",
+        "data-dir": str(shared_data / "genomic_nontata_promoters"),
+        "max-length": 48,
+        "min-nodes": 3,
+        "max-train-rows": 240,
+        "server-val-rows": 100,
+        "test-rows": 100,
+        "teacher-epochs": 1.0,
+        "strategy": "llm-guided",
+        "selection": "random-k",
+        "fraction-train": 0.67,
+        "steps-policy": "adaptive",
+        "local-steps": 10,
+        "termination": "max-rounds",
+        "seed": 13,
+    }
+    straight = _flwr_run_dir(tmp_path / "straight", flwr_env, {**base, "num-server-rounds": 4})
+    first = _flwr_run_dir(tmp_path / "first", flwr_env, {**base, "num-server-rounds": 2})
+    resumed = _flwr_run_dir(
+        tmp_path / "resumed",
+        flwr_env,
+        {**base, "num-server-rounds": 4, "resume-from": str(first)},
+    )
+    with np.load(straight / "student.npz") as a, np.load(resumed / "student.npz") as b:
+        assert a.files == b.files
+        for key in a.files:  # stated tolerance: float32 round-off
+            np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-5)
+    states = []
+    for run_dir in (straight, resumed):
+        state = json.loads((run_dir / "strategy.json").read_text())
+        for memory in state["clients"].values():
+            for key in [k for k in memory if "seconds" in k]:
+                memory.pop(key)  # wall-clock times differ; decisions and losses do not
+        states.append(state)
+    assert set(states[0]["clients"]) == {"0", "1", "2"}  # keyed by partition, not node ID
+    assert _close(states[0], states[1]), (states[0], states[1])
+    rounds = [read_rounds(d / "rounds.jsonl") for d in (straight, resumed)]
+    assert [r.get("budgets") for r in rounds[0]] == [r.get("budgets") for r in rounds[1]]
+    assert [r.get("participants") for r in rounds[0]] == [r.get("participants") for r in rounds[1]]
+
+
+def _close(a: object, b: object, tol: float = 1e-5) -> bool:
+    """Equal structures, floats within ``tol``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    return a == b

@@ -16,7 +16,8 @@ SMALL = {
     "num-server-rounds": 1,
     "min-nodes": 2,
     "max-train-rows": 120,
-    "server-eval-rows": 60,
+    "server-val-rows": 60,
+    "test-rows": 60,
     "teacher-epochs": 1.0,
     "local-steps": 3,
 }

@@ -205,3 +205,64 @@ def test_aer_takes_a_fake_backends_noise_model() -> None:
 def test_a_backend_too_small_for_the_circuit_is_refused() -> None:
     with pytest.raises(ConfigError, match="has 5 qubits, the circuit needs 8; lower n-qubits"):
         make_qiskit_backend(parse_device("fake:FakeManilaV2"), 8)
+
+
+def test_cobyla_refuses_a_budget_below_its_floor_and_runs_any_other_exactly() -> None:
+    from quantum.optimizers import check_cobyla_budget, cobyla, cobyla_floor
+
+    features, labels, teacher = _task()
+    student = make_student(4, 3, n_qubits=4, n_layers=3, seed=1)  # 36 weights + 3 + 3 = 42
+    tuned = 36 + 2 * 3
+    assert cobyla_floor(tuned) == 44
+    with pytest.raises(ConfigError) as err:
+        train_student(
+            student, features, labels, teacher, steps=5, lr=0.1, batch_size=48,
+            temperature=1.0, alpha=0.0, seed=3, optimizer="cobyla",
+        )  # fmt: skip
+    assert "local-steps=5: COBYLA needs at least 44 evaluations" in str(err.value)
+    assert "\n" not in str(err.value)
+    check_cobyla_budget(0, tuned)  # 0 steps: nothing to run, nothing to refuse
+    calls = []
+    _, values = cobyla(lambda theta: calls.append(1) or float(np.sum(theta**2)), np.ones(4), 9)
+    assert len(values) == len(calls) == 9  # SciPy's floor for 4 unknowns is 6: 9 is honoured
+    fit = train_student(
+        student, features, labels, teacher, steps=50, lr=0.1, batch_size=48,
+        temperature=1.0, alpha=0.0, seed=3, optimizer="cobyla",
+    )  # fmt: skip
+    assert fit["steps"] == fit["evaluations"] == 50
+    # Each evaluation scores all 48 train rows (a fixed objective): 50 x 48 executions.
+    assert student.meter.executions == 50 * 48
+
+
+def test_preflight_refuses_a_cobyla_budget_below_the_floor() -> None:
+    from config import RunConfig
+    from server_app.preflight import preflight
+
+    with pytest.raises(ConfigError, match="local-steps=20: COBYLA needs at least 44"):
+        preflight(RunConfig.from_flat({"optimizer": "cobyla"}))
+    with pytest.raises(ConfigError, match="min-steps=5: COBYLA needs at least 44"):
+        preflight(
+            RunConfig.from_flat(
+                {"optimizer": "cobyla", "strategy": "llm-guided", "local-steps": 50}
+            )
+        )
+    preflight(RunConfig.from_flat({"optimizer": "cobyla", "local-steps": 44}))
+
+
+@pytest.mark.parametrize("device", ["qiskit.aer", "fake:FakeManilaV2"])
+def test_every_job_has_its_own_reproducible_seed(device: str) -> None:
+    """Identical parameters give other counts in another round, the same counts on a rerun."""
+    spec = CircuitSpec(4, 1, 3, "probs")
+    executor = devices.make_executor(parse_device(device, shots=200), spec, seed=7)
+    angles, weights = np.full((3, 4), 0.7), np.linspace(0, 1, spec.n_weights)
+    sampled = {}
+    for server_round in (1, 2, 1):
+        executor.reseed(server_round, 0)
+        first = executor.probabilities(angles, weights)
+        second = executor.probabilities(angles, weights)  # the next job of the same round
+        sampled.setdefault(server_round, []).append((first, second))
+    (one_a, one_b), (one_again, _) = sampled[1]
+    ((two, _),) = sampled[2]
+    assert not np.array_equal(one_a, two)  # another round: other shot noise
+    assert not np.array_equal(one_a, one_b)  # another job: other shot noise
+    np.testing.assert_array_equal(one_a, one_again)  # same (seed, round, partition, job)

@@ -11,12 +11,12 @@ from strategies import StudentFedAvg
 
 
 class GrowingBudget(StudentFedAvg):
-    """Node budgets grow with the round; only the lowest node ID trains after round 1."""
+    """Budgets grow with the round; only client (partition) 0 trains after round 1."""
 
-    def select_nodes(self, server_round: int, node_ids: list[int]) -> list[int]:
-        return sorted(node_ids) if server_round == 1 else sorted(node_ids)[:1]
+    def select_clients(self, server_round: int, partitions: list[int]) -> list[int]:
+        return sorted(partitions) if server_round == 1 else sorted(partitions)[:1]
 
-    def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
+    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         return 3 * server_round, "grows with the round"
 
 
@@ -28,7 +28,8 @@ def test_module_class_from_run_config_runs(tmp_path: Path, shared_data: Path) ->
             "results-dir": str(tmp_path),
             "num-server-rounds": 2,
             "max-train-rows": 120,
-            "server-eval-rows": 50,
+            "server-val-rows": 50,
+            "test-rows": 50,
             "teacher-epochs": 1.0,
         },
         num_nodes=2,

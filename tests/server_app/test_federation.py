@@ -20,7 +20,8 @@ BASE = {
     "num-server-rounds": 2,
     "min-nodes": 3,
     "max-train-rows": 900,
-    "server-eval-rows": 400,
+    "server-val-rows": 400,
+    "test-rows": 400,
     "teacher-epochs": 2.0,
     "local-steps": 40,
     "seed": 7,
@@ -98,8 +99,9 @@ def test_results_directory_is_complete(tweeteval_run: Path) -> None:
 
 def test_student_learns_beyond_majority(tweeteval_run: Path) -> None:
     summary = json.loads((tweeteval_run / "summary.json").read_text())
-    assert summary["final-global"]["accuracy"] > summary["server-majority-rate"]
-    assert summary["final-global"]["loss"] < summary["initial-global"]["loss"]
+    assert summary["final-val"]["accuracy"] > summary["val-majority-rate"]
+    assert summary["final-val"]["loss"] < summary["initial-val"]["loss"]
+    assert summary["final-test"]["accuracy"] > summary["test-majority-rate"]
 
 
 def test_every_teacher_was_fine_tuned(tweeteval_run: Path) -> None:
@@ -219,3 +221,54 @@ def test_a_failing_client_is_recorded_and_the_rounds_go_on(
         assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
         assert record["update-applied"] is True  # 2 replies >= min-train-nodes = 2
     assert (run_dir / "checkpoint" / "state.json").is_file()
+
+
+def test_a_node_builds_its_backend_once_per_run_and_samples_anew_each_round(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5 rounds on qiskit.aer: one backend per node, and each round's shots are its own.
+
+    With 0 local steps the global student never changes, so each client evaluates
+    identical parameters on identical rows every round (``global-val-loss``); only
+    the per-job sampling seed, derived from (seed, round, partition, job), differs.
+    """
+    import quantum.devices as devices
+
+    builds: list[int] = []
+    real = devices.make_qiskit_backend
+
+    def counted(*args: object, **kwargs: object) -> object:
+        builds.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(devices, "make_qiskit_backend", counted)
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "num-server-rounds": 5,
+            "min-nodes": 2,
+            "max-train-rows": 120,
+            "server-val-rows": 60,
+            "test-rows": 60,
+            "teacher-epochs": 1.0,
+            "device": "qiskit.aer",
+            "shots": 64,
+            "local-steps": 0,
+            "aggregation": "fednova",  # 0 planned steps: the global student stays bit for bit
+        },
+        num_nodes=2,
+    )
+    assert len(builds) == 2  # one backend per node, for all 5 rounds
+    rounds = [r for r in read_rounds(_run_dir(results) / "rounds.jsonl") if r["round"] >= 1]
+    assert len(rounds) == 5
+    assert len({json.dumps(r["val"]) for r in rounds}) == 1  # the global student never moved
+    for partition in (0, 1):
+        losses = [
+            next(c for c in r["clients"] if c["partition-id"] == partition)["global-val-loss"]
+            for r in rounds
+        ]
+        assert len(set(losses)) == 5, losses  # same parameters, new shots every round
+    assert {c["backend"] for r in rounds for c in r["clients"]} == {"aer_simulator"}

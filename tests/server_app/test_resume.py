@@ -15,7 +15,8 @@ from server_app.results import read_rounds
 
 GUIDED = {
     "max-train-rows": 600,
-    "server-eval-rows": 200,
+    "server-val-rows": 200,
+    "test-rows": 200,
     "teacher-epochs": 1.0,
     "seed": 11,
     "strategy": "llm-guided",
@@ -33,9 +34,13 @@ def _only_run(results: Path) -> Path:
     return run_dir
 
 
-def _run(config: dict, results: Path, grid: InProcessGrid | None) -> tuple[Path, InProcessGrid]:
+def _run(
+    config: dict, results: Path, grid: InProcessGrid | None, run_id: int
+) -> tuple[Path, InProcessGrid]:
     results.mkdir()
-    grid = run_in_process({**config, "results-dir": str(results)}, num_nodes=3, grid=grid)
+    grid = run_in_process(
+        {**config, "results-dir": str(results)}, num_nodes=3, grid=grid, run_id=run_id
+    )
     return _only_run(results), grid
 
 
@@ -43,11 +48,12 @@ def _run(config: dict, results: Path, grid: InProcessGrid | None) -> tuple[Path,
 def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
     base = {**GUIDED, "data-dir": str(shared_data / "tweeteval_sentiment")}
     root = tmp_path_factory.mktemp("resume")
-    straight, grid = _run({**base, "num-server-rounds": 4}, root / "straight", None)
-    # Same nodes (teachers cached in their state), as after a server restart.
-    first, _ = _run({**base, "num-server-rounds": 2}, root / "first", grid)
+    straight, grid = _run({**base, "num-server-rounds": 4}, root / "straight", None, 1)
+    # The same partitions (teachers cached in their state) under new node IDs each run,
+    # as after restarts: only the partition IDs tie a client to its checkpointed memory.
+    first, _ = _run({**base, "num-server-rounds": 2}, root / "first", grid, 2)
     resumed, _ = _run(
-        {**base, "num-server-rounds": 4, "resume-from": str(first)}, root / "resumed", grid
+        {**base, "num-server-rounds": 4, "resume-from": str(first)}, root / "resumed", grid, 3
     )
     return {"straight": straight, "first": first, "resumed": resumed}
 
@@ -81,7 +87,7 @@ def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None
     for a, b in zip(rounds_a, rounds_b, strict=True):
         assert a.get("participants") == b.get("participants")
         assert a.get("budgets") == b.get("budgets")
-        assert a["global"]["loss"] == pytest.approx(b["global"]["loss"], abs=1e-6)
+        assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], abs=1e-6)
     summary = json.loads((runs["resumed"] / "summary.json").read_text())
     assert summary["rounds"] == 4 and summary["status"] == "completed"
 
@@ -99,3 +105,11 @@ def test_resume_errors_are_one_line(
     with pytest.raises(ConfigError, match="seed=7: the run in resume-from=.* used 11"):
         run_in_process({**changed, "results-dir": str(tmp_path / "s")}, 3)
     assert not (tmp_path / "s").exists()  # stopped before anything was written
+    for key, value in (
+        ("steps-policy", "bandit"),  # its state would not fit the checkpointed one
+        ("teacher-federation", "fedavg"),
+        ("peft-method", "qlora"),
+    ):
+        switched = {**base, "num-server-rounds": 4, "resume-from": str(runs["first"]), key: value}
+        with pytest.raises(ConfigError, match=f"{key}='{value}': the run in resume-from="):
+            run_in_process({**switched, "results-dir": str(tmp_path / key)}, 3)

@@ -79,6 +79,7 @@ def _fake_round(strategy: Any, server_round: int, nodes: list[int]) -> dict[int,
         def get_node_ids(self) -> list[int]:
             return nodes
 
+    strategy.bind_nodes({node: position for position, node in enumerate(nodes)})
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid()))
     replies = []
@@ -109,7 +110,7 @@ def _fake_round(strategy: Any, server_round: int, nodes: list[int]) -> dict[int,
         content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
         replies.append(Message(content, metadata=metadata))
     strategy.aggregate_train(server_round, replies)
-    strategy.observe_global(server_round, {"loss": 1.0 / server_round, "accuracy": 0.5})
+    strategy.observe_val(server_round, {"loss": 1.0 / server_round, "accuracy": 0.5})
     return dict(strategy.last_plan)
 
 
@@ -137,8 +138,10 @@ def test_guided_decisions_repeat_under_a_seed_and_resume_from_state(
         plans = [_fake_round(first, r, nodes) for r in range(1, 5)]
         assert [_fake_round(second, r, nodes) for r in range(1, 5)] == plans
         assert all(len(plan) == 4 for plan in plans)
-        # A fresh strategy loaded with the state decides round 5 as the original does.
+        # A fresh strategy loaded with the state decides round 5 as the original does,
+        # even when every client came back under a new node ID (a restarted deployment).
         resumed = build(4)
         assert isinstance(resumed, LLMGuidedStrategy)
         resumed.load_state(json.loads(json.dumps(first.state())))
-        assert _fake_round(resumed, 5, nodes) == _fake_round(first, 5, nodes)
+        new_ids = [node + 1000 for node in nodes]
+        assert _fake_round(resumed, 5, new_ids) == _fake_round(first, 5, nodes)

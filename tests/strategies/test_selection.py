@@ -45,7 +45,7 @@ def test_all_and_random_k() -> None:
 
 def test_closest_to_server_loss_is_the_papers_rule() -> None:
     clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
-    chosen, reason = ClosestToServer(seed=1).select(4, NODES, 3, clients, global_loss=1.0)
+    chosen, reason = ClosestToServer(seed=1).select(4, NODES, 3, clients, val_loss=1.0)
     assert chosen == sorted([NODES[5], NODES[4], NODES[2]])  # |d| = .01, .05, .05
     assert "closest 3" in reason
 
@@ -53,7 +53,7 @@ def test_closest_to_server_loss_is_the_papers_rule() -> None:
 def test_unmeasured_nodes_are_selected_first() -> None:
     clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
     del clients[NODES[3]]
-    chosen, _ = ClosestToServer(seed=1).select(4, NODES, 2, clients, global_loss=1.0)
+    chosen, _ = ClosestToServer(seed=1).select(4, NODES, 2, clients, val_loss=1.0)
     assert NODES[3] in chosen and NODES[5] in chosen
 
 
@@ -91,6 +91,6 @@ def test_selection_never_picks_fewer_than_the_minimum_nor_absent_nodes(
     strategy = LLMGuidedStrategy.from_config(config)
     nodes = NODES[:6] + [BIG + 104729 * i for i in range(1, 7)]
     nodes = nodes[:n]
-    chosen = strategy.select_nodes(2, nodes)
+    chosen = strategy.select_clients(2, nodes)
     assert set(chosen) <= set(nodes)
     assert len(chosen) == len(set(chosen)) >= min(minimum, n)

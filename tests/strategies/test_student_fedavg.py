@@ -34,6 +34,8 @@ def as_superlink() -> Iterator[None]:
 
 
 BIG_ID = 2**64 - 5
+#: The node IDs the tests use and the clients (partitions) they serve.
+PARTITIONS = {10: 0, 11: 1, 12: 2, BIG_ID: 3}
 
 
 class FakeGrid:
@@ -60,7 +62,7 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
         {
             "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
             "metrics": MetricRecord(
-                {"num-examples": examples, "steps": 5, "partition-id": node_id % 100}
+                {"num-examples": examples, "steps": 5, "partition-id": PARTITIONS[node_id]}
             ),
         }
     )
@@ -75,7 +77,9 @@ def _strategy(**kwargs: object) -> StudentFedAvg:
         "temperature": 2.0,
         "alpha": 0.5,
     }
-    return StudentFedAvg(**{**defaults, **kwargs})  # type: ignore[arg-type]
+    strategy = StudentFedAvg(**{**defaults, **kwargs})  # type: ignore[arg-type]
+    strategy.bind_nodes(PARTITIONS)
+    return strategy
 
 
 def test_example_weighted_average_by_hand() -> None:
@@ -90,8 +94,10 @@ def test_example_weighted_average_by_hand() -> None:
     assert arrays is not None
     # (1 * [1, 1] + 2 * [4, 7]) / 3 = [3, 5]
     np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 5.0])
-    assert list(strategy.last_reports) == [10, 11]
-    assert strategy.last_failures == [{"node-id": 12, "code": 2, "reason": "RuntimeError: boom"}]
+    assert list(strategy.last_reports) == [0, 1]  # by client (partition), not node ID
+    assert strategy.last_failures == [
+        {"node-id": 12, "partition-id": 2, "code": 2, "reason": "RuntimeError: boom"}
+    ]
 
 
 def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> None:
@@ -116,7 +122,7 @@ def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> Non
     )
     strategy.aggregate_train(2, [_reply(10, [1.0, 1.0], 1), unavailable])
     assert strategy.last_failures == [
-        {"node-id": BIG_ID, "code": 5, "reason": "Error: Node Unavailable"}
+        {"node-id": BIG_ID, "partition-id": 3, "code": 5, "reason": "Error: Node Unavailable"}
     ]
     assert reply_node(unavailable, sent) == BIG_ID
     assert reply_node(_reply(10, [0.0, 0.0], 1), sent) == 10
@@ -131,28 +137,40 @@ def test_one_message_per_node_with_its_own_config() -> None:
     assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
     assert all(c["alpha"] == 0.5 and c["temperature"] == 2.0 for c in configs)
     assert len({id(c) for c in configs}) == 3  # a separate record per node
-    assert strategy.last_plan == {n: {"steps": 7, "reason": "fixed"} for n in (10, 11, 12)}
+    assert strategy.last_plan == {p: {"steps": 7, "reason": "fixed"} for p in (0, 1, 2)}
 
 
-def test_selection_keeps_64_bit_node_ids_exact() -> None:
+def test_64_bit_node_ids_reach_the_messages_exactly() -> None:
     nodes = [2**64 - 1, 2**63 + 12345, 171412779869714627, 3]
-    assert _strategy(fraction_train=0.5).select_nodes(1, nodes) != []
-    assert set(_strategy().select_nodes(1, nodes)) == set(nodes)
-    assert set(_strategy(fraction_train=0.5).select_nodes(4, nodes)) <= set(nodes)
+    strategy = _strategy()
+    strategy.bind_nodes({node: i for i, node in enumerate(nodes)})
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    messages = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid(nodes))
+    assert sorted(m.metadata.dst_node_id for m in messages) == sorted(nodes)
+
+
+def test_a_restarted_node_is_the_same_client_under_its_new_id() -> None:
+    strategy = _strategy()
+    strategy.bind_nodes({99: 1})  # node 11 restarted as node 99, still partition 1
+    assert strategy.partitions == {10: 0, 12: 2, BIG_ID: 3, 99: 1}
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    messages = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10, 99]))
+    assert [m.metadata.dst_node_id for m in messages] == [10, 99]
+    assert list(strategy.last_plan) == [0, 1]
 
 
 def test_fractional_selection_is_seeded_and_bounded() -> None:
-    nodes = list(range(100, 110))
-    picks = [_strategy(fraction_train=0.3, seed=s).select_nodes(2, nodes) for s in (1, 1, 2)]
+    clients = list(range(10))
+    picks = [_strategy(fraction_train=0.3, seed=s).select_clients(2, clients) for s in (1, 1, 2)]
     assert picks[0] == picks[1] and picks[0] != picks[2] and len(picks[0]) == 3
-    assert len(_strategy(fraction_train=0.05, min_train_nodes=2).select_nodes(1, nodes)) == 2
-    assert _strategy(fraction_train=0.5, min_train_nodes=5).select_nodes(1, [1, 2]) == [1, 2]
+    assert len(_strategy(fraction_train=0.05, min_train_nodes=2).select_clients(1, clients)) == 2
+    assert _strategy(fraction_train=0.5, min_train_nodes=5).select_clients(1, [1, 2]) == [1, 2]
 
 
 class CustomStrategy(StudentFedAvg):
-    """A user strategy: every node runs one step more each round."""
+    """A user strategy: every client runs one step more each round."""
 
-    def step_budget(self, server_round: int, node_id: int) -> tuple[int, str]:
+    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         return self.local_steps + server_round, "custom"
 
 
@@ -172,8 +190,24 @@ def _steps_reply(node_id: int, weights: list[float], examples: int, steps: int) 
     return reply
 
 
-def test_fednova_normalises_updates_by_steps_by_hand() -> None:
-    strategy = _strategy(aggregation="fednova")
+class PlannedSteps(StudentFedAvg):
+    """Client 0 is planned 2 steps, client 1 is planned 8."""
+
+    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
+        return (2, "two") if partition == 0 else (8, "eight")
+
+
+def _planned(aggregation: str) -> StudentFedAvg:
+    strategy = PlannedSteps(
+        local_steps=7, student_lr=0.05, projection_lr=0.02, temperature=2.0, alpha=0.5,
+        aggregation=aggregation,
+    )  # fmt: skip
+    strategy.bind_nodes(PARTITIONS)
+    return strategy
+
+
+def test_fednova_normalises_updates_by_the_planned_steps_by_hand() -> None:
+    strategy = _planned("fednova")
     sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
     list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
     replies = [
@@ -181,7 +215,7 @@ def test_fednova_normalises_updates_by_steps_by_hand() -> None:
         _steps_reply(11, [-8.0, 0.0], 3, 8),  # per step: (1, 0)
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None
+    assert arrays is not None and strategy.last_step_mismatches == []
     # p = (1/4, 3/4); d = 1/4 (1, -2) + 3/4 (1, 0) = (1, -0.5); tau_eff = 1/4 2 + 3/4 8 = 6.5
     np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
     fedavg, _ = _strategy().aggregate_train(1, replies)
@@ -189,9 +223,27 @@ def test_fednova_normalises_updates_by_steps_by_hand() -> None:
     np.testing.assert_allclose(fedavg["w"].numpy(), [-6.5, 1.0])
 
 
+def test_a_client_that_ran_other_steps_than_planned_is_logged_and_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strategy = _planned("fednova")
+    sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
+    list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    replies = [
+        _steps_reply(10, [-2.0, 4.0], 1, 2),
+        _steps_reply(11, [-8.0, 0.0], 3, 5),  # claims 5 of its planned 8
+    ]
+    with caplog.at_level("WARNING"):
+        arrays, _ = strategy.aggregate_train(1, replies)
+    assert strategy.last_step_mismatches == [{"partition-id": 1, "planned": 8, "ran": 5}]
+    assert "client 1 ran 5 steps, 8 were planned" in caplog.text
+    assert arrays is not None  # FedNova still divides by the planned 8, not the claimed 5
+    np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
+
+
 def test_fednova_with_equal_steps_is_fedavg() -> None:
     sent = ArrayRecord({"w": Array(np.array([0.5, -1.0], dtype=np.float32))})
-    replies = [_steps_reply(10, [1.0, 2.0], 2, 5), _steps_reply(11, [3.0, -4.0], 6, 5)]
+    replies = [_steps_reply(10, [1.0, 2.0], 2, 7), _steps_reply(11, [3.0, -4.0], 6, 7)]
     results = []
     for aggregation in ("fedavg", "fednova"):
         strategy = _strategy(aggregation=aggregation)
@@ -208,21 +260,23 @@ def test_replies_are_remembered_and_the_state_round_trips() -> None:
     reply.content.metric_records["metrics"]["student-val-loss"] = 0.9
     reply.content.metric_records["metrics"]["teacher-val-loss"] = 0.8
     strategy.aggregate_train(2, [reply])
-    strategy.observe_global(2, {"loss": 1.1, "accuracy": 0.5})
-    memory = strategy.clients[BIG_ID]
+    strategy.observe_val(2, {"loss": 1.1, "accuracy": 0.5})
+    memory = strategy.clients[3]  # BIG_ID serves partition 3
     assert (memory.budget, memory.rounds, memory.last_round) == (5, 1, 2)
     assert memory.ratio == pytest.approx(0.9 / 0.8)
     restored = _strategy()
     restored.load_state(json.loads(json.dumps(strategy.state())))
-    assert restored.state() == strategy.state() and restored.global_loss == 1.1
+    assert restored.state() == strategy.state() and restored.val_loss == 1.1
 
 
 def test_fedprox_sends_its_proximal_weight() -> None:
     config = RunConfig.from_flat({"strategy": "fedprox", "proximal-mu": 0.3})
     strategy = build_strategy(config)
+    strategy.bind_nodes(PARTITIONS)
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.3
     plain = build_strategy(RunConfig())
+    plain.bind_nodes(PARTITIONS)
     (message,) = plain.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.0

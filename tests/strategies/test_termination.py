@@ -19,7 +19,7 @@ def _round(number: int, loss: float, clients: list[tuple[float, float]]) -> dict
     """A rounds.jsonl record: the global loss and each client's student and teacher val loss."""
     return {
         "round": number,
-        "global": {"loss": loss, "accuracy": 0.5},
+        "val": {"loss": loss, "accuracy": 0.5},
         "clients": [
             {
                 "partition-id": i,
