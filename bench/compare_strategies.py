@@ -87,6 +87,7 @@ def account(
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[str, float]]:
     """The three strategies on one seed's partitions; figures per strategy."""
     base = {
+        "task": "tweeteval",
         "data-dir": str(Path(args.data_dir).resolve()),
         "num-server-rounds": args.rounds,
         "min-nodes": args.clients,

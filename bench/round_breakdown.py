@@ -40,6 +40,7 @@ def main() -> None:
     outcome = flwr_run(
         str(Path(__file__).resolve().parents[1]),
         run_config={
+            "task": "tweeteval",
             "data-dir": str(Path(args.data_dir).resolve()),
             "results-dir": str(results),
             "num-server-rounds": args.rounds,

@@ -44,6 +44,7 @@ def one_run(clients: int, rounds: int, rows_per_client: int, data_dir: Path) -> 
         started = time.perf_counter()
         run_in_process(
             {
+                "task": "tweeteval",
                 "data-dir": str(data_dir),
                 "results-dir": results,
                 "num-server-rounds": rounds,

@@ -122,9 +122,9 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from config.run_config import TeacherConfig
     from llm.teacher import build_teacher_model, encode, finetune_teacher, trainable_arrays
-    from tasks.datasets import load_task
+    from tasks.datasets import DataSource
 
-    rows = load_task("tweeteval", "train", str(args.data_dir))
+    rows = DataSource("tweeteval", str(args.data_dir)).load("train")
     train = rows.subset(np.arange(args.train_rows))
     val = rows.subset(np.arange(args.train_rows, args.train_rows + args.val_rows))
     cfg = TeacherConfig(model=args.model, peft_method=method, epochs=args.epochs)
@@ -219,9 +219,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         name = args.model
         if args.random_weights:
-            from tasks.datasets import load_task
+            from tasks.datasets import DataSource
 
-            texts = list(load_task("tweeteval", "train", str(args.data_dir)).texts)
+            texts = list(DataSource("tweeteval", str(args.data_dir)).load("train").texts)
             args.model = random_weights_model(name, texts[: args.train_rows], Path(scratch))
         results = {}
         for method in ("lora", "qlora"):

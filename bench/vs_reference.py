@@ -47,14 +47,14 @@ from llm.teacher import pooled_embeddings  # noqa: E402
 from quantum.distill import evaluate_student, train_student  # noqa: E402
 from quantum.projection import MomentStats, pca_projection  # noqa: E402
 from quantum.student import make_student  # noqa: E402
-from tasks.datasets import load_task  # noqa: E402
+from tasks.datasets import DataSource  # noqa: E402
 
 QUBITS, CLASSES, CHUNK = 4, 3, 5
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _features(data_dir: str, rows: int, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    data = load_task("tweeteval", split, data_dir)
+    data = DataSource("tweeteval", data_dir).load(split)
     pick = np.random.default_rng(seed).permutation(len(data))[:rows]
     texts = [data.texts[i] for i in pick]
     return pooled_embeddings("minilm", texts, 64, 64), data.labels[pick]

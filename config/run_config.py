@@ -111,7 +111,11 @@ class FederationConfig:
 class DataConfig:
     """Which data, and how it is split among clients and the server."""
 
-    task: str = _key("task", "tweeteval", "Task: tweeteval or genomic.")
+    task: str = _key(
+        "task",
+        "genomic",
+        "genomic (DNA; the default data ships in the package) or tweeteval (text).",
+    )
     data_dir: str = _key(
         "data-dir",
         "",

@@ -150,8 +150,7 @@ def train_student(
     lr : float
         Adam learning rate of the circuit and readout.
     projection_lr : float, optional
-        Adam learning rate of a trainable ``projection`` (default ``lr``): its
-        inputs are raw embeddings, and it measured best at a smaller rate.
+        Adam learning rate of a trainable ``projection`` (default ``lr``).
     batch_size : int
         Minibatch rows, >= 1; see :func:`minibatches`.
     temperature, alpha : float
@@ -159,8 +158,7 @@ def train_student(
     seed : int or sequence of int
         Seeds the minibatch order.
     proximal_mu : float
-        FedProx: adds ``mu/2 * ||w - w_start||^2`` over the trainable
-        parameters, ``w_start`` being their values on entry (the global model).
+        FedProx: adds ``mu/2 * ||w - w_start||^2``, ``w_start`` the global model.
     optimizer : {"adam", "cobyla", "spsa"}
         Resolved name (see :func:`quantum.optimizers.resolve_optimizer`).
         ``cobyla`` makes exactly ``steps`` evaluations on all the train rows
@@ -192,16 +190,20 @@ def train_student(
         losses = _train_gradient_free(
             student, data, batches, optimizer, steps, lr, temperature, alpha, proximal_mu, seed
         )
+    result = _fit_result(losses, 2 if optimizer == "spsa" else 1, started)
+    logger.debug("student trained: %s", result)
+    return result
+
+
+def _fit_result(losses: list[float], evaluations_per_step: int, started: float) -> dict[str, float]:
+    """What :func:`train_student` returns, from each step's loss."""
     tail = losses[-LOSS_TAIL:]
-    evaluations = len(losses) if optimizer != "spsa" else 2 * len(losses)
-    result = {
+    return {
         "steps": float(len(losses)),
-        "evaluations": float(evaluations),
+        "evaluations": float(evaluations_per_step * len(losses)),
         "train_loss": float(np.mean(tail)) if tail else float("nan"),
         "seconds": time.perf_counter() - started,
     }
-    logger.debug("student trained: %s", result)
-    return result
 
 
 def _train_adam(

@@ -92,6 +92,7 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
             **report.to_dict(),
             "partition-id": partition,
             "budget-reason": _reason(outcome, partition),
+            "backend": outcome.backends.get(partition),
         }
         for partition, report in sorted(outcome.reports.items())
     ]

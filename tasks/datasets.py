@@ -167,7 +167,17 @@ class DataSource:
     @property
     def num_classes(self) -> int:
         """K: from ``mapping.txt``, the hub's label feature, or the train labels (0..K-1)."""
-        return _num_classes(self)
+        return _num_classes(self, self._signature())
+
+    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Names, sizes and modification times of a local folder's files (for the read cache)."""
+        if not self.local:
+            return ()
+        root = Path(self.data_dir).expanduser()
+        if not root.is_dir():
+            return ()
+        stats = ((p.name, p.stat()) for p in sorted(root.iterdir()) if p.is_file())
+        return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
 
     def load(self, split: str) -> TextDataset:
         """``split`` ("train", "validation" or "test") with labels checked against K.
@@ -180,8 +190,8 @@ class DataSource:
         """
         if split not in SPLITS or not self.has_split(split):
             raise ValueError(f"{self.description} has no {split!r} split")
-        raw_texts, labels = _read(self, split)
-        texts = list(raw_texts)
+        raw_texts, cached_labels = _read(self, split, self._signature())
+        texts, labels = list(raw_texts), cached_labels.copy()
         classes = self.num_classes
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):
             bad = int(labels[(labels < 0) | (labels >= classes)][0])
@@ -208,8 +218,14 @@ def _files(source: DataSource, split: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=32)
-def _read(source: DataSource, split: str) -> tuple[tuple[str, ...], np.ndarray]:
-    """The raw texts (DNA as sequences) and integer labels of one split, read once."""
+def _read(
+    source: DataSource, split: str, signature: tuple[tuple[str, int, int], ...]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The raw texts (DNA as sequences) and integer labels of one split, read once.
+
+    ``signature`` (the folder's file sizes and times) keys the cache, so a changed
+    file is read again.
+    """
     if source.local:
         texts, labels = _read_local(source, split)
     elif source.task == "genomic" and not source.data_dir:
@@ -227,7 +243,7 @@ def _read(source: DataSource, split: str) -> tuple[tuple[str, ...], np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
-def _num_classes(source: DataSource) -> int:
+def _num_classes(source: DataSource, signature: tuple[tuple[str, int, int], ...]) -> int:
     if source.local:
         mapping = Path(source.data_dir).expanduser() / "mapping.txt"
         if mapping.is_file():
@@ -240,7 +256,7 @@ def _num_classes(source: DataSource) -> int:
             return len(names)
     elif source.task == "tweeteval":
         return _tweeteval_hub_classes(source.tweeteval_task)
-    _, labels = _read(source, "train")
+    _, labels = _read(source, "train", signature)
     present = sorted(int(v) for v in np.unique(labels))
     if present != list(range(len(present))) or len(present) < 2:
         raise ConfigError(

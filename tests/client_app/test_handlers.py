@@ -21,7 +21,11 @@ def as_superlink() -> Iterator[None]:
 
 
 def _context(shared_data: Path, node_config: dict | None = None) -> Context:
-    run_config = {"data-dir": str(shared_data / "tweeteval_sentiment"), "max-train-rows": 120}
+    run_config = {
+        "task": "tweeteval",
+        "data-dir": str(shared_data / "tweeteval_sentiment"),
+        "max-train-rows": 120,
+    }
     return Context(
         run_id=1,
         node_id=7,

@@ -39,6 +39,7 @@ SMALL_RUN = {
 def _run_config(shared_data: Path, results: Path, **extra: Any) -> dict[str, Any]:
     return {
         **SMALL_RUN,
+        "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "results-dir": str(results),
         **extra,

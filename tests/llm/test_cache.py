@@ -35,6 +35,7 @@ def _run(shared_data: Path, results: Path, cache: Path, **extra: Any) -> list[di
     run_in_process(
         {
             **SMALL,
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             **extra,

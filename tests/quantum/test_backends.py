@@ -238,15 +238,16 @@ def test_preflight_refuses_a_cobyla_budget_below_the_floor() -> None:
     from config import RunConfig
     from server_app.preflight import preflight
 
-    with pytest.raises(ConfigError, match="local-steps=20: COBYLA needs at least 44"):
+    # The default task (genomic) has 2 classes: 36 circuit weights + 2 scales + 2 biases.
+    with pytest.raises(ConfigError, match="local-steps=20: COBYLA needs at least 42"):
         preflight(RunConfig.from_flat({"optimizer": "cobyla"}))
-    with pytest.raises(ConfigError, match="min-steps=5: COBYLA needs at least 44"):
+    with pytest.raises(ConfigError, match="min-steps=5: COBYLA needs at least 42"):
         preflight(
             RunConfig.from_flat(
                 {"optimizer": "cobyla", "strategy": "llm-guided", "local-steps": 50}
             )
         )
-    preflight(RunConfig.from_flat({"optimizer": "cobyla", "local-steps": 44}))
+    preflight(RunConfig.from_flat({"optimizer": "cobyla", "local-steps": 42}))
 
 
 @pytest.mark.parametrize("device", ["qiskit.aer", "fake:FakeManilaV2"])

@@ -71,6 +71,7 @@ def test_bad_input_fails_fast_with_one_line(
     name: str, make: Callable[[Path, Path], dict], message: str, tmp_path: Path, shared_data: Path
 ) -> None:
     config = {
+        "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "min-nodes": 3,
         "results-dir": str(tmp_path / "results"),

@@ -24,6 +24,7 @@ def test_module_class_from_run_config_runs(tmp_path: Path, shared_data: Path) ->
     run_in_process(
         {
             "strategy": f"{__name__}:GrowingBudget",
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(tmp_path),
             "num-server-rounds": 2,

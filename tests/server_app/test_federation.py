@@ -37,6 +37,7 @@ def tweeteval_fedavg(
     grid = run_in_process(
         {
             **BASE,
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
         },
@@ -61,6 +62,7 @@ def guided_run(
     run_in_process(
         {
             **BASE,
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             "strategy": "llm-guided",
@@ -158,6 +160,7 @@ def test_one_node_on_a_fake_ibm_backend_the_others_simulating(
     run_in_process(
         {
             **BASE,
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             "local-steps": 6,
@@ -201,6 +204,7 @@ def test_a_failing_client_is_recorded_and_the_rounds_go_on(
         run_in_process(
             {
                 **BASE,
+                "task": "tweeteval",
                 "data-dir": str(shared_data / "tweeteval_sentiment"),
                 "results-dir": str(tmp_path),
                 "local-steps": 5,
@@ -246,6 +250,7 @@ def test_a_node_builds_its_backend_once_per_run_and_samples_anew_each_round(
     run_in_process(
         {
             **BASE,
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             "num-server-rounds": 5,

@@ -37,7 +37,7 @@ def _preflight(flat: dict) -> None:
             {"optimizer": "adam", "device": "fake:FakeManilaV2"},
             "optimizer='adam': device='fake:FakeManilaV2' samples with shots",
         ),
-        ({"n-qubits": 2, "readout": "expval"}, "n-qubits=2: readout='expval' needs 3 qubits"),
+        ({"n-qubits": 1, "readout": "expval"}, "n-qubits=1: readout='expval' needs 2 qubits"),
         ({"steps-policy": "greedy"}, "steps-policy='greedy': must be one of fixed"),
         ({"selection": "best"}, "selection='best': must be one of all"),
         ({"termination": "plateau,never"}, "termination='plateau,never': unknown rule 'never'"),
@@ -68,9 +68,9 @@ def test_text_label_length_mismatch(tmp_path: Path) -> None:
         (tmp_path / f"{split}_labels.txt").write_text("2\n0\n1\n")
     (tmp_path / "train_labels.txt").write_text("2\n0\n")
     with pytest.raises(ConfigError, match=r"data-dir.*train_labels\.txt"):
-        _preflight({"data-dir": str(tmp_path)})
+        _preflight({"task": "tweeteval", "data-dir": str(tmp_path)})
 
 
 def test_shared_data_dirs_pass(shared_data: Path) -> None:
-    _preflight({"data-dir": str(shared_data / "tweeteval_sentiment")})
+    _preflight({"task": "tweeteval", "data-dir": str(shared_data / "tweeteval_sentiment")})
     _preflight({"task": "genomic", "data-dir": str(shared_data / "genomic_nontata_promoters")})

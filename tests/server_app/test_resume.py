@@ -46,7 +46,7 @@ def _run(
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
-    base = {**GUIDED, "data-dir": str(shared_data / "tweeteval_sentiment")}
+    base = {**GUIDED, "task": "tweeteval", "data-dir": str(shared_data / "tweeteval_sentiment")}
     root = tmp_path_factory.mktemp("resume")
     straight, grid = _run({**base, "num-server-rounds": 4}, root / "straight", None, 1)
     # The same partitions (teachers cached in their state) under new node IDs each run,
@@ -95,7 +95,7 @@ def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None
 def test_resume_errors_are_one_line(
     runs: dict[str, Path], tmp_path: Path, shared_data: Path
 ) -> None:
-    base = {**GUIDED, "data-dir": str(shared_data / "tweeteval_sentiment")}
+    base = {**GUIDED, "task": "tweeteval", "data-dir": str(shared_data / "tweeteval_sentiment")}
     with pytest.raises(ConfigError, match="resume-from=.*no checkpoint there"):
         run_in_process({**base, "resume-from": str(tmp_path), "results-dir": str(tmp_path)}, 3)
     done = {**base, "num-server-rounds": 2, "resume-from": str(runs["first"])}

@@ -47,6 +47,9 @@ def test_average_by_hand() -> None:
         average_arrays([({"a": np.zeros(2)}, 1.0), ({"a": np.zeros(3)}, 1.0)])
 
 
+PARTITIONS = {10: 0, 11: 1, 12: 2}
+
+
 class _Grid:
     def __init__(self, nodes: list[int]) -> None:
         self.nodes = nodes
@@ -63,7 +66,7 @@ def _reply(instruction: Message, value: float | None, examples: int, version: in
                 {
                     "num-examples": examples,
                     "teacher-version": version,
-                    "partition-id": 0,
+                    "partition-id": PARTITIONS[instruction.metadata.dst_node_id],
                     "steps": 1,
                 }
             ),
@@ -90,7 +93,7 @@ def _send(
 ) -> list[Message]:
     arrays = ArrayRecord({"w": Array(np.zeros(1, dtype=np.float32))})
     messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({}), _Grid(nodes)))
-    federation.attach(rnd, messages)
+    federation.attach(rnd, messages, strategy.partitions)
     for m in messages:
         m.metadata.__dict__["_message_id"] = f"{rnd}-{m.metadata.dst_node_id}"
     return messages
@@ -100,24 +103,31 @@ def test_what_the_server_sends_each_round(as_superlink: None) -> None:
     strategy = StudentFedAvg(
         local_steps=1, student_lr=0.1, projection_lr=0.1, temperature=1.0, alpha=0.5
     )
+    strategy.bind_nodes(PARTITIONS)
     federation = TeacherFederation(rounds=2)
     # Round 1: train from the common seeded start: no arrays yet.
     sent = _send(strategy, federation, 1, [10, 11])
     assert [m.content.config_records["config"][TEACHER_ROUND_KEY] for m in sent] == [1, 1]
     assert all(TEACHER_KEY not in m.content.array_records for m in sent)
-    federation.collect(1, [_reply(sent[0], 1.0, 1, 1), _reply(sent[1], 5.0, 3, 1)], sent)
+    federation.collect(
+        1, [_reply(sent[0], 1.0, 1, 1), _reply(sent[1], 5.0, 3, 1)], sent, PARTITIONS
+    )
     np.testing.assert_array_equal(federation.global_arrays["a"], [4.0, 4.0])  # (1 + 15) / 4
     # Round 2 (<= K): the average goes out to be trained further.
     sent = _send(strategy, federation, 2, [10, 11])
     assert all(m.content.array_records[TEACHER_KEY]["a"].numpy()[0] == 4.0 for m in sent)
-    federation.collect(2, [_reply(sent[0], 2.0, 1, 2), _reply(sent[1], 2.0, 1, 2)], sent)
-    # Round 3: the final average, once per node; node 12 joins now and gets it too.
+    federation.collect(
+        2, [_reply(sent[0], 2.0, 1, 2), _reply(sent[1], 2.0, 1, 2)], sent, PARTITIONS
+    )
+    # Round 3: the final average, once per client; client 2 joins now and gets it too.
     sent = _send(strategy, federation, 3, [10, 12])
     configs = [m.content.config_records["config"] for m in sent]
     assert [c[TEACHER_ROUND_KEY] for c in configs] == [3, 3]
     assert all(c[TEACHER_FINAL_KEY] for c in configs)
-    federation.collect(3, [_reply(sent[0], None, 1, 3), _reply(sent[1], None, 1, 3)], sent)
-    # Round 4: node 10 already has it (nothing sent); node 11 had only round 2's.
+    federation.collect(
+        3, [_reply(sent[0], None, 1, 3), _reply(sent[1], None, 1, 3)], sent, PARTITIONS
+    )
+    # Round 4: client 0 already has it (nothing sent); client 1 had only round 2's.
     sent = _send(strategy, federation, 4, [10, 11])
     assert [m.content.config_records["config"][TEACHER_ROUND_KEY] for m in sent] == [0, 3]
     assert [TEACHER_KEY in m.content.array_records for m in sent] == [False, True]
@@ -126,6 +136,7 @@ def test_what_the_server_sends_each_round(as_superlink: None) -> None:
 def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -> None:
     run_in_process(
         {
+            "task": "tweeteval",
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(tmp_path),
             "num-server-rounds": 2,
