@@ -31,6 +31,7 @@ COPY quantum/ quantum/
 COPY strategies/ strategies/
 COPY server_app/ server_app/
 COPY client_app/ client_app/
+COPY harness/ harness/
 RUN pip install . \
     && useradd --create-home --uid 1000 app \
     && mkdir -p /results /cache \

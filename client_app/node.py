@@ -74,6 +74,11 @@ class ClientNode:
         self.cache_hits = 0
 
     @property
+    def name(self) -> str:
+        """How logs name this client."""
+        return f"client {self.partition_id}"
+
+    @property
     def splits(self) -> tuple[TextDataset, TextDataset]:
         """(train, validation) rows of this client's partition."""
         return self.runtime.splits
@@ -132,6 +137,13 @@ class ClientNode:
         if _FEATURES not in self.state.array_records:
             started = time.perf_counter()
             train, val = self.splits
+            logger.info(
+                "%s: %d train and %d validation rows; embedding them with the frozen %s",
+                self.name,
+                len(train),
+                len(val),
+                self.config.teacher.model,
+            )
             self.state[_FEATURES] = ArrayRecord(
                 {"train": Array(self._embed(train.texts)), "val": Array(self._embed(val.texts))}
             )
@@ -170,7 +182,8 @@ class ClientNode:
             cache = self.cache if cfg.federation == "local" else None
             out = cache.load_teacher(key) if cache else None
             if out is None:
-                out = finetune_teacher(train, val, cfg, seed=seed)
+                logger.info("%s: fine-tuning its teacher (%s)", self.name, cfg.peft_method)
+                out = finetune_teacher(train, val, cfg, seed=seed, name=self.name)
                 seconds = out.seconds
                 if cache:
                     cache.save_teacher(key, out)
@@ -213,6 +226,7 @@ class ClientNode:
             seed=self._teacher_seed(),
             initial=received,
             epochs=0.0 if final else None,
+            name=self.name,
         )
         self._remember_teacher(out, version=teacher_round)
         self.seconds["teacher"] = out.seconds

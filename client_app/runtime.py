@@ -48,7 +48,7 @@ class NodeRuntime:
         self.device.check_access()  # before any data is loaded or teacher trained
         self._executor: Executor | None = None
         if node.device:
-            logger.info("node %d: device %s from its node config", node.partition_id, node.device)
+            logger.info("client %d: device %s from its node config", node.partition_id, node.device)
 
     @functools.cached_property
     def splits(self) -> tuple[TextDataset, TextDataset]:
@@ -76,11 +76,11 @@ class NodeRuntime:
             train, _ = self.splits
             circuit = circuit_spec(self.config.student, train.num_classes)
             self._executor = make_executor(device, circuit, seed=self.config.federation.seed)
-            logger.info(
-                "node %d: %s on %s",
+            (logger.info if device.shots_based else logger.debug)(
+                "client %d: student circuits on %s (%s)",
                 self.node.partition_id,
-                device.name,
                 self._executor.backend_name,
+                device.name,
             )
         state_record[_BACKEND] = self._executor.backend_name
         return self._executor

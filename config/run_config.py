@@ -133,7 +133,7 @@ class DataConfig:
         "dirichlet-alpha", 0.5, "Concentration of the Dirichlet label split (> 0)."
     )
     max_train_rows: int = _key(
-        "max-train-rows", 2000, "Rows of the train split shared among clients (0 = all)."
+        "max-train-rows", 1200, "Rows of the train split shared among clients (0 = all)."
     )
     val_fraction: float = _key(
         "val-fraction", 0.2, "Share of each client's partition kept for local validation."
@@ -153,7 +153,11 @@ class DataConfig:
         "Also score the test rows every round, for the plots only (no decision reads them).",
     )
     kmer: int = _key("kmer", 6, "Genomic task: k-mer length.")
-    kmer_stride: int = _key("kmer-stride", 1, "Genomic task: step between k-mers.")
+    kmer_stride: int = _key(
+        "kmer-stride",
+        6,
+        "Genomic task: step between k-mers (= kmer: non-overlapping, the most bases per token).",
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "dirichlet_alpha")
@@ -173,7 +177,7 @@ class TeacherConfig:
     lora_r: int = _key("lora-r", 8, "LoRA rank.")
     lora_alpha: int = _key("lora-alpha", 16, "LoRA scaling alpha.")
     lora_dropout: float = _key("lora-dropout", 0.05, "LoRA dropout.")
-    epochs: float = _key("teacher-epochs", 3.0, "Fine-tuning epochs over the client's train rows.")
+    epochs: float = _key("teacher-epochs", 2.0, "Fine-tuning epochs over the client's train rows.")
     lr: float = _key("teacher-lr", 2e-3, "Fine-tuning learning rate (AdamW).")
     batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
     embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")

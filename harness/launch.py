@@ -1,13 +1,17 @@
-"""Submit the app with ``flwr run`` and wait for its real end state.
+"""The main command: submit the app with ``flwr run``, show its console, exit with its real status.
 
-``flwr run --stream`` exits 0 even when the ServerApp fails, so this module
-submits the run, polls ``flwr ls`` until the run has finished, and exits
-non-zero unless its status is ``finished:completed``::
+``flwr run --stream`` exits 0 even when the ServerApp fails, so this command
+streams the run's console, then asks ``flwr ls`` how the run ended and exits
+non-zero unless it is ``finished:completed``; a failed run ends with one line
+saying why, not a traceback::
 
-    python -m harness.launch . --supernodes 4 \\
-        --run-config "data-dir='/data/tweeteval_sentiment' num-server-rounds=5"
+    python -m harness.launch                      # the defaults, 4 simulated clients
+    python -m harness.launch --supernodes 8 --run-config "strategy='fedavg'"
+    python -m harness.launch . my-superlink       # a deployment (a profile in FLWR_HOME)
 
-Run ``flwr log <run-id> --show`` for the run's log.
+It runs with ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` unless the
+environment says otherwise, so the SuperLink it starts uses this virtual
+environment instead of installing the app's dependencies afresh.
 """
 
 from __future__ import annotations
@@ -15,25 +19,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 COMPLETED = "finished:completed"
+#: What ``flwr run`` needs in its environment for this app (only where the caller set nothing).
+ENVIRONMENT = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # silences Ray's accelerator FutureWarning
+}
+_STARTED = re.compile(r"Successfully started run (\d+)")
+_ERROR = re.compile(r"ERROR\s*(?:\x1b\[0m)?\s*:\s*(.*)$")
+_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)):\s*(.*)$")
+_ACTOR = re.compile(r"^(\x1b\[\d+m)?\([A-Za-z]+ pid=\d+\)(\x1b\[0m)?\s?")
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a submitted run ended."""
+    """How a submitted run ended, and the last error it reported (if any)."""
 
     run_id: int
     status: str
     seconds: float
+    error: str = ""
 
     @property
     def completed(self) -> bool:
@@ -51,6 +67,39 @@ def to_toml_pairs(values: Mapping[str, Any]) -> str:
         return repr(value)
 
     return " ".join(f"{key}={literal(value)}" for key, value in values.items())
+
+
+def fold_tracebacks(lines: Iterable[str]) -> Iterator[str]:
+    """Pass console lines through, replacing each traceback by its last line (the error).
+
+    Lines a Ray actor printed (``(ClientAppActor pid=...)``) are read without
+    that prefix.
+    """
+    in_traceback = False
+    for line in lines:
+        text = _ACTOR.sub("", line.rstrip("\n"))
+        if text.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if text.startswith((" ", "\t")) or not text.strip() or text.startswith("During "):
+                continue
+            if text.startswith(("The above exception", "Traceback")):
+                continue
+            in_traceback = False
+            yield f"ERROR: {text}"
+            continue
+        yield line.rstrip("\n")
+
+
+def error_message(line: str) -> str:
+    """The message of a console line logged at ERROR (class paths trimmed), else ""."""
+    found = _ERROR.search(line)
+    if not found:
+        return ""
+    message = found.group(1).strip()
+    exception = _EXCEPTION.match(message)
+    return exception.group(2) if exception and exception.group(2) else message
 
 
 def _flwr_json(args: list[str], env: Mapping[str, str] | None) -> dict[str, Any]:
@@ -78,6 +127,21 @@ def run_status(
     return str(runs[0]["status"])
 
 
+def _run_args(
+    app_dir: str,
+    connection: str | None,
+    run_config: Mapping[str, Any] | str | None,
+    federation_config: Mapping[str, Any] | None,
+) -> list[str]:
+    args = ["run", app_dir, *([connection] if connection else [])]
+    if run_config:
+        pairs = run_config if isinstance(run_config, str) else to_toml_pairs(run_config)
+        args += ["--run-config", pairs]
+    if federation_config:
+        args += ["--federation-config", to_toml_pairs(federation_config)]
+    return args
+
+
 def flwr_run(
     app_dir: str = ".",
     *,
@@ -86,33 +150,56 @@ def flwr_run(
     connection: str | None = None,
     timeout: float = 3600.0,
     env: Mapping[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> RunOutcome:
-    """Submit ``app_dir`` with ``flwr run`` and wait until the run has finished."""
+    """Submit ``app_dir`` with ``flwr run`` and wait until the run has finished.
+
+    With ``echo``, the run's console is streamed to it (tracebacks folded to
+    their last line); otherwise the run is submitted quietly and polled.
+    """
+    env = {**ENVIRONMENT, **(env if env is not None else os.environ)}
     started = time.perf_counter()
-    args = ["run", app_dir, *([connection] if connection else [])]
-    if run_config:
-        pairs = run_config if isinstance(run_config, str) else to_toml_pairs(run_config)
-        args += ["--run-config", pairs]
-    if federation_config:
-        args += ["--federation-config", to_toml_pairs(federation_config)]
-    run_id = int(_flwr_json(args, env)["run-id"])
-    logger.info("submitted run %d", run_id)
-    deadline = time.monotonic() + timeout
+    args = _run_args(app_dir, connection, run_config, federation_config)
+    if echo is None:
+        run_id, error = int(_flwr_json(args, env)["run-id"]), ""
+    else:
+        run_id, error = _stream(args, env, echo, timeout)
+    logger.debug("submitted run %d", run_id)
+    deadline = started + timeout
     status = run_status(run_id, connection, env)
     while not status.startswith("finished"):
-        if time.monotonic() > deadline:
-            subprocess.run(
-                ["flwr", "stop", str(run_id), *([connection] if connection else [])],
-                capture_output=True,
-                env=env,
-                check=False,
-            )
-            return RunOutcome(
-                run_id, f"timeout after {timeout:.0f} s ({status})", time.perf_counter() - started
-            )
+        if time.perf_counter() > deadline:
+            stop = ["flwr", "stop", str(run_id), *([connection] if connection else [])]
+            subprocess.run(stop, capture_output=True, env=env, check=False)
+            status = f"timeout after {timeout:.0f} s ({status})"
+            return RunOutcome(run_id, status, time.perf_counter() - started, error)
         time.sleep(1.0)
         status = run_status(run_id, connection, env)
-    return RunOutcome(run_id, status, time.perf_counter() - started)
+    return RunOutcome(run_id, status, time.perf_counter() - started, error)
+
+
+def _stream(
+    args: list[str], env: Mapping[str, str], echo: Callable[[str], None], timeout: float
+) -> tuple[int, str]:
+    """Run ``flwr run ... --stream``, echoing its folded console; (run ID, last error line)."""
+    process = subprocess.Popen(
+        ["flwr", *args, "--stream"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(env),
+    )
+    run_id, error = -1, ""
+    assert process.stdout is not None
+    for line in fold_tracebacks(process.stdout):
+        found = _STARTED.search(line)
+        run_id = int(found.group(1)) if found and run_id < 0 else run_id
+        error = error_message(line) or error
+        echo(line)
+    process.wait(timeout=timeout)
+    if run_id < 0:
+        raise RuntimeError(f"flwr run did not start a run: {error or 'see the output above'}")
+    return run_id, error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,20 +208,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("app", nargs="?", default=".")
     parser.add_argument("connection", nargs="?", default=None, help="SuperLink profile name")
     parser.add_argument("--run-config", default="", help="'key=value ...' as for flwr run")
-    parser.add_argument("--supernodes", type=int, default=0, help="simulation: number of nodes")
+    parser.add_argument(
+        "--supernodes", type=int, default=4, help="simulated clients (simulation only; default 4)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    federation = {"num-supernodes": args.supernodes} if args.supernodes else None
-    outcome = flwr_run(
-        args.app,
-        run_config=args.run_config or None,
-        federation_config=federation,
-        connection=args.connection,
-        timeout=args.timeout,
-    )
-    logger.info("run %d: %s after %.0f s", outcome.run_id, outcome.status, outcome.seconds)
-    return 0 if outcome.completed else 1
+    federation = None if args.connection else {"num-supernodes": args.supernodes}
+    try:
+        outcome = flwr_run(
+            args.app,
+            run_config=args.run_config or None,
+            federation_config=federation,
+            connection=args.connection,
+            timeout=args.timeout,
+            echo=lambda line: print(line, flush=True),
+        )
+    except RuntimeError as err:
+        print(f"the run could not be submitted: {err}", file=sys.stderr)
+        return 1
+    if outcome.completed:
+        print(f"run {outcome.run_id}: {outcome.status} after {outcome.seconds:.0f} s")
+        return 0
+    why = outcome.error or f"see flwr log {outcome.run_id} --show"
+    print(f"run {outcome.run_id} did not complete ({outcome.status}): {why}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -207,6 +207,25 @@ def load_trainable_arrays(model: Any, arrays: dict[str, np.ndarray]) -> None:
             param.copy_(value.to(param.dtype))
 
 
+def teacher_batches(
+    rows: int, batch_size: int, seed: int, start_step: int, steps: int
+) -> Iterator[np.ndarray]:
+    """The row indices of steps ``start_step .. start_step + steps - 1``.
+
+    The rows of epoch ``e`` are a permutation seeded by ``(seed, e)``, read as one
+    stream ``batch_size`` at a time, so training resumed at any step sees the
+    same batches as training that never stopped.
+    """
+    for step in range(start_step, start_step + steps):
+        first = step * batch_size
+        picked: list[int] = []
+        while len(picked) < batch_size:
+            epoch, offset = divmod(first + len(picked), rows)
+            order = np.random.default_rng([seed, epoch]).permutation(rows)
+            picked.extend(order[offset : offset + batch_size - len(picked)].tolist())
+        yield np.asarray(picked, dtype=np.int64)
+
+
 def finetune_teacher(
     train: TextDataset,
     val: TextDataset,
@@ -215,14 +234,19 @@ def finetune_teacher(
     *,
     initial: dict[str, np.ndarray] | None = None,
     epochs: float | None = None,
+    steps: int | None = None,
+    start_step: int = 0,
+    name: str = "teacher",
 ) -> TeacherOutputs:
     """Fine-tune a teacher on ``train`` and return its outputs.
 
-    Starts from ``initial`` trained parameters when given (the averaged
-    adapters of teacher federation), else from the seeded fresh adapters and
-    head. Runs ``ceil(epochs * len(train) / teacher-batch-size)`` AdamW steps
-    (``epochs`` defaults to ``teacher-epochs``; 0 only evaluates) over seeded
-    shuffles of the rows.
+    Starts from ``initial`` trained parameters when given (a teacher trained in
+    earlier rounds, or the averaged adapters of teacher federation), else from
+    the seeded fresh adapters and head. Runs ``steps`` AdamW steps (default
+    ``ceil(epochs * len(train) / teacher-batch-size)``, ``epochs`` defaulting to
+    ``teacher-epochs``; 0 only evaluates) on :func:`teacher_batches` from
+    ``start_step``. AdamW's moments start afresh with each call. Logs one line
+    per epoch completed, prefixed with ``name``.
     """
     started = time.perf_counter()
     model, tokenizer = build_teacher_model(cfg, train.num_classes, seed)
@@ -232,22 +256,10 @@ def finetune_teacher(
         predict_logits(model, tokenizer, val.texts, cfg.max_length, cfg.embed_batch_size),
         val.labels,
     )
-    epochs = cfg.epochs if epochs is None else epochs
-    steps = math.ceil(epochs * len(train) / cfg.batch_size) if epochs > 0 else 0
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    rng = np.random.default_rng(seed)
-    order = np.empty(0, dtype=np.int64)
-    model.train()
-    for _ in range(steps):
-        if len(order) < cfg.batch_size:
-            order = np.concatenate([order, rng.permutation(len(train))])
-        rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        enc = encode(tokenizer, [train.texts[i] for i in rows], cfg.max_length, _device(model))
-        logits = model(**enc).logits.float()
-        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[rows], device=logits.device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    if steps is None:
+        epochs = cfg.epochs if epochs is None else epochs
+        steps = math.ceil(epochs * len(train) / cfg.batch_size) if epochs > 0 else 0
+    _train_steps(model, tokenizer, train, cfg, seed, start_step, steps, name, started)
     train_logits = predict_logits(
         model, tokenizer, train.texts, cfg.max_length, cfg.embed_batch_size
     )
@@ -255,9 +267,10 @@ def finetune_teacher(
     val_loss, val_accuracy = logit_metrics(val_logits, val.labels)
     seconds = time.perf_counter() - started
     logger.info(
-        "teacher fine-tuned (%s): %d steps, val loss %.4f nats (before %.4f), val acc %.3f, %.1f s",
+        "%s: teacher (%s) after %d steps: val loss %.4f nats (before %.4f), val acc %.3f, %.1f s",
+        name,
         cfg.peft_method,
-        steps,
+        start_step + steps,
         val_loss,
         untrained_val_loss,
         val_accuracy,
@@ -273,6 +286,41 @@ def finetune_teacher(
         seconds=seconds,
         arrays=trainable_arrays(model),
     )
+
+
+def _train_steps(
+    model: Any,
+    tokenizer: Any,
+    train: TextDataset,
+    cfg: TeacherConfig,
+    seed: int,
+    start_step: int,
+    steps: int,
+    name: str,
+    started: float,
+) -> None:
+    """``steps`` AdamW steps of cross-entropy; one log line per epoch completed."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    model.train()
+    losses: list[float] = []
+    batches = teacher_batches(len(train), cfg.batch_size, seed, start_step, steps)
+    for step, rows in enumerate(batches, start=start_step + 1):
+        enc = encode(tokenizer, [train.texts[i] for i in rows], cfg.max_length, _device(model))
+        logits = model(**enc).logits.float()
+        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[rows], device=logits.device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % per_epoch == 0:
+            logger.info(
+                "%s: teacher epoch %d done, train loss %.4f, %.1f s",
+                name,
+                step // per_epoch,
+                float(np.mean(losses[-per_epoch:])),
+                time.perf_counter() - started,
+            )
 
 
 def _device(model: Any) -> torch.device:

@@ -36,7 +36,12 @@ def main(grid: Grid, context: Context) -> None:
         config.output.results_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-run{context.run_id}"
     )
     writer.write_config(config.to_flat())
-    logger.info("results go to %s", writer.path)
+    logger.info(
+        "run %s: %s strategy, results go to %s",
+        context.run_id,
+        config.federation.strategy,
+        writer.path,
+    )
     fed = set_up(grid, config, writer)
     stop_reason, rounds_run = run_rounds(grid, fed, writer)
     writer.save_arrays("student.npz", {k: a.numpy() for k, a in fed.arrays.items()})
@@ -57,15 +62,18 @@ def main(grid: Grid, context: Context) -> None:
         },
         total_seconds=time.perf_counter() - fed.started,
         server_embed_seconds=fed.server_embed_seconds,
+        test_embed_seconds=fed.data.test_embed_seconds,
     )
     writer.write_summary(summary)
     logger.info(
-        "run %s: %d rounds (%s); validation acc %.3f -> %.3f; test acc %.3f (majority %.3f)",
+        "run %s after %d rounds (%s): test acc %.3f (majority %.3f), validation acc %.3f -> "
+        "%.3f; results in %s",
         summary["status"],
         summary["rounds"],
         summary["stop-reason"],
-        summary["initial-val"]["accuracy"],
-        summary["final-val"]["accuracy"],
         summary["final-test"]["accuracy"],
         summary["test-majority-rate"],
+        summary["initial-val"]["accuracy"],
+        summary["final-val"]["accuracy"],
+        writer.path,
     )

@@ -14,11 +14,10 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from config.messages import BACKEND_KEY, INFO_KEY, TRAIN_KEYS
+from config.messages import BACKEND_KEY, INFO_KEY
 from server_app.checkpoint import TEACHER_PREFIX, save_checkpoint
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
@@ -158,23 +157,17 @@ def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> No
     )
 
 
-def _mean(rows: list[dict[str, Any]], field: str) -> float:
-    values = [r[TRAIN_KEYS[field]] for r in rows if TRAIN_KEYS[field] in r]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def _log_round(record: dict[str, Any], num_rounds: int) -> None:
-    clients = record["clients"]
+    """One line: who trained with which budget, the validation figures, the seconds."""
+    budgets = ", ".join(f"{p}:{steps}" for p, steps in record["budgets"].items())
+    failed = f", {len(record['failures'])} failed" if record["failures"] else ""
     logger.info(
-        "round %d/%d: %d/%d clients replied, validation acc %.3f loss %.4f, "
-        "client student val loss %.4f vs teacher %.4f, %.1f s",
+        "round %d/%d: clients:steps %s%s; validation acc %.3f, loss %.4f nats; %.1f s",
         record["round"],
         num_rounds,
-        len(clients),
-        len(record["participants"]),
+        budgets or "none",
+        failed,
         record["val"]["accuracy"],
         record["val"]["loss"],
-        _mean(clients, "student_val_loss"),
-        _mean(clients, "teacher_val_loss"),
         record["seconds"],
     )

@@ -136,6 +136,7 @@ def summary_record(
     test: Mapping[str, Any],
     total_seconds: float,
     server_embed_seconds: float,
+    test_embed_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """``summary.json``: the run's outcome and its totals over ``rounds``.
 
@@ -158,6 +159,7 @@ def summary_record(
         "test-rows": test["rows"],
         "total-seconds": total_seconds,
         "server-embed-seconds": server_embed_seconds,
+        "test-embed-seconds": test_embed_seconds,
         "total-client-steps": sum(c.get(TRAIN_KEYS["steps"], 0) for c in clients),
         "total-client-compute-seconds": sum(
             c.get(TRAIN_KEYS["compute_seconds"], 0.0) for c in clients

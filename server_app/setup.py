@@ -62,14 +62,28 @@ class ServerData:
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
+        self.test_embed_seconds = 0.0
         source = DataSource.from_config(config.data)
         val_rows, self._test_rows = server_datasets(source, config.data, config.federation.seed)
+        logger.info(
+            "data: %s, %d classes; server validation %d rows (%s), test %d rows (scored at "
+            "the end); embedding the validation rows with the frozen %s",
+            source.description,
+            val_rows.num_classes,
+            len(val_rows),
+            "the task's own" if source.has_split("validation") else "carved from train",
+            len(self._test_rows),
+            config.teacher.model,
+        )
         self.val = embed_split(config, val_rows, "val")
 
     @functools.cached_property
     def test(self) -> ServerSplit:
-        """The test rows (embedded on first use)."""
-        return embed_split(self.config, self._test_rows, "test")
+        """The test rows (embedded on first use; the seconds go to ``test_embed_seconds``)."""
+        started = time.perf_counter()
+        split = embed_split(self.config, self._test_rows, "test")
+        self.test_embed_seconds = time.perf_counter() - started
+        return split
 
 
 def embed_split(config: RunConfig, rows: TextDataset, name: str) -> ServerSplit:
@@ -151,7 +165,12 @@ def fit_projection(
         clients.append({"node-id": int(reply.metadata.src_node_id), **report.to_dict()})
     assert pooled is not None
     weight, bias = pca_projection(pooled, n_components)
-    logger.info("federated PCA fitted on %d rows from %d nodes", pooled.n, len(replies))
+    logger.info(
+        "federated PCA: %d components of %d rows pooled from %d clients",
+        n_components,
+        pooled.n,
+        len(replies),
+    )
     return Projection(weight, bias, partitions, clients, array_bytes(replies))
 
 
@@ -240,6 +259,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     started = time.perf_counter()
     data = ServerData(config)
     server_embed_seconds = time.perf_counter() - started
+    logger.info("waiting for at least %d clients; each embeds its rows for the PCA", fed.min_nodes)
     node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
     query_started = time.perf_counter()
     projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)

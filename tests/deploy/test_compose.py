@@ -1,24 +1,20 @@
-"""docker-compose.yml and with-tls.yml validate and say what the deployment needs.
+"""docker-compose.yml and with-tls.yml parse, merge and say what the deployment needs.
 
-``docker-compose config`` parses, merges and validates the files without a
-Docker engine; its output is the merged configuration checked below. CI
-installs docker-compose (``.ci/run``); without it these tests fail, saying how
-to install it.
+The files are read as Compose reads them (anchors, merge keys, variables,
+overlays) by ``harness.compose``, so these checks need no Docker; the real
+``docker compose`` run is ``tests/deploy/test_compose_run.py``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
+from harness.compose import load_compose, substitute
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = 3
@@ -26,29 +22,18 @@ NODES = 3
 DATA_DIR = str(Path(tempfile.gettempdir()) / "llmqfl-data")
 
 
-def _compose_command() -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    if shutil.which("docker") and plugin.returncode == 0:
-        return ["docker", "compose"]
-    pytest.fail("docker-compose not found: apt-get install docker-compose (as .ci/run does)")
-
-
 def compose_config(*files: str) -> dict[str, Any]:
-    """The merged, validated configuration ``docker-compose config`` prints."""
-    args = [arg for name in files for arg in ("-f", name)]
-    done = subprocess.run(
-        [*_compose_command(), *args, "config"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": os.environ.get("PATH", os.defpath), "LLMQFL_DATA_DIR": DATA_DIR},
-    )
-    assert done.returncode == 0, done.stderr
-    parsed: dict[str, Any] = yaml.safe_load(done.stdout)
-    return parsed
+    """The merged configuration of the project's compose ``files``."""
+    return load_compose(*(REPO / name for name in files), env={"LLMQFL_DATA_DIR": DATA_DIR})
+
+
+def test_variables_and_overlays_follow_compose_rules() -> None:
+    assert substitute("${A:-x}/${B:-y}/${C}/$$", {"A": "1", "B": ""}) == "1/y//$"
+    services = compose_config("docker-compose.yml", "with-tls.yml")["services"]
+    # The overlay replaced the SuperLink's command but kept its image and added a volume.
+    superlink = services["superlink"]
+    assert "--insecure" not in _flags(superlink) and superlink.get("image")
+    assert any("certs" in v for v in _volumes(services, "superlink"))
 
 
 def _flags(service: dict[str, Any]) -> str:
