@@ -69,8 +69,8 @@ def stats(msg: Message, context: Context) -> Message:
     report = StatsReport(
         partition_id=node.partition_id,
         num_examples=len(train_features),
-        embed_seconds=node.seconds.get("embed", 0.0),
-        compute_seconds=time.perf_counter() - started,
+        embed_seconds=node.node.slowdown * node.seconds.get("embed", 0.0),
+        compute_seconds=node.node.slowdown * (time.perf_counter() - started),
     )
     content = RecordDict({STATS_KEY: _record(moments.to_arrays()), METRICS_KEY: report.to_record()})
     return Message(content, reply_to=msg)
@@ -86,7 +86,7 @@ def _teacher(
                 "teacher-federation=fedavg: this node holds no federated teacher (its state "
                 "was lost); the server sends it the final average when it next trains"
             )
-        return node.teacher(), None
+        return node.teacher(orders.teacher_epochs), None
     records = msg.content.array_records
     received = _arrays(records[TEACHER_KEY]) if TEACHER_KEY in records else None
     return node.federated_teacher(received, orders.teacher_round, final=orders.teacher_final)
@@ -98,6 +98,7 @@ def train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     node = _node(context)
     orders = TrainInstructions.from_record(msg.content.config_records[CONFIG_KEY])
+    slow = node.node.slowdown
     train_rows, val_rows = node.splits
     train_features, val_features = node.features()
     teacher, adapters = _teacher(node, msg, orders)
@@ -138,12 +139,14 @@ def train(msg: Message, context: Context) -> Message:
         teacher_untrained_val_loss=teacher.untrained_val_loss,
         teacher_train_loss=teacher_train_loss,
         student_train_loss=fit["train_loss"],
-        teacher_seconds=teacher.seconds_this_round,
+        teacher_seconds=slow * teacher.seconds_this_round,
+        teacher_steps=teacher.steps_this_round,
+        teacher_total_steps=teacher.total_steps,
         teacher_cache_hits=node.cache_hits,
-        teacher_version=node.teacher_version,
-        embed_seconds=node.seconds.get("embed", 0.0),
-        student_seconds=fit["seconds"],
-        compute_seconds=time.perf_counter() - started,
+        teacher_version=teacher.version,
+        embed_seconds=slow * node.seconds.get("embed", 0.0),
+        student_seconds=slow * fit["seconds"],
+        compute_seconds=slow * (time.perf_counter() - started),
         cost=student.meter.totals(),
     )
     content = RecordDict(

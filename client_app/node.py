@@ -1,26 +1,32 @@
-"""One client's data and its per-node caches.
+"""One client's data, caches and teacher, read from a Flower ``Context``.
 
-Everything expensive a client computes once is kept in Flower's per-node
-``context.state`` (it persists across the rounds of a run, in simulation and
-in deployment): the frozen-base embeddings of its train and validation rows,
-and, after its first participation, its fine-tuned teacher's logits and
-validation metrics. With ``teacher-cache`` on, both also go to the node's disk
-cache (``llm.cache``), so that a restarted client or a later run reuses them.
+Everything expensive a client computes is kept in its node state
+(``client_app.state.NodeState``, which persists across the rounds of a run in
+simulation and in deployment): the frozen-base embeddings of its train and
+validation rows, and its teacher's adapters, logits and figures. The teacher
+is trained in chunks: each round's instructions say how many more epochs to
+train it (``teacher_epochs``; 0 keeps it as it is), and a chunk continues
+from the adapters the last one left. With ``teacher-cache`` on, embeddings
+and every teacher chunk also go to the node's disk cache (``llm.cache``),
+keyed by everything that decides them, so a restarted client or a later run
+with the same settings reuses them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Context
 
 from client_app.runtime import runtime
+from client_app.state import NodeState
 from llm.cache import NodeCache, embeddings_key, teacher_key
 from llm.teacher import (
     TeacherOutputs,
@@ -35,16 +41,27 @@ from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
 
-_FEATURES = "features"
-_TEACHER = "teacher"
-_TEACHER_METRICS = "teacher-metrics"
-_DEVICE = "device"
-_TEACHER_ARRAYS = "teacher-arrays"
-
 
 @dataclass(frozen=True)
 class TeacherView:
-    """The cached teacher outputs a round needs."""
+    """The teacher outputs and figures a round needs.
+
+    Attributes
+    ----------
+    train_logits, val_logits : np.ndarray
+        The teacher on the client's train and validation rows.
+    val_loss, val_accuracy, untrained_val_loss : float
+        Cross-entropy (nats) and accuracy on the validation rows, now and before
+        any fine-tuning.
+    seconds_this_round : float
+        Fine-tuning seconds spent in this message (0 when nothing was trained).
+    steps_this_round : int
+        Optimizer steps trained in this message.
+    total_steps : int
+        Optimizer steps the teacher has had so far.
+    version : int
+        Teacher federation: the teacher round behind the logits (0: a local teacher).
+    """
 
     train_logits: np.ndarray
     val_logits: np.ndarray
@@ -52,6 +69,9 @@ class TeacherView:
     val_accuracy: float
     untrained_val_loss: float
     seconds_this_round: float
+    steps_this_round: int
+    total_steps: int
+    version: int = 0
 
 
 class ClientNode:
@@ -69,7 +89,7 @@ class ClientNode:
         self.config = self.runtime.config
         self.node = self.runtime.node
         self.partition_id = self.node.partition_id
-        self.state = context.state
+        self.store = NodeState(context.state)
         self.seconds: dict[str, float] = {}
         self.cache_hits = 0
 
@@ -96,9 +116,7 @@ class ClientNode:
     @property
     def executor(self) -> Executor:
         """Runs this node's student circuits on its device and meters the cost."""
-        if _DEVICE not in self.state.config_records:
-            self.state[_DEVICE] = ConfigRecord({})
-        return self.runtime.executor(self.state.config_records[_DEVICE])
+        return self.runtime.executor(self.store.text)
 
     def student(
         self, in_features: int, arrays: Mapping[str, np.ndarray], server_round: int
@@ -117,6 +135,7 @@ class ClientNode:
         return student
 
     def _embed(self, texts: list[str]) -> np.ndarray:
+        """Frozen-base embeddings of ``texts`` (the disk cache first)."""
         teacher = self.config.teacher
         key = embeddings_key(teacher.model, teacher.max_length, texts)
         cached = self.cache.load_embeddings(key) if self.cache else None
@@ -133,8 +152,9 @@ class ClientNode:
         return features
 
     def features(self) -> tuple[np.ndarray, np.ndarray]:
-        """Frozen-base embeddings of the (train, validation) rows; cached."""
-        if _FEATURES not in self.state.array_records:
+        """Frozen-base embeddings of the (train, validation) rows; computed once."""
+        stored = self.store.arrays("features")
+        if not stored:
             started = time.perf_counter()
             train, val = self.splits
             logger.info(
@@ -144,54 +164,99 @@ class ClientNode:
                 len(val),
                 self.config.teacher.model,
             )
-            self.state[_FEATURES] = ArrayRecord(
-                {"train": Array(self._embed(train.texts)), "val": Array(self._embed(val.texts))}
-            )
+            stored = {"train": self._embed(train.texts), "val": self._embed(val.texts)}
+            self.store.put_arrays("features", stored)
             self.seconds["embed"] = time.perf_counter() - started
-        record = self.state.array_records[_FEATURES]
-        return record["train"].numpy(), record["val"].numpy()
-
-    def _remember_teacher(self, out: TeacherOutputs, version: int = 0) -> None:
-        self.state[_TEACHER] = ArrayRecord(
-            {"train": Array(out.train_logits), "val": Array(out.val_logits)}
-        )
-        self.state[_TEACHER_ARRAYS] = ArrayRecord({k: Array(v) for k, v in out.arrays.items()})
-        self.state[_TEACHER_METRICS] = MetricRecord(
-            {
-                "val-loss": out.val_loss,
-                "val-accuracy": out.val_accuracy,
-                "untrained-val-loss": out.untrained_val_loss,
-                "steps": out.steps,
-                "version": version,
-            }
-        )
+        return stored["train"], stored["val"]
 
     def _teacher_seed(self) -> int:
         # Federated adapters must start alike on every client; local ones differ.
         seed = self.config.federation.seed
         return seed if self.config.teacher.federation == "fedavg" else seed + self.partition_id
 
-    def teacher(self) -> TeacherView:
-        """The fine-tuned teacher's outputs; fine-tunes (or reads the cache) on first call."""
-        seconds = 0.0
-        if _TEACHER not in self.state.array_records:
-            train, val = self.splits
-            cfg, seed = self.config.teacher, self._teacher_seed()
-            key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels)
-            # A federated teacher depends on the other clients: never cached.
-            cache = self.cache if cfg.federation == "local" else None
-            out = cache.load_teacher(key) if cache else None
-            if out is None:
-                logger.info("%s: fine-tuning its teacher (%s)", self.name, cfg.peft_method)
-                out = finetune_teacher(train, val, cfg, seed=seed, name=self.name)
-                seconds = out.seconds
-                if cache:
-                    cache.save_teacher(key, out)
-            else:
-                self.cache_hits += 1
-            self._remember_teacher(out)
-        self.seconds["teacher"] = seconds
-        return self._view(seconds)
+    def teacher_steps(self, epochs: float) -> int:
+        """Optimizer steps that ``epochs`` over this client's train rows take."""
+        train, _ = self.splits
+        return math.ceil(epochs * len(train) / self.config.teacher.batch_size) if epochs > 0 else 0
+
+    def teacher(self, epochs: float) -> TeacherView:
+        """The teacher after training it ``epochs`` more epochs (0: as it is).
+
+        A node with no teacher yet (or one that lost its state) trains
+        ``teacher-epochs`` whatever ``epochs`` says: the student needs a teacher.
+        """
+        numbers = self.store.numbers()
+        total = int(numbers.get("teacher-steps", 0))
+        steps = self.teacher_steps(epochs)
+        if not self.store.arrays("teacher"):
+            if steps == 0:
+                steps = self.teacher_steps(self.config.teacher.epochs)
+            total = 0
+        if steps == 0:
+            self.seconds["teacher"] = 0.0
+            return self._view(0.0, 0)
+        out, trained = self._train_teacher(steps, total)
+        self._remember_teacher(out, total + steps, first=total == 0)
+        self.seconds["teacher"] = out.seconds if trained else 0.0
+        return self._view(self.seconds["teacher"], steps if trained else 0)
+
+    def _train_teacher(self, steps: int, total: int) -> tuple[TeacherOutputs, bool]:
+        """``steps`` more steps from the adapters left at ``total`` (the disk cache first).
+
+        Returns the teacher and whether it was trained here (False: read from the cache).
+        """
+        train, val = self.splits
+        cfg, seed = self.config.teacher, self._teacher_seed()
+        schedule = [
+            int(s) for s in str(self.store.text.get("teacher-schedule", "")).split(",") if s
+        ]
+        schedule = [*schedule[: len(schedule) if total else 0], total + steps]
+        key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels, schedule)
+        # A federated teacher depends on the other clients: never cached.
+        cache = self.cache if cfg.federation == "local" else None
+        out = cache.load_teacher(key) if cache else None
+        trained = out is None
+        if out is not None:
+            self.cache_hits += 1
+        else:
+            logger.info(
+                "%s: fine-tuning its teacher (%s), steps %d to %d",
+                self.name,
+                cfg.peft_method,
+                total + 1,
+                total + steps,
+            )
+            initial = self.store.arrays("adapters") if total else None
+            out = finetune_teacher(
+                train,
+                val,
+                cfg,
+                seed,
+                initial=initial,
+                steps=steps,
+                start_step=total,
+                name=self.name,
+            )
+            if cache:
+                cache.save_teacher(key, out)
+        self.store.text["teacher-schedule"] = ",".join(str(s) for s in schedule)
+        return out, trained
+
+    def _remember_teacher(
+        self, out: TeacherOutputs, total_steps: int, *, first: bool, version: int = 0
+    ) -> None:
+        self.store.put_arrays("teacher", {"train": out.train_logits, "val": out.val_logits})
+        self.store.put_arrays("adapters", out.arrays)
+        before = self.store.numbers().get("teacher-untrained-val-loss", out.untrained_val_loss)
+        self.store.put_numbers(
+            **{
+                "teacher-val-loss": out.val_loss,
+                "teacher-val-accuracy": out.val_accuracy,
+                "teacher-untrained-val-loss": out.untrained_val_loss if first else before,
+                "teacher-steps": total_steps,
+                "teacher-version": version,
+            }
+        )
 
     def teacher_model(self) -> tuple[Any, Any]:
         """(model, tokenizer) of this node's fine-tuned teacher, rebuilt from its state.
@@ -203,8 +268,7 @@ class ClientNode:
         model, tokenizer = build_teacher_model(
             self.config.teacher, train.num_classes, self._teacher_seed()
         )
-        record = self.state.array_records[_TEACHER_ARRAYS]
-        load_trainable_arrays(model, {k: a.numpy() for k, a in record.items()})
+        load_trainable_arrays(model, self.store.arrays("adapters"))
         return model, tokenizer
 
     def federated_teacher(
@@ -228,33 +292,27 @@ class ClientNode:
             epochs=0.0 if final else None,
             name=self.name,
         )
-        self._remember_teacher(out, version=teacher_round)
+        self._remember_teacher(out, out.steps, first=received is None, version=teacher_round)
         self.seconds["teacher"] = out.seconds
-        return self._view(out.seconds), None if final else out.arrays
+        return self._view(out.seconds, out.steps), None if final else out.arrays
 
     @property
     def teacher_version(self) -> int:
-        """The teacher round whose adapters gave the cached logits (0: local teacher)."""
-        if _TEACHER_METRICS not in self.state.metric_records:
+        """The teacher round whose adapters gave the stored logits (0: local; -1: none yet)."""
+        if not self.store.arrays("teacher"):
             return -1
-        metrics = self.state.metric_records[_TEACHER_METRICS]
-        return int(_stored(metrics, "version")) if "version" in metrics else 0
+        return int(self.store.numbers().get("teacher-version", 0))
 
-    def _view(self, seconds: float) -> TeacherView:
-        logits = self.state.array_records[_TEACHER]
-        metrics = self.state.metric_records[_TEACHER_METRICS]
+    def _view(self, seconds: float, steps: int) -> TeacherView:
+        logits, numbers = self.store.arrays("teacher"), self.store.numbers()
         return TeacherView(
-            train_logits=logits["train"].numpy(),
-            val_logits=logits["val"].numpy(),
-            val_loss=_stored(metrics, "val-loss"),
-            val_accuracy=_stored(metrics, "val-accuracy"),
-            untrained_val_loss=_stored(metrics, "untrained-val-loss"),
+            train_logits=logits["train"],
+            val_logits=logits["val"],
+            val_loss=numbers["teacher-val-loss"],
+            val_accuracy=numbers["teacher-val-accuracy"],
+            untrained_val_loss=numbers["teacher-untrained-val-loss"],
             seconds_this_round=seconds,
+            steps_this_round=steps,
+            total_steps=int(numbers["teacher-steps"]),
+            version=int(numbers.get("teacher-version", 0)),
         )
-
-
-def _stored(metrics: MetricRecord, key: str) -> float:
-    """A number this node stored in its state."""
-    value = metrics[key]
-    assert isinstance(value, int | float), (key, value)
-    return float(value)

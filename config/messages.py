@@ -125,10 +125,12 @@ class TrainReport(_MetricReport):
     ``student_train_loss`` (the distillation objective of its last steps) and
     ``teacher_train_loss`` (the teacher on its train rows). ``global_*`` is the
     received global student before local training. Seconds are wall seconds of
-    this message's work; ``cost`` holds the quantum cost figures of
-    :data:`COST_METRICS`. ``steps`` are the steps the client actually ran
-    (Adam steps, COBYLA evaluations, SPSA iterations) and ``evaluations`` the
-    objective evaluations they took.
+    this message's work (a node with a ``slowdown`` reports them multiplied by
+    it); ``cost`` holds the quantum cost figures of :data:`COST_METRICS`.
+    ``steps`` are the student steps the client actually ran (Adam steps, COBYLA
+    evaluations, SPSA iterations) and ``evaluations`` the objective evaluations
+    they took; ``teacher_steps`` the teacher's fine-tuning steps in this message
+    and ``teacher_total_steps`` all it has had.
     """
 
     partition_id: int = _metric("partition-id")
@@ -145,6 +147,8 @@ class TrainReport(_MetricReport):
     teacher_train_loss: float = _metric("teacher-train-loss", math.nan)
     student_train_loss: float = _metric("student-train-loss", math.nan)
     teacher_seconds: float = _metric("teacher-seconds", 0.0)
+    teacher_steps: int = _metric("teacher-steps", 0)
+    teacher_total_steps: int = _metric("teacher-total-steps", 0)
     teacher_cache_hits: int = _metric("teacher-cache-hits", 0)
     teacher_version: int = _metric("teacher-version", 0)
     embed_seconds: float = _metric("embed-seconds", 0.0)
@@ -184,6 +188,10 @@ class TrainInstructions:
         Weight of the KL term; ``1 - alpha`` weighs the cross-entropy.
     proximal_mu : float
         FedProx: weight of ``mu/2 ||w - w_global||^2`` (0 = plain local training).
+    teacher_epochs : float
+        Epochs (over the client's train rows) to fine-tune its teacher further
+        this round; 0 keeps it as it is (a client with no teacher yet trains
+        ``teacher-epochs``).
     teacher_round : int
         Teacher federation: the teacher round this message belongs to (0: none).
     teacher_final : bool
@@ -197,6 +205,7 @@ class TrainInstructions:
     temperature: float
     alpha: float
     proximal_mu: float = 0.0
+    teacher_epochs: float = 0.0
     teacher_round: int = 0
     teacher_final: bool = False
 
@@ -211,6 +220,7 @@ class TrainInstructions:
                 "temperature": self.temperature,
                 "alpha": self.alpha,
                 "proximal-mu": self.proximal_mu,
+                "teacher-epochs": self.teacher_epochs,
                 TEACHER_ROUND_KEY: self.teacher_round,
                 TEACHER_FINAL_KEY: self.teacher_final,
             }
@@ -227,6 +237,7 @@ class TrainInstructions:
             temperature=float(_number(record, "temperature")),
             alpha=float(_number(record, "alpha")),
             proximal_mu=float(_number(record, "proximal-mu")),
+            teacher_epochs=float(_number(record, "teacher-epochs")),
             teacher_round=int(_number(record, TEACHER_ROUND_KEY)),
             teacher_final=bool(record[TEACHER_FINAL_KEY]),
         )

@@ -38,12 +38,16 @@ class NodeConfig:
     cache_dir : Path
         Where this node keeps its teacher and embedding cache: ``cache-dir``, else
         ``$LLMQFL_CACHE_DIR``, else ``~/.cache/llmqfl``.
+    slowdown : float
+        ``slowdown``: an emulated slower machine for benchmarks. The node reports
+        every seconds figure multiplied by it (>= 1; nothing sleeps). Default 1.
     """
 
     partition_id: int
     num_partitions: int
     device: str = ""
     cache_dir: Path = DEFAULT_CACHE_DIR
+    slowdown: float = 1.0
 
     @classmethod
     def from_flat(cls, node_config: Mapping[str, Any]) -> NodeConfig:
@@ -73,9 +77,13 @@ class NodeConfig:
                 f"[0, num-partitions - 1] = [0, {num_partitions - 1}]"
             )
         cache = node_config.get("cache-dir") or os.environ.get("LLMQFL_CACHE_DIR")
+        slowdown = node_config.get("slowdown", 1.0)
+        if isinstance(slowdown, bool) or not isinstance(slowdown, int | float) or slowdown < 1:
+            raise ConfigError(f"node config slowdown={slowdown!r}: must be a number >= 1")
         return cls(
             partition_id=partition_id,
             num_partitions=num_partitions,
             device=str(node_config.get("device", "")),
             cache_dir=Path(str(cache)).expanduser() if cache else DEFAULT_CACHE_DIR,
+            slowdown=float(slowdown),
         )

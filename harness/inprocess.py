@@ -64,6 +64,7 @@ class InProcessGrid(Grid):
         }
         self.fail_nodes = set(fail_nodes)
         self.messages_sent = 0
+        self._replies: dict[str, Message] = {}
         self._ids = itertools.count()
 
     # The Grid API the apps use ------------------------------------------------
@@ -73,7 +74,11 @@ class InProcessGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        replies = []
+        return list(self.pull_messages(self.push_messages(messages)))
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Deliver each message at once (the ClientApp runs here); its reply waits for a pull."""
+        ids = []
         for message in messages:
             node_id = message.metadata.dst_node_id
             if node_id not in self.contexts:
@@ -82,8 +87,13 @@ class InProcessGrid(Grid):
             message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
             instruction = copy.deepcopy(message)  # the client must not share the server's arrays
             self.messages_sent += 1
-            replies.append(self._deliver(instruction, node_id))
-        return replies
+            self._replies[message.metadata.message_id] = self._deliver(instruction, node_id)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies to ``message_ids`` (each handed out once)."""
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
     def _deliver(self, instruction: Message, node_id: int) -> Message:
         try:
@@ -106,12 +116,6 @@ class InProcessGrid(Grid):
     def create_message(self, *args: Any, **kwargs: Any) -> Message:  # type: ignore[override]
         raise NotImplementedError
 
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
-
 
 def run_in_process(
     run_config: Mapping[str, Any],
@@ -129,10 +133,11 @@ def run_in_process(
     this run (as ``--node-config`` would on a SuperNode), e.g.
     ``{0: {"device": "fake:FakeManilaV2"}}``.
 
-    Passing the ``grid`` of an earlier call reuses its nodes and their state
-    (cached embeddings and teachers), with the new ``run_config``; only
-    settings that leave the data and the teacher unchanged may differ. With a
-    new ``run_id`` the nodes also get new node IDs, as restarted SuperNodes do.
+    Passing the ``grid`` of an earlier call reuses its nodes for a new run
+    with the new ``run_config``. As in Flower, each run starts with empty node
+    state; what the nodes computed before comes back from their disk cache
+    (``teacher-cache``). With a new ``run_id`` the nodes also get new node
+    IDs, as restarted SuperNodes do.
     """
     if server_app is None:
         from server_app.app import app as default_server_app
@@ -154,6 +159,7 @@ def run_in_process(
         for new_id, context in grid.contexts.items():
             context.run_config = dict(run_config)
             context.run_id, context.node_id = run_id, new_id
+            context.state = RecordDict()
         grid.fail_nodes = {node_id(p, run_id) for p in fail}
         grid.run_id = run_id
     for context in grid.contexts.values():

@@ -32,7 +32,7 @@ from llm.teacher import TeacherOutputs
 
 logger = logging.getLogger(__name__)
 
-_VERSION = 1  # bump when the entry format or the fine-tuning code changes its results
+_VERSION = 2  # bump when the entry format or the fine-tuning code changes its results
 
 
 def _rows_digest(texts: Sequence[str], labels: np.ndarray | None = None) -> str:
@@ -57,10 +57,18 @@ def teacher_key(
     train_labels: np.ndarray,
     val_texts: Sequence[str],
     val_labels: np.ndarray,
+    schedule: Sequence[int] = (),
 ) -> str:
-    """The cache key of a locally fine-tuned teacher."""
+    """The cache key of a locally fine-tuned teacher.
+
+    ``schedule`` lists the total steps after each training chunk so far (a
+    teacher trained 10 + 10 steps is not the one trained 20 at once: AdamW's
+    moments restart with each chunk); empty means ``teacher-epochs`` at once.
+    """
     settings = {
-        k: v for k, v in asdict(cfg).items() if k not in ("cache", "embed_batch_size", "model")
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in ("cache", "embed_batch_size", "model", "epochs")
     }
     identity = {
         "version": _VERSION,
@@ -69,6 +77,7 @@ def teacher_key(
         "seed": seed,
         "train": _rows_digest(train_texts, train_labels),
         "val": _rows_digest(val_texts, val_labels),
+        "schedule": [int(s) for s in schedule] or [cfg.epochs],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 

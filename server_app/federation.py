@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from config.messages import BACKEND_KEY, INFO_KEY
 from server_app.checkpoint import TEACHER_PREFIX, save_checkpoint
+from server_app.messaging import exchange
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
 from server_app.setup import Federation, array_bytes, evaluate_global, identify_nodes
@@ -53,7 +54,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
     if teachers is not None:
         teachers.attach(server_round, messages, strategy.partitions)
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = exchange(grid, messages, timeout)
     teacher_bytes = (
         teachers.collect(server_round, replies, messages, strategy.partitions) if teachers else 0
     )

@@ -23,7 +23,8 @@ class RoundOutcome:
     ----------
     server_round : int
     plan : dict
-        Partition -> ``{"steps": budget, "reason": why}`` for each selected client.
+        Partition -> ``{"steps": budget, "reason": why, "teacher-epochs": teacher
+        budget, "teacher-reason": why}`` for each selected client.
     selection_reason : str
     reports : dict
         Partition -> its train reply.
@@ -102,6 +103,12 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         "selection-reason": outcome.selection_reason,
         "budgets": {str(p): plan["steps"] for p, plan in sorted(outcome.plan.items())},
         "budget-reasons": {str(p): plan["reason"] for p, plan in sorted(outcome.plan.items())},
+        "teacher-budgets": {
+            str(p): plan.get("teacher-epochs", 0.0) for p, plan in sorted(outcome.plan.items())
+        },
+        "teacher-reasons": {
+            str(p): plan.get("teacher-reason", "") for p, plan in sorted(outcome.plan.items())
+        },
         "clients": clients,
         "quantum-cost": sum_costs(clients),
         "failures": [dict(f) for f in outcome.failures],

@@ -30,6 +30,7 @@ from quantum.distill import evaluate_student
 from quantum.projection import MomentStats, pca_projection
 from quantum.student import QuantumStudent, build_student, circuit_spec, device_spec
 from server_app.checkpoint import resume
+from server_app.messaging import exchange
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
 from server_app.teacher_federation import TeacherFederation
@@ -145,7 +146,7 @@ def fit_projection(
     The projection whitens: ``weight @ x + bias`` has zero mean and unit
     variance per component over all clients' train rows.
     """
-    answers = list(grid.send_and_receive(_stats_queries(node_ids), timeout=timeout))
+    answers = exchange(grid, _stats_queries(node_ids), timeout)
     for answer in answers:  # a node's bad setting or data stops the run before training
         problem = config_problem(answer)
         if problem is not None:
@@ -224,7 +225,7 @@ def identify_nodes(grid: Grid, strategy: StudentFedAvg, timeout: float) -> list[
     if not unknown:
         return []
     messages = _stats_queries(unknown)
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    replies = exchange(grid, messages, timeout)
     failures = []
     for reply in replies:
         node = reply_node(reply, messages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,11 @@ class ClientMemory:
     student_train_loss: float = math.nan
     teacher_train_loss: float = math.nan
     student_seconds: float = math.nan
+    teacher_seconds: float = math.nan  # the last round it trained its teacher
+    teacher_steps: int = 0  # fine-tuning steps in its last reply
+    teacher_total_steps: int = 0
+    teacher_val_losses: list[float] = field(default_factory=list)  # after each teacher chunk
+    compute_seconds: float = math.nan
 
     @property
     def measured(self) -> bool:
@@ -59,6 +64,15 @@ class ClientMemory:
             student_train_loss=report.student_train_loss,
             teacher_train_loss=report.teacher_train_loss,
             student_seconds=report.student_seconds,
+            teacher_seconds=(
+                report.teacher_seconds
+                if report.teacher_steps
+                else (before.teacher_seconds if before else math.nan)
+            ),
+            teacher_steps=report.teacher_steps,
+            teacher_total_steps=report.teacher_total_steps,
+            teacher_val_losses=_teacher_history(report, before),
+            compute_seconds=report.compute_seconds,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +90,15 @@ class ClientMemory:
             k: (math.nan if v is None else v) for k, v in data.items() if k in names
         }
         return cls(**values)
+
+
+def _teacher_history(report: TrainReport, before: ClientMemory | None) -> list[float]:
+    """The teacher's validation losses, one per version of it (a new one when its steps grew)."""
+    history = list(before.teacher_val_losses) if before else []
+    previous = before.teacher_total_steps if before else 0
+    if report.teacher_total_steps != previous or not history:
+        history.append(report.teacher_val_loss)
+    return history
 
 
 def finite(*values: float) -> bool:

@@ -74,6 +74,9 @@ class StudentFedAvg(FedAvg):
         update divided by its steps, then scaled by the weighted mean steps).
     proximal_mu : float (default: 0.0)
         Sent to clients: FedProx's proximal weight (0 = FedAvg).
+    teacher_epochs : float (default: 2.0)
+        Epochs a client fine-tunes its teacher in the first round it trains
+        (``teacher-epochs``); afterwards it keeps that teacher.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class StudentFedAvg(FedAvg):
         seed: int = 42,
         aggregation: str = "fedavg",
         proximal_mu: float = 0.0,
+        teacher_epochs: float = 2.0,
     ) -> None:
         # The server evaluates the global student itself, so federated evaluation is off;
         # FedAvg warns about that on every construction, which would only be noise here.
@@ -115,6 +119,7 @@ class StudentFedAvg(FedAvg):
         self.seed = seed
         self.aggregation = aggregation
         self.proximal_mu = proximal_mu
+        self.teacher_epochs = teacher_epochs
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
         # What is known of each client (partition -> its last reply) and of the global student.
@@ -147,6 +152,7 @@ class StudentFedAvg(FedAvg):
             min_train_nodes=config.federation.min_train_nodes,
             seed=config.federation.seed,
             aggregation=config.policy.aggregation,
+            teacher_epochs=config.teacher.epochs,
         )
 
     # ------------------------------------------------------------ decisions
@@ -165,6 +171,16 @@ class StudentFedAvg(FedAvg):
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         """Local optimizer steps for client ``partition`` this round, and the reason."""
         return self.local_steps, "fixed"
+
+    def teacher_budget(self, server_round: int, partition: int) -> tuple[float, str]:
+        """Epochs client ``partition`` fine-tunes its teacher this round, and the reason.
+
+        ``teacher-epochs`` the first time it trains, nothing after.
+        """
+        memory = self.clients.get(partition)
+        if memory is None or memory.teacher_total_steps == 0:
+            return self.teacher_epochs, "first participation"
+        return 0.0, "kept"
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
@@ -210,7 +226,13 @@ class StudentFedAvg(FedAvg):
         messages = []
         for partition in selected:
             steps, reason = self.step_budget(server_round, partition)
-            self.last_plan[partition] = {"steps": int(steps), "reason": reason}
+            teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
+            self.last_plan[partition] = {
+                "steps": int(steps),
+                "reason": reason,
+                "teacher-epochs": float(teacher_epochs),
+                "teacher-reason": teacher_reason,
+            }
             node_config = ConfigRecord(dict(config))
             node_config.update(
                 TrainInstructions(
@@ -221,6 +243,7 @@ class StudentFedAvg(FedAvg):
                     temperature=float(self.temperature),
                     alpha=float(self.alpha),
                     proximal_mu=float(self.proximal_mu),
+                    teacher_epochs=float(teacher_epochs),
                 ).to_record()
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})

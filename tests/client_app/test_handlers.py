@@ -9,6 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from client_app.app import app
+from client_app.state import NodeState
 from config import ConfigError
 from harness.inprocess import task_identity
 from quantum.student import make_student
@@ -53,7 +54,7 @@ def test_stats_then_evaluate(shared_data: Path) -> None:
     rows = int(stats["n"].numpy()[0])
     assert metrics["partition-id"] == 1 and metrics["num-examples"] == rows == 48  # 60 * 0.8
     assert stats["total"].numpy().shape == (384,) and stats["outer"].numpy().shape == (384, 384)
-    assert "features" in context.state.array_records  # cached for later rounds
+    assert NodeState(context.state).arrays("features")  # kept for later rounds
 
     student = make_student(384, 3, trainable_projection=True)
     arrays = ArrayRecord({k: Array(v) for k, v in student.get_arrays().items()})

@@ -25,7 +25,8 @@ BASE = {
     "teacher-epochs": 2.0,
     "local-steps": 40,
     "seed": 7,
-    "teacher-cache": False,  # these tests show fine-tuning; tests/llm/test_cache.py the cache
+    # The first run fine-tunes every teacher (asserted below); the runs that reuse its grid
+    # start with fresh node state, as in Flower, and find the teachers in the disk cache.
 }
 
 

@@ -42,9 +42,14 @@ def _only_run(results: Path) -> Path:
 
 
 def _decisions_and_validation(record: dict[str, Any]) -> dict[str, Any]:
-    """Everything a round decided and every validation figure (no timings, no test)."""
+    """Everything a round decided and every validation figure.
+
+    Left out: timings, and what the second run took from the disk cache instead of
+    computing (teacher steps and cache hits).
+    """
+    work = ("node-id", "teacher-steps", "teacher-cache-hits")
     clients = [
-        {k: v for k, v in c.items() if "seconds" not in k and k != "node-id"}
+        {k: v for k, v in c.items() if "seconds" not in k and k not in work}
         for c in record["clients"]
     ]
     kept = ("participants", "budgets", "budget-reasons", "selection-reason", "val", "round")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -137,7 +138,9 @@ def test_one_message_per_node_with_its_own_config() -> None:
     assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
     assert all(c["alpha"] == 0.5 and c["temperature"] == 2.0 for c in configs)
     assert len({id(c) for c in configs}) == 3  # a separate record per node
-    assert strategy.last_plan == {p: {"steps": 7, "reason": "fixed"} for p in (0, 1, 2)}
+    first = {"teacher-epochs": 2.0, "teacher-reason": "first participation"}
+    assert strategy.last_plan == {p: {"steps": 7, "reason": "fixed", **first} for p in (0, 1, 2)}
+    assert all(c["teacher-epochs"] == 2.0 for c in configs)
 
 
 def test_64_bit_node_ids_reach_the_messages_exactly() -> None:
@@ -233,8 +236,13 @@ def test_a_client_that_ran_other_steps_than_planned_is_logged_and_recorded(
         _steps_reply(10, [-2.0, 4.0], 1, 2),
         _steps_reply(11, [-8.0, 0.0], 3, 5),  # claims 5 of its planned 8
     ]
-    with caplog.at_level("WARNING"):
-        arrays, _ = strategy.aggregate_train(1, replies)
+    strategy_logger = logging.getLogger("strategies.student_fedavg")  # may not propagate
+    strategy_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="strategies.student_fedavg"):
+            arrays, _ = strategy.aggregate_train(1, replies)
+    finally:
+        strategy_logger.removeHandler(caplog.handler)
     assert strategy.last_step_mismatches == [{"partition-id": 1, "planned": 8, "ran": 5}]
     assert "client 1 ran 5 steps, 8 were planned" in caplog.text
     assert arrays is not None  # FedNova still divides by the planned 8, not the claimed 5
