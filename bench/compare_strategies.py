@@ -1,28 +1,36 @@
-"""llm-guided against fixed-step FedAvg and the published rules: accuracy and client compute.
+"""llm-guided against fixed-budget FedAvg on a heterogeneous federation: compute, idle, accuracy.
 
-On TweetEval sentiment with ``--clients`` clients (Dirichlet non-IID labels),
-each seed runs, in process and one client at a time:
+The federation: TweetEval sentiment, ``--clients`` clients (8) with Dirichlet
+(alpha 0.5) label partitions of unequal sizes, and unequal speeds: by node
+config, partition 0 is a slow quantum site (``slowdown`` 6: its every reported
+second counts six times, emulating a node six times slower, since a real
+``fake:FakeManilaV2`` student would make this bench run for hours), partition
+1 is 3 times slower and partition 2 twice; the others run at this machine's
+speed. Each seed runs, in process and one client at a time, with the teacher
+cache off so that every run fine-tunes its own teachers and pays for them:
 
-1. ``fedavg``: every client trains ``--local-steps`` steps every round, for
-   ``--rounds`` rounds (the fixed-step baseline);
-2. ``llm-guided``: the settings in :data:`GUIDED` (selection, ratio-rule
-   budgets, termination by the teacher yardstick);
-3. ``llmqfl-reference``: the published code's rules (all clients, budgets
-   that only rise, no early stop).
+- ``fedavg``: every client trains ``--local-steps`` steps every round for
+  ``--rounds`` rounds, teachers fine-tuned for ``teacher-epochs`` in round 1
+  (the baseline);
+- ``llm-guided``: :data:`GUIDED`: teachers steered in chunks while they improve,
+  time-aware budgets against each round's median, adaptive step budgets,
+  clients that match their teacher rest, a noise-aware stop, FedNova;
+- ``llmqfl-reference``: the published code's rules;
+- one run per lever of llm-guided with that lever switched off.
 
-The three runs of a seed share the same nodes, so each client fine-tunes its
-LoRA teacher and embeds its rows once per seed (in the fedavg run). Each run
-is still charged that cost: a client's compute in a round is its measured
-handler time, plus its teacher's measured fine-tuning time in the first round
-it trains in that run, plus every client's measured embedding time (all runs
-query all clients once for the federated PCA). Idle seconds are what a
-parallel deployment would waste: per round, the slowest participant's
-compute minus each participant's, summed.
+Per run, from the apps' own measurements: client compute seconds (teacher,
+embeddings, student and the rest of every reply, the statistics query
+included), idle seconds as a parallel deployment would see them (per round,
+the slowest participant's seconds minus each participant's), steps, rounds,
+bytes, the final test accuracy, and compute-to-accuracy: the client compute
+spent until the run's validation accuracy first reached FedAvg's final
+validation accuracy minus 1 point.
 
     python bench/compare_strategies.py --seeds 1 2 3
 
-Ends with ``RESULT compute_saving=<1 - guided / fedavg compute>
-accuracy_gap=<guided - fedavg final accuracy, points>`` (means over seeds).
+Ends with ``RESULT compute_saving=<share of fedavg's client compute saved>
+idle_saving=<share of fedavg's idle seconds saved> accuracy_gap=<llm-guided
+minus fedavg test accuracy, points, mean over seeds>`` and a line per lever.
 """
 
 from __future__ import annotations
@@ -30,62 +38,91 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.inprocess import InProcessGrid, run_in_process
-from server_app.results import read_rounds
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from harness.inprocess import run_in_process  # noqa: E402
+from server_app.results import read_rounds  # noqa: E402
 
-#: llm-guided at its default policies (every client, adaptive budgets, plateau stop) with
-#: FedNova aggregation, which keeps unequal budgets unbiased; all else as in the fedavg run.
-GUIDED: dict[str, Any] = {"strategy": "llm-guided", "aggregation": "fednova"}
-
+SHARED = REPO / ".." / "shared" / "data"
+#: The nodes' emulated speeds (node config ``slowdown``), by partition.
+SLOWDOWNS = {0: 6.0, 1: 3.0, 2: 2.0}
+GUIDED: dict[str, Any] = {
+    "strategy": "llm-guided",
+    "selection": "all",
+    "steps-policy": "adaptive",
+    "teacher-policy": "steered",
+    "teacher-chunk-epochs": 1.0,
+    "teacher-min-delta": 0.01,
+    "deadline": "median",
+    "termination": "noise-plateau",
+    "stop-patience": 3,
+    "stop-min-rounds": 5,
+    "stop-noise-factor": 1.0,
+    "final-model": "best-val",
+    "aggregation": "fednova",
+}
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy": "fedavg"},
     "llm-guided": GUIDED,
     "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
-    # Variants of llm-guided, reported beside it (the RESULT line uses llm-guided).
-    "guided-fedavg-agg": {**GUIDED, "aggregation": "fedavg"},
-    "guided-bandit": {**GUIDED, "steps-policy": "bandit"},
-    "guided-half-gap": {**GUIDED, "fraction-train": 0.5},
+    # llm-guided with one lever off each (the lever's contribution).
+    "guided-teacher-once": {**GUIDED, "teacher-policy": "once"},
+    "guided-no-deadline": {**GUIDED, "deadline": "off"},
+    "guided-no-stop": {**GUIDED, "termination": "max-rounds"},
+    "guided-last-model": {**GUIDED, "final-model": "last"},
+    "guided-fixed-steps": {**GUIDED, "steps-policy": "fixed"},
+    # and one lever on that llm-guided leaves off
+    "guided-rest": {**GUIDED, "skip-epsilon": 0.0},
 }
 
 
-def account(
-    rounds: list[dict[str, Any]], teacher: dict[int, float], embed: float
-) -> dict[str, float]:
-    """Compute, idle seconds, steps and bytes of one run (see the module docstring)."""
-    seen: set[int] = set()
-    compute = idle = student = 0.0
-    for record in rounds[1:]:
-        per_client = []
-        for client in record["clients"]:
-            part = int(client["partition-id"])
-            seconds = float(client["compute-seconds"]) - float(client.get("teacher-seconds", 0.0))
-            student += float(client["student-seconds"])
-            if part not in seen:
-                seconds += teacher[part]
-                seen.add(part)
-            per_client.append(seconds)
-        if per_client:
-            compute += sum(per_client)
-            idle += sum(max(per_client) - s for s in per_client)
+def account(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Compute and idle seconds, steps and bytes of one run (see the module docstring)."""
+    compute = idle = teacher = 0.0
+    for record in rounds:
+        seconds = [float(c.get("compute-seconds", 0.0)) for c in record["clients"]]
+        teacher += sum(float(c.get("teacher-seconds", 0.0)) for c in record["clients"])
+        if seconds:
+            compute += sum(seconds)
+            idle += sum(max(seconds) - s for s in seconds)
     return {
-        "compute": compute + embed,
-        "student": student,
+        "compute": compute,
+        "teacher": teacher,
         "idle": idle,
-        "steps": float(sum(c["steps"] for r in rounds[1:] for c in r["clients"])),
-        "bytes": float(sum(r["bytes-sent"] + r["bytes-received"] for r in rounds)),
+        "steps": float(sum(c.get("steps", 0) for r in rounds[1:] for c in r["clients"])),
+        "bytes": float(
+            sum(
+                r["bytes-sent"]
+                + r["bytes-received"]
+                + r.get("teacher-bytes-sent", 0)
+                + r.get("teacher-bytes-received", 0)
+                for r in rounds
+            )
+        ),
     }
 
 
+def compute_to_accuracy(rounds: list[dict[str, Any]], target: float) -> float:
+    """Client compute until the validation accuracy first reached ``target`` (NaN: never)."""
+    spent = 0.0
+    for record in rounds:
+        spent += sum(float(c.get("compute-seconds", 0.0)) for c in record["clients"])
+        if record["round"] >= 1 and record["val"]["accuracy"] >= target:
+            return spent
+    return math.nan
+
+
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[str, float]]:
-    """The three strategies on one seed's partitions; figures per strategy."""
+    """Every strategy on one seed's partitions; figures per strategy."""
     base = {
         "task": "tweeteval",
         "data-dir": str(Path(args.data_dir).resolve()),
@@ -98,42 +135,63 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[s
         "test-rows": args.test_rows,
         "teacher-epochs": args.teacher_epochs,
         "local-steps": args.local_steps,
+        "teacher-cache": False,  # every run fine-tunes its own teachers, and pays for them
         "seed": seed,
     }
-    grid: InProcessGrid | None = None
-    teacher: dict[int, float] = {}
-    embed = 0.0
-    figures = {}
+    nodes = {p: {"slowdown": s} for p, s in SLOWDOWNS.items()}
+    runs = {}
     for name, overrides in STRATEGIES.items():
         results = out / f"seed{seed}-{name}"
-        grid = run_in_process(
-            {**base, **overrides, "results-dir": str(results)}, args.clients, grid=grid
+        run_in_process(
+            {**base, **overrides, "results-dir": str(results)}, args.clients, node_configs=nodes
         )
         (run_dir,) = results.iterdir()
-        rounds = read_rounds(run_dir / "rounds.jsonl")
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if not teacher:  # the first run fine-tuned every teacher and embedded every client
-            teacher = {
-                int(c["partition-id"]): float(c["teacher-seconds"]) for c in rounds[1]["clients"]
-            }
-            embed = sum(float(c.get("embed-seconds", 0.0)) for c in rounds[0]["clients"])
-            missing = set(range(args.clients)) - set(teacher)
-            if missing:
-                raise SystemExit(f"fedavg round 1 lacks partitions {sorted(missing)}")
+        runs[name] = (
+            read_rounds(run_dir / "rounds.jsonl"),
+            json.loads((run_dir / "summary.json").read_text()),
+        )
+    target = runs["fedavg"][1]["final-val"]["accuracy"] - 0.01
+    figures = {}
+    for name, (rounds, summary) in runs.items():
         figures[name] = {
-            "accuracy": float(summary["final-global"]["accuracy"]),
+            "accuracy": float(summary["final-test"]["accuracy"]),
             "rounds": float(summary["rounds"]),
-            **account(rounds, teacher, embed),
+            "to_target": compute_to_accuracy(rounds, target),
+            **account(rounds),
         }
+        f = figures[name]
         print(
-            f"seed {seed} {name:17s} acc {figures[name]['accuracy']:.3f} "
-            f"rounds {summary['rounds']:2d} steps {figures[name]['steps']:6.0f} "
-            f"compute {figures[name]['compute']:7.1f} s (student {figures[name]['student']:5.1f}) "
-            f"idle {figures[name]['idle']:6.1f} s "
-            f"bytes {figures[name]['bytes'] / 1e6:6.2f} MB  stop: {summary['stop-reason']}",
+            f"seed {seed} {name:20s} test acc {f['accuracy']:.3f} rounds {f['rounds']:2.0f} "
+            f"steps {f['steps']:5.0f} compute {f['compute']:7.1f} s (teacher {f['teacher']:6.1f}) "
+            f"idle {f['idle']:7.1f} s to-target {f['to_target']:7.1f} s "
+            f"{f['bytes'] / 1e6:6.2f} MB  stop: {summary['stop-reason']}",
             flush=True,
         )
     return figures
+
+
+def _table(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    print(
+        "| strategy | test accuracy | rounds | client steps | client compute s | teacher s | "
+        "idle s | compute to target s | MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    means: dict[str, dict[str, float]] = {}
+    for name in STRATEGIES:
+        rows = [s[name] for s in per_seed]
+        means[name] = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
+        m = means[name]
+        spread = statistics.stdev(r["accuracy"] for r in rows) if len(rows) > 1 else 0.0
+        reached = [r["to_target"] for r in rows if math.isfinite(r["to_target"])]
+        target = (
+            f"{statistics.mean(reached):.1f} ({len(reached)}/{len(rows)})" if reached else "never"
+        )
+        print(
+            f"| {name} | {m['accuracy']:.3f} ± {spread:.3f} | {m['rounds']:.1f} | "
+            f"{m['steps']:.0f} | {m['compute']:.1f} | {m['teacher']:.1f} | {m['idle']:.1f} | "
+            f"{target} | {m['bytes'] / 1e6:.2f} |"
+        )
+    return means
 
 
 def main() -> None:
@@ -146,44 +204,38 @@ def main() -> None:
     parser.add_argument("--dirichlet-alpha", type=float, default=0.5)
     parser.add_argument("--max-train-rows", type=int, default=2400)
     parser.add_argument("--server-val-rows", type=int, default=500)
-    parser.add_argument("--test-rows", type=int, default=0)
+    parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
+    parser.add_argument("--only", nargs="*", default=None, help="run only these strategies")
     parser.add_argument("--out", default="", help="results directory (default: a temp dir)")
     args = parser.parse_args()
+    if args.only:
+        for name in [n for n in STRATEGIES if n not in args.only and n != "fedavg"]:
+            del STRATEGIES[name]
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="compare-"))
     per_seed = [run_seed(seed, args, out) for seed in args.seeds]
-
     print(
         f"\nmeans over seeds {args.seeds} ({args.clients} clients, Dirichlet "
-        f"alpha={args.dirichlet_alpha}, up to {args.rounds} rounds); results in {out}"
+        f"alpha={args.dirichlet_alpha}, slowdowns {SLOWDOWNS}, up to {args.rounds} rounds); "
+        f"results in {out}"
     )
+    means = _table(per_seed)
+    fedavg, guided = means["fedavg"], means["llm-guided"]
+    gaps = [100.0 * (s["llm-guided"]["accuracy"] - s["fedavg"]["accuracy"]) for s in per_seed]
     print(
-        "| strategy | final accuracy | rounds | client steps | client compute s "
-        "| of which student training s | idle s | MB |"
+        f"RESULT compute_saving={1.0 - guided['compute'] / fedavg['compute']:.3f} "
+        f"idle_saving={1.0 - guided['idle'] / fedavg['idle']:.3f} "
+        f"accuracy_gap={statistics.mean(gaps):.2f}"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    means: dict[str, dict[str, float]] = {}
-    for name in STRATEGIES:
-        rows = [s[name] for s in per_seed]
-        means[name] = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
-        m = means[name]
-        spread = statistics.pstdev(r["accuracy"] for r in rows)
+    for name in [n for n in STRATEGIES if n.startswith("guided-")]:
+        lever = means[name]
         print(
-            f"| {name} | {m['accuracy']:.3f} ± {spread:.3f} | {m['rounds']:.1f} | "
-            f"{m['steps']:.0f} | {m['compute']:.1f} | {m['student']:.1f} | {m['idle']:.1f} | "
-            f"{m['bytes'] / 1e6:.2f} |"
+            f"RESULT lever={name} compute_saving={1.0 - lever['compute'] / fedavg['compute']:.3f} "
+            f"idle_saving={1.0 - lever['idle'] / fedavg['idle']:.3f} "
+            f"accuracy_gap={100.0 * (lever['accuracy'] - fedavg['accuracy']):.2f}"
         )
-    guided, fedavg, ref = means["llm-guided"], means["fedavg"], means["llmqfl-reference"]
-    saving = 1.0 - guided["compute"] / fedavg["compute"]
-    gap = 100.0 * (guided["accuracy"] - fedavg["accuracy"])
-    print(
-        f"RESULT compute_saving={saving:.3f} accuracy_gap={gap:.2f} "
-        f"student_compute_saving={1.0 - guided['student'] / fedavg['student']:.3f} "
-        f"reference_compute_ratio={ref['compute'] / fedavg['compute']:.3f} "
-        f"reference_accuracy_gap={100.0 * (ref['accuracy'] - fedavg['accuracy']):.2f}"
-    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,15 @@ TEACHER_FEDERATIONS = ("local", "fedavg")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
+TEACHER_POLICIES = ("once", "steered")
+FINAL_MODELS = ("last", "best-val")
+
+
+def _is_seconds(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def _key(key: str, default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclass field(help=)
@@ -314,10 +323,48 @@ class PolicyConfig:
     poc_candidates: float = _key(
         "poc-candidates", 2.0, "power-of-choice: candidates sampled, as a multiple of k (>= 1)."
     )
+    skip_epsilon: float = _key(
+        "skip-epsilon",
+        -1.0,
+        "llm-guided: a client whose student is within this of its teacher (val loss, nats) "
+        "sits out up to skip-rounds rounds; < 0 = never skip.",
+    )
+    skip_rounds: int = _key(
+        "skip-rounds",
+        2,
+        "llm-guided: rounds a matched client sits out before it is measured again.",
+    )
+    teacher_policy: str = _key(
+        "teacher-policy",
+        "once",
+        "llm-guided: once (teacher-epochs in a client's first round) or steered (chunks of "
+        "teacher-chunk-epochs while its validation loss keeps falling, up to teacher-epochs).",
+    )
+    teacher_chunk_epochs: float = _key(
+        "teacher-chunk-epochs", 1.0, "steered: epochs of one teacher chunk (> 0)."
+    )
+    teacher_min_delta: float = _key(
+        "teacher-min-delta",
+        0.01,
+        "steered: a chunk must lower the teacher's val loss by this (nats), or it is converged; "
+        "and the teacher must lead its student's val loss by this to earn another.",
+    )
+    deadline: str = _key(
+        "deadline",
+        "off",
+        "llm-guided time-aware budgets: off, median (each round's participants finish by the "
+        "median's estimated time), or a number of seconds.",
+    )
     termination: str = _key(
         "termination",
         "plateau",
-        "Comma-separated stop rules: teacher-gap, plateau, distance, max-rounds.",
+        "Comma-separated stop rules: teacher-gap, plateau, noise-plateau, distance, max-rounds.",
+    )
+    stop_noise_factor: float = _key(
+        "stop-noise-factor",
+        1.0,
+        "noise-plateau: stop when the last stop-patience rounds improved the validation loss "
+        "by less than this many times its round-to-round noise.",
     )
     stop_epsilon: float = _key(
         "stop-epsilon", 0.05, "teacher-gap: stop when student - teacher val loss <= this (nats)."
@@ -336,6 +383,12 @@ class PolicyConfig:
     stop_min_rounds: int = _key(
         "stop-min-rounds", 3, "No termination rule may stop the run before this round."
     )
+    final_model: str = _key(
+        "final-model",
+        "last",
+        "The global student the run ends with and scores on the test rows: last (the last "
+        "round's) or best-val (the round's with the lowest validation loss).",
+    )
     aggregation: str = _key(
         "aggregation", "fedavg", "fedavg (example-weighted) or fednova (normalised by steps)."
     )
@@ -347,6 +400,17 @@ class PolicyConfig:
         _at_least(self, 1, "min_steps", "max_increment", "stop_patience", "stop_min_rounds")
         _at_least(self, 1, "poc_candidates")
         _at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
+        _at_least(self, 0, "teacher_min_delta", "stop_noise_factor")
+        _at_least(self, 1, "skip_rounds")
+        _positive(self, "teacher_chunk_epochs")
+        check_choice("teacher-policy", self.teacher_policy, TEACHER_POLICIES)
+        check_choice("final-model", self.final_model, FINAL_MODELS)
+        check(
+            self.deadline in ("off", "median") or _is_seconds(self.deadline),
+            "deadline",
+            self.deadline,
+            "must be off, median or a number of seconds > 0",
+        )
         check(
             self.max_steps >= self.min_steps,
             "max-steps",

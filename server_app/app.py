@@ -44,16 +44,18 @@ def main(grid: Grid, context: Context) -> None:
     )
     fed = set_up(grid, config, writer)
     stop_reason, rounds_run = run_rounds(grid, fed, writer)
-    writer.save_arrays("student.npz", {k: a.numpy() for k, a in fed.arrays.items()})
+    final, final_round = fed.final_student()
+    writer.save_arrays("student.npz", {k: a.numpy() for k, a in final.items()})
     writer.write_json(
         "strategy.json", {"class": type(fed.strategy).__name__, **fed.strategy.state()}
     )
-    test = evaluate_global(fed.student, fed.arrays, fed.data.test)  # the one read of the test rows
+    test = evaluate_global(fed.student, final, fed.data.test)  # the one read of the test rows
     summary = summary_record(
         writer.rounds,
         strategy=type(fed.strategy).__name__,
         stop_reason=stop_reason,
         rounds_run=rounds_run,
+        final_round=final_round,
         val_split={"rows": len(fed.data.val.labels), "majority-rate": fed.data.val.majority_rate},
         test={
             **test,
@@ -66,11 +68,12 @@ def main(grid: Grid, context: Context) -> None:
     )
     writer.write_summary(summary)
     logger.info(
-        "run %s after %d rounds (%s): test acc %.3f (majority %.3f), validation acc %.3f -> "
+        "run %s after %d rounds (%s): %stest acc %.3f (majority %.3f), validation acc %.3f -> "
         "%.3f; results in %s",
         summary["status"],
         summary["rounds"],
         summary["stop-reason"],
+        f"the student of round {final_round}, " if final_round >= 0 else "",
         summary["final-test"]["accuracy"],
         summary["test-majority-rate"],
         summary["initial-val"]["accuracy"],

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 FOLDER = "checkpoint"
 STATE, ARRAYS = "state.json", "student.npz"
 TEACHER_PREFIX = "teacher:"  # checkpoint arrays of the federated teacher adapters
+BEST_PREFIX = "best:"  # checkpoint arrays of the best global student so far (final-model=best-val)
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,19 @@ def resume(
     strategy: StudentFedAvg,
     writer: ResultsWriter,
     teachers: TeacherFederation | None,
-) -> int:
-    """Load the checkpoint into the student, strategy, teachers and results; return the next round.
+) -> tuple[int, dict[str, np.ndarray]]:
+    """Load the checkpoint into the student, strategy, teachers and results.
 
-    The earlier rounds are written again to this run's ``rounds.jsonl``, so its
-    results are complete.
+    Returns the next round and the best global student's arrays so far (empty
+    when the checkpoint has none). The earlier rounds are written again to
+    this run's ``rounds.jsonl``, so its results are complete.
     """
     check_resume(path, config.federation.num_rounds)
     checkpoint = load_checkpoint(path)
-    student_arrays = {
-        k: v for k, v in checkpoint.arrays.items() if not k.startswith(TEACHER_PREFIX)
+    prefixes = (TEACHER_PREFIX, BEST_PREFIX)
+    student_arrays = {k: v for k, v in checkpoint.arrays.items() if not k.startswith(prefixes)}
+    best = {
+        k[len(BEST_PREFIX) :]: v for k, v in checkpoint.arrays.items() if k.startswith(BEST_PREFIX)
     }
     if teachers is not None and checkpoint.teacher_state is not None:
         teacher_arrays = {
@@ -234,7 +238,7 @@ def resume(
     for record in checkpoint.rounds:
         writer.write_round(record)
     logger.info("resumed from %s after round %d", path, checkpoint.round)
-    return checkpoint.round + 1
+    return checkpoint.round + 1, best
 
 
 def restore_rng(rng: dict[str, Any]) -> None:

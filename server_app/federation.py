@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from config.messages import BACKEND_KEY, INFO_KEY
-from server_app.checkpoint import TEACHER_PREFIX, save_checkpoint
+from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, save_checkpoint
 from server_app.messaging import exchange
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
@@ -36,6 +36,7 @@ def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str,
     for server_round in range(fed.first_round, num_rounds + 1):
         record = round_record(run_round(grid, fed, server_round))
         writer.write_round(record)
+        fed.observe_val(server_round, record["val"]["loss"], writer.rounds)
         _checkpoint(fed, writer, server_round)
         rounds_run = server_round
         _log_round(record, num_rounds)
@@ -148,6 +149,8 @@ def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> No
     teachers = fed.teachers
     if teachers is not None and teachers.global_arrays is not None:
         arrays.update({TEACHER_PREFIX + k: v for k, v in teachers.global_arrays.items()})
+    if fed.best_arrays is not None and fed.best_arrays is not fed.arrays:
+        arrays.update({BEST_PREFIX + k: a.numpy() for k, a in fed.best_arrays.items()})
     save_checkpoint(
         writer.path,
         server_round,

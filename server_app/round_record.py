@@ -139,6 +139,7 @@ def summary_record(
     strategy: str,
     stop_reason: str,
     rounds_run: int,
+    final_round: int = -1,
     val_split: Mapping[str, Any],
     test: Mapping[str, Any],
     total_seconds: float,
@@ -149,16 +150,19 @@ def summary_record(
 
     ``val_split`` and ``test`` give ``rows`` and ``majority-rate`` of the two
     server splits; ``test`` also the final student's ``loss`` and ``accuracy``
-    on the test rows, scored once, after the last round.
+    on the test rows, scored once, after the last round. ``final_round`` is
+    the round whose global student the run ended with (-1: the last).
     """
     clients = [c for r in rounds for c in r["clients"]]
+    final = next((r for r in rounds if r["round"] == final_round), rounds[-1])
     return {
         "status": "completed",
         "strategy": strategy,
         "rounds": rounds_run,
         "stop-reason": stop_reason,
         "initial-val": rounds[0]["val"],
-        "final-val": rounds[-1]["val"],
+        "final-round": final["round"],
+        "final-val": final["val"],
         "final-test": {"loss": test["loss"], "accuracy": test["accuracy"]},
         "val-majority-rate": val_split["majority-rate"],
         "test-majority-rate": test["majority-rate"],

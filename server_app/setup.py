@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,20 @@ class Federation:
     first_round: int
     started: float  # time.perf_counter() at the start of set-up
     server_embed_seconds: float
+    # The global student with the lowest validation loss so far, and its round.
+    best_arrays: ArrayRecord | None = None
+    best_round: int = 0
+
+    def observe_val(self, server_round: int, val_loss: float, history: Sequence[Any]) -> None:
+        """Keep the global student if its validation loss is the lowest of ``history``'s."""
+        if val_loss <= min(r["val"]["loss"] for r in history) or self.best_arrays is None:
+            self.best_arrays, self.best_round = self.arrays, server_round
+
+    def final_student(self) -> tuple[ArrayRecord, int]:
+        """The student the run ends with (``final-model``) and the round it is from."""
+        if self.config.policy.final_model == "best-val" and self.best_arrays is not None:
+            return self.best_arrays, self.best_round
+        return self.arrays, -1
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
@@ -292,13 +306,19 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         server_embed_seconds=server_embed_seconds,
     )
     if fed.resume_from:
-        federation.first_round = resume(
+        federation.first_round, best = resume(
             fed.resume_from, config, student, strategy, writer, teachers
         )
         federation.arrays = student_record(student)
         federation.initial = writer.rounds[0]["val"]
+        losses = [r["val"]["loss"] for r in writer.rounds]
+        federation.best_round = int(writer.rounds[int(np.argmin(losses))]["round"])
+        federation.best_arrays = (
+            ArrayRecord({k: Array(v) for k, v in best.items()}) if best else federation.arrays
+        )
         return federation
     federation.initial = evaluate_global(student, federation.arrays, data.val)
+    federation.best_arrays = federation.arrays  # round 0's student is a candidate too
     strategy.observe_val(0, federation.initial)
     record = initial_record(
         federation.initial,

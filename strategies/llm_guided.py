@@ -28,7 +28,9 @@ from config.run_config import RunConfig
 from strategies.selection import SelectionPolicy, build_selection
 from strategies.steps import RATIO_RULES, ReferenceRule, StepPolicy, build_step_policy
 from strategies.student_fedavg import StudentFedAvg
+from strategies.teacher import TeacherPolicy, build_teacher_policy
 from strategies.termination import MaxRounds, Termination, build_termination
+from strategies.timing import deadline_seconds, estimate_seconds, fit_to_deadline, speed
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,18 @@ class LLMGuidedStrategy(StudentFedAvg):
     steps, selection, termination
         The three policies (see :mod:`strategies.steps`, :mod:`strategies.selection`
         and :mod:`strategies.termination`).
+    teacher : TeacherPolicy, optional
+        How much each client fine-tunes its teacher (:mod:`strategies.teacher`);
+        default: ``teacher_epochs`` at first participation.
+    deadline : str (default: "off")
+        Time-aware budgets (:mod:`strategies.timing`): ``off``, ``median`` or
+        a number of seconds.
+    skip_epsilon : float (default: -1.0)
+        A client whose student came within this of its teacher (validation
+        loss, nats) sits out up to ``skip_rounds`` rounds (< 0: never).
+    skip_rounds : int (default: 2)
+    teacher_batch_size : int (default: 16)
+        ``teacher-batch-size``, to turn a client's teacher steps into epochs.
     **kwargs
         :class:`StudentFedAvg`'s arguments. ``fraction_train`` sets ``k``, the
         number of nodes a selection policy picks (never below
@@ -53,29 +67,92 @@ class LLMGuidedStrategy(StudentFedAvg):
         steps: StepPolicy,
         selection: SelectionPolicy,
         termination: Termination,
+        teacher: TeacherPolicy | None = None,
+        deadline: str = "off",
+        skip_epsilon: float = -1.0,
+        skip_rounds: int = 2,
+        teacher_batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.steps = steps
         self.selection = selection
         self.termination = termination
+        if teacher is not None:
+            self.teacher_policy = teacher
+        self.deadline = deadline
+        self.skip_epsilon = skip_epsilon
+        self.skip_rounds = skip_rounds
+        self.teacher_batch_size = teacher_batch_size
 
     @classmethod
     def from_config(cls, config: RunConfig) -> StudentFedAvg:
+        policy = config.policy
         return cls(
             steps=build_step_policy(config),
             selection=build_selection(config),
             termination=build_termination(config),
+            teacher=build_teacher_policy(config),
+            deadline=policy.deadline,
+            skip_epsilon=policy.skip_epsilon,
+            skip_rounds=policy.skip_rounds,
+            teacher_batch_size=config.teacher.batch_size,
             **cls.config_kwargs(config),
         )
 
     def select_clients(self, server_round: int, partitions: Sequence[int]) -> list[int]:
-        """The selection policy's ``k`` clients."""
-        k = self.num_to_select(len(partitions))
+        """The selection policy's ``k`` clients, leaving out clients that match their teacher."""
+        resting = self.resting(server_round, partitions)
+        candidates = [int(p) for p in partitions if p not in resting]
+        if len(candidates) < min(self.min_train_nodes, len(partitions)):
+            candidates, resting = [int(p) for p in partitions], []
+        k = self.num_to_select(len(candidates))
         chosen, self.last_selection_reason = self.selection.select(
-            server_round, [int(p) for p in partitions], k, self.clients, self.val_loss
+            server_round, candidates, k, self.clients, self.val_loss
         )
+        if resting:
+            self.last_selection_reason += f"; resting (student matches teacher): {resting}"
         return chosen
+
+    def resting(self, server_round: int, partitions: Sequence[int]) -> list[int]:
+        """Clients whose student came within ``skip_epsilon`` of their teacher in their last
+        round, if that was at most ``skip_rounds`` rounds ago (then they are measured again)."""
+        if self.skip_epsilon < 0:
+            return []
+        resting = []
+        for partition in partitions:
+            client = self.clients.get(partition)
+            if client is None or not client.measured:
+                continue
+            matched = client.student_val_loss - client.teacher_val_loss <= self.skip_epsilon
+            if matched and server_round - client.last_round <= self.skip_rounds:
+                resting.append(int(partition))
+        return sorted(resting)
+
+    def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The policies' plan, then time-aware: no client planned past the round's deadline."""
+        plan = super().plan_round(server_round, partitions)
+        speeds = {}
+        for partition in plan:
+            client = self.clients.get(partition)
+            measured = speed(client, self.teacher_batch_size) if client is not None else None
+            if measured is not None:
+                speeds[partition] = measured
+        estimates = {
+            p: estimate_seconds(speeds[p], plan[p]["steps"], plan[p]["teacher-epochs"])
+            for p in speeds
+        }
+        deadline = deadline_seconds(self.deadline, estimates)
+        if deadline is None:
+            return plan
+        budgets = {p: (plan[p]["steps"], plan[p]["teacher-epochs"]) for p in plan}
+        for partition, (steps, epochs, why) in fit_to_deadline(
+            budgets, speeds, deadline, self.steps.min_steps
+        ).items():
+            if why:
+                plan[partition]["steps"], plan[partition]["teacher-epochs"] = steps, epochs
+                plan[partition]["reason"] += f"; {why}"
+        return plan
 
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         """The steps policy's budget for client ``partition``, from its last reply."""

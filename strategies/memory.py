@@ -19,7 +19,9 @@ class ClientMemory:
     Losses are cross-entropy in nats on the client's validation rows, except
     ``student_train_loss`` (the distillation objective of its last steps) and
     ``teacher_train_loss`` (the teacher on its train rows), which only the
-    reference rule reads.
+    reference rule reads. Seconds are the last reply's, except
+    ``teacher_chunk_seconds`` and ``teacher_chunk_steps``, which describe the
+    last teacher chunk the client trained, whenever that was.
     """
 
     budget: int
@@ -32,10 +34,15 @@ class ClientMemory:
     student_train_loss: float = math.nan
     teacher_train_loss: float = math.nan
     student_seconds: float = math.nan
-    teacher_seconds: float = math.nan  # the last round it trained its teacher
-    teacher_steps: int = 0  # fine-tuning steps in its last reply
+    num_examples: int = 0
+    teacher_seconds: float = 0.0
+    teacher_steps: int = 0
     teacher_total_steps: int = 0
-    teacher_val_losses: list[float] = field(default_factory=list)  # after each teacher chunk
+    teacher_chunk_seconds: float = math.nan
+    teacher_chunk_steps: int = 0
+    # The teacher's validation loss untrained, then after each chunk that changed it.
+    teacher_val_losses: list[float] = field(default_factory=list)
+    embed_seconds: float = 0.0
     compute_seconds: float = math.nan
 
     @property
@@ -64,14 +71,22 @@ class ClientMemory:
             student_train_loss=report.student_train_loss,
             teacher_train_loss=report.teacher_train_loss,
             student_seconds=report.student_seconds,
-            teacher_seconds=(
-                report.teacher_seconds
-                if report.teacher_steps
-                else (before.teacher_seconds if before else math.nan)
-            ),
+            num_examples=report.num_examples,
+            teacher_seconds=report.teacher_seconds,
             teacher_steps=report.teacher_steps,
             teacher_total_steps=report.teacher_total_steps,
+            teacher_chunk_seconds=(
+                report.teacher_seconds
+                if report.teacher_steps
+                else (before.teacher_chunk_seconds if before else math.nan)
+            ),
+            teacher_chunk_steps=(
+                report.teacher_steps
+                if report.teacher_steps
+                else (before.teacher_chunk_steps if before else 0)
+            ),
             teacher_val_losses=_teacher_history(report, before),
+            embed_seconds=report.embed_seconds,
             compute_seconds=report.compute_seconds,
         )
 
@@ -96,6 +111,12 @@ def _teacher_history(report: TrainReport, before: ClientMemory | None) -> list[f
     """The teacher's validation losses, one per version of it (a new one when its steps grew)."""
     history = list(before.teacher_val_losses) if before else []
     previous = before.teacher_total_steps if before else 0
+    if (
+        not history
+        and report.teacher_total_steps
+        and math.isfinite(report.teacher_untrained_val_loss)
+    ):
+        history.append(report.teacher_untrained_val_loss)  # before its first chunk
     if report.teacher_total_steps != previous or not history:
         history.append(report.teacher_val_loss)
     return history

@@ -50,6 +50,7 @@ from flwr.serverapp.strategy import FedAvg
 from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, TrainInstructions, TrainReport
 from config.run_config import RunConfig
 from strategies.memory import ClientMemory
+from strategies.teacher import TeacherPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class StudentFedAvg(FedAvg):
         self.seed = seed
         self.aggregation = aggregation
         self.proximal_mu = proximal_mu
-        self.teacher_epochs = teacher_epochs
+        self.teacher_policy = TeacherPolicy(teacher_epochs)
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
         # What is known of each client (partition -> its last reply) and of the global student.
@@ -175,12 +176,10 @@ class StudentFedAvg(FedAvg):
     def teacher_budget(self, server_round: int, partition: int) -> tuple[float, str]:
         """Epochs client ``partition`` fine-tunes its teacher this round, and the reason.
 
-        ``teacher-epochs`` the first time it trains, nothing after.
+        The teacher policy's decision: here ``teacher-epochs`` the first time
+        the client trains and nothing after.
         """
-        memory = self.clients.get(partition)
-        if memory is None or memory.teacher_total_steps == 0:
-            return self.teacher_epochs, "first participation"
-        return 0.0, "kept"
+        return self.teacher_policy.decide(server_round, partition, self.clients.get(partition))
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
@@ -220,30 +219,21 @@ class StudentFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """One message per selected client, each with its own ConfigRecord."""
         nodes = {self.partitions[n]: n for n in grid.get_node_ids() if n in self.partitions}
-        selected = self.select_clients(server_round, sorted(nodes))
         self._sent = arrays
-        self.last_plan = {}
+        self.last_plan = self.plan_round(server_round, sorted(nodes))
         messages = []
-        for partition in selected:
-            steps, reason = self.step_budget(server_round, partition)
-            teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
-            self.last_plan[partition] = {
-                "steps": int(steps),
-                "reason": reason,
-                "teacher-epochs": float(teacher_epochs),
-                "teacher-reason": teacher_reason,
-            }
+        for partition, plan in self.last_plan.items():
             node_config = ConfigRecord(dict(config))
             node_config.update(
                 TrainInstructions(
                     server_round=server_round,
-                    local_steps=int(steps),
+                    local_steps=int(plan["steps"]),
                     student_lr=float(self.student_lr),
                     projection_lr=float(self.projection_lr),
                     temperature=float(self.temperature),
                     alpha=float(self.alpha),
                     proximal_mu=float(self.proximal_mu),
-                    teacher_epochs=float(teacher_epochs),
+                    teacher_epochs=float(plan["teacher-epochs"]),
                 ).to_record()
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
@@ -254,6 +244,22 @@ class StudentFedAvg(FedAvg):
             )
         self._sent_messages = messages  # the grid gives them IDs; replies name those IDs
         return messages
+
+    def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Who trains and how much: ``{partition: {"steps", "reason", "teacher-epochs",
+        "teacher-reason"}}`` from :meth:`select_clients`, :meth:`step_budget` and
+        :meth:`teacher_budget`."""
+        plan = {}
+        for partition in self.select_clients(server_round, partitions):
+            steps, reason = self.step_budget(server_round, partition)
+            teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
+            plan[partition] = {
+                "steps": int(steps),
+                "reason": reason,
+                "teacher-epochs": float(teacher_epochs),
+                "teacher-reason": teacher_reason,
+            }
+        return plan
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -113,6 +113,44 @@ class Plateau(TerminationRule):
         return None
 
 
+class NoisePlateau(TerminationRule):
+    """Stop when the last ``patience`` rounds improved less than the validation loss's noise.
+
+    With ``L_t`` the global student's validation loss after round ``t``, the
+    improvement of the last ``k = patience`` rounds is ``min(L before them) -
+    min(L in them)``, and the noise is the median absolute round-to-round
+    change ``|L_t - L_(t-1)|`` over the rounds so far (from round 2 on: round
+    1's first drop is not noise). The rule fires when ``improvement <= z *
+    noise``: the run has stopped improving by more than its own scatter, so
+    one unlucky round cannot end it and a slow steady gain keeps it going.
+    """
+
+    name = "noise-plateau"
+
+    def __init__(self, patience: int, noise_factor: float) -> None:
+        self.patience = patience
+        self.noise_factor = noise_factor
+
+    @staticmethod
+    def noise(losses: Sequence[float]) -> float:
+        """The median absolute round-to-round change, from round 2 on (NaN if too few)."""
+        changes = [abs(b - a) for a, b in zip(losses[1:], losses[2:], strict=False)]
+        return float(np.median(changes)) if changes else math.nan
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        losses = [r["val"]["loss"] for r in history if "val" in r]
+        if len(losses) < self.patience + 3:  # round 0, round 1 and at least one change before
+            return None
+        improvement = min(losses[: -self.patience]) - min(losses[-self.patience :])
+        noise = self.noise(losses)
+        if math.isfinite(noise) and improvement <= self.noise_factor * noise:
+            return (
+                f"noise-plateau: the last {self.patience} rounds improved the validation loss "
+                f"by {improvement:.4f} nats, within {self.noise_factor:g} x its noise {noise:.4f}"
+            )
+        return None
+
+
 class DistanceStagnation(TerminationRule):
     """The paper's rule: the mean client-server loss distance stopped changing.
 
@@ -156,7 +194,7 @@ class DistanceStagnation(TerminationRule):
         return None
 
 
-TERMINATIONS = ("teacher-gap", "plateau", "distance", "max-rounds")
+TERMINATIONS = ("teacher-gap", "plateau", "noise-plateau", "distance", "max-rounds")
 
 
 class Termination:
@@ -204,6 +242,7 @@ def build_termination(config: Any) -> Termination:
     makers: dict[str, Callable[[], TerminationRule]] = {
         "teacher-gap": lambda: TeacherGap(policy.stop_epsilon),
         "plateau": lambda: Plateau(policy.stop_patience, policy.stop_min_delta),
+        "noise-plateau": lambda: NoisePlateau(policy.stop_patience, policy.stop_noise_factor),
         "distance": lambda: DistanceStagnation(policy.stop_patience, policy.stop_distance_delta),
         "max-rounds": lambda: MaxRounds(config.federation.num_rounds),
     }

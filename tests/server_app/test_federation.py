@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,53 @@ def test_a_node_builds_its_backend_once_per_run_and_samples_anew_each_round(
         ]
         assert len(set(losses)) == 5, losses  # same parameters, new shots every round
     assert {c["backend"] for r in rounds for c in r["clients"]} == {"aer_simulator"}
+
+
+def test_steered_teacher_budgets_reach_the_clients_and_are_honoured(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    """llm-guided with steered teachers: each round's teacher budget (epochs) becomes
+    exactly that many epochs of steps on the client; a teacher given 0 is not trained."""
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "strategy": "llm-guided",
+            "selection": "all",
+            "num-server-rounds": 3,
+            "teacher-policy": "steered",
+            "teacher-epochs": 1.5,
+            "teacher-chunk-epochs": 0.5,
+            "teacher-min-delta": 0.0,
+            "local-steps": 10,
+            "termination": "max-rounds",
+            "final-model": "best-val",
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
+    )
+    run_dir = _run_dir(results)
+    rounds = read_rounds(run_dir / "rounds.jsonl")
+    totals = {0: 0, 1: 0, 2: 0}
+    budgets = []
+    for record in rounds[1:]:
+        for client in record["clients"]:
+            part, rows = client["partition-id"], client["num-examples"]
+            epochs = record["teacher-budgets"][str(part)]
+            budgets.append(epochs)
+            assert client["teacher-steps"] == math.ceil(epochs * rows / 16)  # batch size 16
+            totals[part] += client["teacher-steps"]
+            assert client["teacher-total-steps"] == totals[part]
+            if epochs == 0:  # converged, paused or done: no step, no second spent on it
+                assert client["teacher-seconds"] == 0
+                reason = record["teacher-reasons"][str(part)]
+                assert reason.startswith(("converged", "paused", "kept"))
+    assert set(rounds[1]["teacher-budgets"].values()) == {0.5}  # everyone's first chunk
+    assert 0.0 in budgets and budgets.count(0.5) > 3  # both decisions were taken
+    # final-model=best-val: the run ends with the round of the lowest validation loss.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = min(rounds, key=lambda r: r["val"]["loss"])
+    assert summary["final-round"] == best["round"] and summary["final-val"] == best["val"]

@@ -1,9 +1,12 @@
-"""The guided strategy's policies from the run config: state, settings, seeded decisions."""
+"""The guided strategy's policies from the run config: state, settings, seeded decisions;
+its levers: steered teachers, time-aware budgets, resting, the noise-aware stop."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +17,9 @@ from server_app.preflight import preflight
 from strategies.memory import ClientMemory
 from strategies.selection import build_selection
 from strategies.steps import build_step_policy
-from strategies.termination import build_termination
+from strategies.teacher import SteeredTeacher, TeacherPolicy
+from strategies.termination import NoisePlateau, build_termination
+from strategies.timing import Speed, estimate_seconds, fit_to_deadline
 
 BIG = 2**63 + 11  # node IDs are unsigned 64-bit; numpy must not see them
 
@@ -60,8 +65,17 @@ def test_bad_policy_settings_fail_with_one_line_naming_the_key(
     assert message.startswith(f"{key}=") and "\n" not in message
 
 
-def _fake_round(strategy: Any, server_round: int, nodes: list[int]) -> dict[int, Any]:
-    """configure_train, then fake replies whose losses depend on the node and round."""
+def _fake_round(
+    strategy: Any,
+    server_round: int,
+    nodes: list[int],
+    extra: Callable[[int, int, dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[int, Any]:
+    """configure_train, then fake replies whose losses depend on the node and round.
+
+    ``extra(position, round, config)`` adds metrics to a node's reply (``config``:
+    the ConfigRecord its message carried).
+    """
     import time
 
     import numpy as np
@@ -96,6 +110,9 @@ def _fake_round(strategy: Any, server_round: int, nodes: list[int]) -> dict[int,
             "global-val-loss": 1.0 + 0.05 * position,
             "student-seconds": 0.01 * steps,
         }
+        if extra is not None:
+            config = dict(message.content.config_records["config"])
+            metrics.update(extra(position, server_round, config))
         metadata = Metadata(
             run_id=1,
             message_id="",
@@ -145,3 +162,156 @@ def test_guided_decisions_repeat_under_a_seed_and_resume_from_state(
         resumed.load_state(json.loads(json.dumps(first.state())))
         new_ids = [node + 1000 for node in nodes]
         assert _fake_round(resumed, 5, new_ids) == _fake_round(first, 5, nodes)
+
+
+def _teacher_memory(losses: list[float], student: float, steps: int = 10) -> ClientMemory:
+    """A client with 160 train rows (10 steps an epoch at batch 16) and a teacher history."""
+    return ClientMemory(
+        budget=20,
+        rounds=1,
+        num_examples=160,
+        student_val_loss=student,
+        teacher_val_loss=losses[-1],
+        teacher_total_steps=steps,
+        teacher_val_losses=losses,
+    )
+
+
+def test_steered_teacher_trains_in_chunks_while_they_pay() -> None:
+    policy = SteeredTeacher(max_epochs=2.0, chunk_epochs=0.5, min_delta=0.01, batch_size=16)
+    assert policy.decide(1, 0, None) == (0.5, "first chunk")
+    # Still improving (1.10 -> 0.90) and 0.2 nats ahead of its student: another chunk.
+    epochs, why = policy.decide(2, 0, _teacher_memory([1.10, 0.90], student=1.10, steps=5))
+    assert epochs == 0.5 and why.startswith("still improving: 0.50 epochs done")
+    # Converged: the last chunk lowered the validation loss by less than 0.01 nats.
+    epochs, why = policy.decide(3, 0, _teacher_memory([1.1, 0.9, 0.895], 1.2, steps=10))
+    assert epochs == 0.0 and why.startswith("converged: last chunk lowered its val loss by 0.0050")
+    # Its student caught up (0.905 vs 0.90): the teacher pauses.
+    epochs, why = policy.decide(3, 0, _teacher_memory([1.1, 0.9], 0.905, steps=10))
+    assert epochs == 0.0 and why.startswith("paused: its student is within 0.0050")
+    # Never past teacher-epochs in all; the last chunk is what is left.
+    assert policy.decide(5, 0, _teacher_memory([1.1, 0.9, 0.7], 1.0, steps=20))[0] == 0.0
+    assert policy.decide(5, 0, _teacher_memory([1.1, 0.9, 0.7], 1.0, steps=15))[0] == 0.5
+    tail = SteeredTeacher(max_epochs=1.2, chunk_epochs=0.5, min_delta=0.01, batch_size=16)
+    assert tail.decide(4, 0, _teacher_memory([1.1, 0.9, 0.7], 1.0, steps=10))[0] == pytest.approx(
+        0.2
+    )
+    # FedAvg's policy: teacher-epochs at first participation, then nothing.
+    once = TeacherPolicy(2.0)
+    assert once.decide(1, 0, None) == (2.0, "first participation")
+    assert once.decide(2, 0, _teacher_memory([1.1, 0.5], 1.0, steps=20)) == (0.0, "kept")
+
+
+def test_time_aware_budgets_equalise_a_constructed_round() -> None:
+    """Four clients, 1x to 8x slower; the slow ones' plans are cut to the median's time."""
+    speeds = {
+        p: Speed(per_step=0.01 * f, per_teacher_epoch=3.0 * f, fixed=0.2 * f)
+        for p, f in enumerate([1.0, 2.0, 4.0, 8.0])
+    }
+    plan = {p: (40, 0.5 if p in (0, 3) else 0.0) for p in speeds}
+    before = {p: estimate_seconds(speeds[p], *plan[p]) for p in plan}
+    assert max(before.values()) / min(before.values()) > 10  # 16.8 s against 1.2 s
+    deadline = 2.5
+    fitted = fit_to_deadline(plan, speeds, deadline, min_steps=5)
+    after = {
+        p: estimate_seconds(speeds[p], steps, epochs) for p, (steps, epochs, _) in fitted.items()
+    }
+    assert fitted[0] == (40, 0.5, "")  # on time: untouched, its teacher chunk included
+    assert fitted[1] == (40, 0.0, "")
+    assert fitted[2] == (40, 0.0, "")  # 2.4 s
+    steps, epochs, why = fitted[3]
+    # The slowest defers its whole teacher chunk (no sliver of one) and runs what fits.
+    assert epochs == 0.0 and steps == math.floor((2.5 - 1.6) / 0.08) == 11
+    assert why == "deadline 2.5 s: teacher chunk deferred: steps 40 -> 11"
+    assert all(seconds <= deadline for seconds in after.values())
+    spread = max(after.values()) - min(after.values())
+    assert spread < 0.1 * (max(before.values()) - min(before.values()))
+    # min-steps is a floor even when it cannot meet the deadline; unmeasured clients stay.
+    floor = fit_to_deadline({3: (40, 0.0), 9: (40, 1.0)}, speeds, 0.5, min_steps=5)
+    assert floor[3][0] == 5 and floor[9] == (40, 1.0, "")
+
+
+def _losses(values: list[float]) -> list[dict[str, Any]]:
+    return [{"round": r, "val": {"loss": v, "accuracy": 0.5}} for r, v in enumerate(values)]
+
+
+def test_noise_plateau_stops_within_the_noise_and_not_on_a_steady_gain() -> None:
+    rule = NoisePlateau(patience=3, noise_factor=1.0)
+    # Round 1's drop is not noise; then +-0.03 scatter around 1.0 with no gain.
+    noisy = [2.0, 1.0, 1.03, 0.98, 1.01, 0.99, 1.02]
+    assert rule.check(4, _losses(noisy[:5])) is None  # too few rounds to tell
+    reason = rule.check(5, _losses(noisy[:6]))
+    assert reason is not None and reason.startswith("noise-plateau: the last 3 rounds improved")
+    # A slow steady gain (0.02 a round) beats its own noise (0.02): it goes on.
+    steady = [2.0, 1.0, 0.98, 0.96, 0.94, 0.92, 0.90, 0.88]
+    assert all(rule.check(r, _losses(steady[: r + 1])) is None for r in range(1, 8))
+    assert math.isnan(NoisePlateau.noise([2.0, 1.0]))  # no change after round 1 yet
+
+
+class Fleet:
+    """Fake clients 1x-8x slow whose teachers improve by a shrinking amount each chunk."""
+
+    def __init__(self) -> None:
+        self.totals: dict[int, int] = {}
+
+    def __call__(self, position: int, server_round: int, config: dict[str, Any]) -> dict[str, Any]:
+        factor = 2.0 ** (position % 4)
+        rows = 10 + position
+        steps = math.ceil(float(config["teacher-epochs"]) * rows / 16)
+        before = self.totals.get(position, 0)
+        total = self.totals[position] = before + steps
+        chunks = total / max(1, math.ceil(rows / 16))
+        student = 0.01 * int(config["local-steps"]) * factor
+        return {
+            "teacher-steps": steps,
+            "teacher-total-steps": total,
+            "teacher-seconds": 0.3 * steps * factor,
+            "teacher-val-loss": 0.7 + 0.4 * 0.5**chunks,
+            "teacher-untrained-val-loss": 1.1,
+            "student-seconds": student,
+            "compute-seconds": student + 0.3 * steps * factor + 0.05 * factor,
+        }
+
+
+GUIDED = {
+    "strategy": "llm-guided",
+    "selection": "all",
+    "steps-policy": "adaptive",
+    "teacher-policy": "steered",
+    "teacher-epochs": 3.0,
+    "teacher-chunk-epochs": 1.0,
+    "teacher-min-delta": 0.0,
+    "deadline": "median",
+    "skip-epsilon": 0.05,
+    "skip-rounds": 1,
+    "termination": "noise-plateau",
+    "final-model": "best-val",
+    "aggregation": "fednova",
+}
+
+
+def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
+    from strategies import build_strategy
+
+    def build() -> Any:
+        return build_strategy(RunConfig.from_flat({**GUIDED, "seed": 5}))
+
+    nodes = [BIG + 7919 * i for i in range(8)]
+    first, second, fleet_a, fleet_b = build(), build(), Fleet(), Fleet()
+    with task_identity():
+        plans = [_fake_round(first, r, nodes, fleet_a) for r in range(1, 6)]
+        assert [_fake_round(second, r, nodes, fleet_b) for r in range(1, 6)] == plans
+        # Every lever acted: chunks after round 1, deadlines, deferred chunks, rests.
+        reasons = [p["reason"] + " " + p["teacher-reason"] for plan in plans for p in plan.values()]
+        assert any("still improving" in r for r in reasons)
+        assert any("teacher chunk deferred" in r for r in reasons)
+        assert any("deadline" in r for r in reasons)
+        assert any(len(plan) < len(nodes) for plan in plans)  # someone rested
+        assert first.last_selection_reason == second.last_selection_reason
+        # A fresh strategy loaded with the state decides round 6 as the original does,
+        # its clients back under new node IDs.
+        resumed = build()
+        resumed.load_state(json.loads(json.dumps(first.state())))
+        fleet_c = copy.deepcopy(fleet_a)
+        new_ids = [node + 1000 for node in nodes]
+        assert _fake_round(resumed, 6, new_ids, fleet_c) == _fake_round(first, 6, nodes, fleet_a)
