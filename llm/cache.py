@@ -77,7 +77,7 @@ def teacher_key(
         "seed": seed,
         "train": _rows_digest(train_texts, train_labels),
         "val": _rows_digest(val_texts, val_labels),
-        "schedule": [int(s) for s in schedule] or [cfg.epochs],
+        "schedule": [float(s) for s in schedule] or [cfg.epochs],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
