@@ -110,7 +110,8 @@ class SteeredTeacher(TeacherPolicy):
         lead = client.student_val_loss - client.teacher_val_loss
         if client.measured and lead < self.min_delta:
             return 0.0, f"paused: its student is within {lead:.4f} nats of it"
-        chunk = min(self.chunk_epochs, self.epochs - done)
+        # What is left, rounded down to 1e-4 epochs so the client's ceil() stays within it.
+        chunk = min(self.chunk_epochs, math.floor((self.epochs - done) * 1e4) / 1e4)
         return chunk, f"still improving: {done:.2f} epochs done, {chunk:g} more"
 
 
