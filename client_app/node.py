@@ -56,7 +56,9 @@ class TeacherView:
     seconds_this_round : float
         Fine-tuning seconds spent in this message (0 when nothing was trained).
     steps_this_round : int
-        Optimizer steps trained in this message.
+        The optimizer steps this message's teacher budget asked for, trained
+        here or read from the cache (a teacher rebuilt after lost node state
+        counts none: it is the same teacher).
     total_steps : int
         Optimizer steps the teacher has had so far.
     version : int
@@ -187,7 +189,7 @@ class ClientNode:
         """
         numbers = self.store.numbers()
         total = int(numbers.get("teacher-steps", 0))
-        steps = self.teacher_steps(epochs)
+        steps = planned = self.teacher_steps(epochs)
         if not self.store.arrays("teacher"):
             if steps == 0:
                 steps = self.teacher_steps(self.config.teacher.epochs)
@@ -198,7 +200,7 @@ class ClientNode:
         out, trained = self._train_teacher(steps, total)
         self._remember_teacher(out, total + steps, first=total == 0)
         self.seconds["teacher"] = out.seconds if trained else 0.0
-        return self._view(self.seconds["teacher"], steps if trained else 0)
+        return self._view(self.seconds["teacher"], planned)
 
     def _train_teacher(self, steps: int, total: int) -> tuple[TeacherOutputs, bool]:
         """``steps`` more steps from the adapters left at ``total`` (the disk cache first).

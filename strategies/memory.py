@@ -60,6 +60,8 @@ class ClientMemory:
         cls, report: TrainReport, server_round: int, before: ClientMemory | None
     ) -> ClientMemory:
         """The memory after a train reply (``before``: what was known)."""
+        # A chunk's speed is known only when it was trained there (not read from the cache).
+        trained_here = report.teacher_steps > 0 and report.teacher_seconds > 0
         return cls(
             budget=report.steps,
             rounds=(before.rounds if before else 0) + 1,
@@ -77,12 +79,12 @@ class ClientMemory:
             teacher_total_steps=report.teacher_total_steps,
             teacher_chunk_seconds=(
                 report.teacher_seconds
-                if report.teacher_steps
+                if trained_here
                 else (before.teacher_chunk_seconds if before else math.nan)
             ),
             teacher_chunk_steps=(
                 report.teacher_steps
-                if report.teacher_steps
+                if trained_here
                 else (before.teacher_chunk_steps if before else 0)
             ),
             teacher_val_losses=_teacher_history(report, before),

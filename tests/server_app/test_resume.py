@@ -78,8 +78,8 @@ def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None
     straight = json.loads((runs["straight"] / "strategy.json").read_text())
     resumed = json.loads((runs["resumed"] / "strategy.json").read_text())
     for memory in (*straight["clients"].values(), *resumed["clients"].values()):
-        for key in [k for k in memory if "seconds" in k]:
-            memory.pop(key)  # wall-clock times differ between runs; decisions do not
+        for key in [k for k in memory if "seconds" in k or "chunk" in k]:
+            memory.pop(key)  # timings (and the chunk timed) differ between runs; decisions do not
     assert resumed == straight
     rounds_a = read_rounds(runs["straight"] / "rounds.jsonl")
     rounds_b = read_rounds(runs["resumed"] / "rounds.jsonl")
