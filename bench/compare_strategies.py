@@ -6,17 +6,22 @@ config, partition 0 is a slow quantum site (``slowdown`` 6: its every reported
 second counts six times, emulating a node six times slower, since a real
 ``fake:FakeManilaV2`` student would make this bench run for hours), partition
 1 is 3 times slower and partition 2 twice; the others run at this machine's
-speed. Each seed runs, in process and one client at a time, with the teacher
-cache off so that every run fine-tunes its own teachers and pays for them:
+speed. A small untimed warm-up run comes first. Each seed runs, in process
+and one client at a time, with the teacher cache off so that every run
+fine-tunes its own teachers and pays for them:
 
 - ``fedavg``: every client trains ``--local-steps`` steps every round for
   ``--rounds`` rounds, teachers fine-tuned for ``teacher-epochs`` in round 1
   (the baseline);
-- ``llm-guided``: :data:`GUIDED`: teachers steered in chunks while they improve,
-  time-aware budgets against each round's median, adaptive step budgets,
-  clients that match their teacher rest, a noise-aware stop, FedNova;
-- ``llmqfl-reference``: the published code's rules;
-- one run per lever of llm-guided with that lever switched off.
+- ``llm-guided``: :data:`GUIDED`: teachers steered in chunks while they improve
+  and lead their students, time-aware budgets against each round's median
+  (slow clients' teacher chunks deferred, their student steps cut), a
+  noise-aware stop, the best round on the validation split kept, FedNova;
+- one run per lever of llm-guided with that lever switched off, and one with
+  the adaptive step rule (which llm-guided leaves off) switched on;
+- with ``--only NAME ...``: fedavg, llm-guided and the named runs, among them
+  :data:`EXTRA` (``llmqfl-reference``: the published code's rules;
+  ``guided-rest``: clients that match their teacher rest).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -58,14 +63,14 @@ SLOWDOWNS = {0: 6.0, 1: 3.0, 2: 2.0}
 GUIDED: dict[str, Any] = {
     "strategy": "llm-guided",
     "selection": "all",
-    "steps-policy": "adaptive",
+    "steps-policy": "fixed",
     "teacher-policy": "steered",
     "teacher-chunk-epochs": 1.0,
     "teacher-min-delta": 0.01,
     "deadline": "median",
     "termination": "noise-plateau",
     "stop-patience": 3,
-    "stop-min-rounds": 5,
+    "stop-min-rounds": 6,
     "stop-noise-factor": 1.0,
     "final-model": "best-val",
     "aggregation": "fednova",
@@ -73,14 +78,17 @@ GUIDED: dict[str, Any] = {
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy": "fedavg"},
     "llm-guided": GUIDED,
-    "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     # llm-guided with one lever off each (the lever's contribution).
     "guided-teacher-once": {**GUIDED, "teacher-policy": "once"},
     "guided-no-deadline": {**GUIDED, "deadline": "off"},
     "guided-no-stop": {**GUIDED, "termination": "max-rounds"},
     "guided-last-model": {**GUIDED, "final-model": "last"},
-    "guided-fixed-steps": {**GUIDED, "steps-policy": "fixed"},
-    # and one lever on that llm-guided leaves off
+    # and one that llm-guided leaves off, switched on
+    "guided-adaptive-steps": {**GUIDED, "steps-policy": "adaptive"},
+}
+#: Run only when named in ``--only``.
+EXTRA: dict[str, dict[str, Any]] = {
+    "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     "guided-rest": {**GUIDED, "skip-epsilon": 0.0},
 }
 
@@ -119,6 +127,23 @@ def compute_to_accuracy(rounds: list[dict[str, Any]], target: float) -> float:
         if record["round"] >= 1 and record["val"]["accuracy"] >= target:
             return spent
     return math.nan
+
+
+def warm_up(args: argparse.Namespace, out: Path) -> None:
+    """One small untimed run first, so that loading libraries and models from disk is
+    not charged to whichever strategy happens to run first."""
+    config = {
+        "task": "tweeteval",
+        "data-dir": str(Path(args.data_dir).resolve()),
+        "num-server-rounds": 1,
+        "max-train-rows": 200,
+        "server-val-rows": 50,
+        "test-rows": 50,
+        "teacher-epochs": 0.2,
+        "teacher-cache": False,
+        "results-dir": str(out / "warm-up"),
+    }
+    run_in_process(config, 2)
 
 
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[str, float]]:
@@ -206,15 +231,23 @@ def main() -> None:
     parser.add_argument("--server-val-rows", type=int, default=500)
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
-    parser.add_argument("--only", nargs="*", default=None, help="run only these strategies")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="run fedavg, llm-guided and only these (names from STRATEGIES or EXTRA)",
+    )
     parser.add_argument("--out", default="", help="results directory (default: a temp dir)")
     args = parser.parse_args()
-    if args.only:
-        for name in [n for n in STRATEGIES if n not in args.only and n != "fedavg"]:
+    if args.only is not None:
+        chosen = {"fedavg", "llm-guided", *args.only}
+        STRATEGIES.update({n: c for n, c in EXTRA.items() if n in chosen})
+        for name in [n for n in STRATEGIES if n not in chosen]:
             del STRATEGIES[name]
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="compare-"))
+    warm_up(args, out)
     per_seed = [run_seed(seed, args, out) for seed in args.seeds]
     print(
         f"\nmeans over seeds {args.seeds} ({args.clients} clients, Dirichlet "

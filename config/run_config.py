@@ -387,7 +387,8 @@ class PolicyConfig:
         "final-model",
         "last",
         "The global student the run ends with and scores on the test rows: last (the last "
-        "round's) or best-val (the round's with the lowest validation loss).",
+        "round's) or best-val (the round's with the highest validation accuracy, ties: lower "
+        "validation loss).",
     )
     aggregation: str = _key(
         "aggregation", "fedavg", "fedavg (example-weighted) or fednova (normalised by steps)."

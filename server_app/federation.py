@@ -36,7 +36,7 @@ def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str,
     for server_round in range(fed.first_round, num_rounds + 1):
         record = round_record(run_round(grid, fed, server_round))
         writer.write_round(record)
-        fed.observe_val(server_round, record["val"]["loss"], writer.rounds)
+        fed.observe_val(server_round, writer.rounds)
         _checkpoint(fed, writer, server_round)
         rounds_run = server_round
         _log_round(record, num_rounds)

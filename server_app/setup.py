@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +121,13 @@ class Federation:
     first_round: int
     started: float  # time.perf_counter() at the start of set-up
     server_embed_seconds: float
-    # The global student with the lowest validation loss so far, and its round.
+    # The best global student so far on the validation split (see best_val_round), and its round.
     best_arrays: ArrayRecord | None = None
     best_round: int = 0
 
-    def observe_val(self, server_round: int, val_loss: float, history: Sequence[Any]) -> None:
-        """Keep the global student if its validation loss is the lowest of ``history``'s."""
-        if val_loss <= min(r["val"]["loss"] for r in history) or self.best_arrays is None:
+    def observe_val(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> None:
+        """Keep the global student if ``history``'s last record is its best so far."""
+        if best_val_round(history) == server_round or self.best_arrays is None:
             self.best_arrays, self.best_round = self.arrays, server_round
 
     def final_student(self) -> tuple[ArrayRecord, int]:
@@ -135,6 +135,16 @@ class Federation:
         if self.config.policy.final_model == "best-val" and self.best_arrays is not None:
             return self.best_arrays, self.best_round
         return self.arrays, -1
+
+
+def best_val_round(history: Sequence[Mapping[str, Any]]) -> int:
+    """The round of ``history`` whose global student scored best on the validation split.
+
+    Best is the highest validation accuracy (the figure the run reports), ties
+    broken by the lower validation loss, then by the earlier round.
+    """
+    best = max(history, key=lambda r: (r["val"]["accuracy"], -r["val"]["loss"], -r["round"]))
+    return int(best["round"])
 
 
 def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
@@ -311,8 +321,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         )
         federation.arrays = student_record(student)
         federation.initial = writer.rounds[0]["val"]
-        losses = [r["val"]["loss"] for r in writer.rounds]
-        federation.best_round = int(writer.rounds[int(np.argmin(losses))]["round"])
+        federation.best_round = best_val_round(writer.rounds)
         federation.best_arrays = (
             ArrayRecord({k: Array(v) for k, v in best.items()}) if best else federation.arrays
         )

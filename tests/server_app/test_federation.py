@@ -331,7 +331,7 @@ def test_steered_teacher_budgets_reach_the_clients_and_are_honoured(
     assert set(rounds[2]["teacher-budgets"].values()) == {0.4666}
     assert set(rounds[3]["teacher-budgets"].values()) == {0.0}  # 1.0 epoch done: kept
     assert all(c["teacher-total-steps"] == 15 for c in rounds[3]["clients"])  # 240 rows / 16
-    # final-model=best-val: the run ends with the round of the lowest validation loss.
+    # final-model=best-val: the run ends with the round of the best validation accuracy.
     summary = json.loads((run_dir / "summary.json").read_text())
-    best = min(rounds, key=lambda r: r["val"]["loss"])
+    best = max(rounds, key=lambda r: (r["val"]["accuracy"], -r["val"]["loss"]))
     assert summary["final-round"] == best["round"] and summary["final-val"] == best["val"]

@@ -12,6 +12,7 @@ import pytest
 
 from harness.inprocess import InProcessGrid, run_in_process
 from server_app.results import read_rounds
+from server_app.setup import best_val_round
 from tasks.synthetic import write_keyword_task
 
 GUIDED = {
@@ -117,3 +118,15 @@ def test_a_task_of_any_number_of_classes_runs(tmp_path: Path, classes: int) -> N
     for client in first:
         assert client["teacher-val-loss"] < client["teacher-untrained-val-loss"]
         assert client["teacher-val-accuracy"] > 1 / classes + 0.1, client
+
+
+def test_the_best_round_is_the_best_validation_accuracy_ties_by_loss_then_earliest() -> None:
+    def record(round_: int, accuracy: float, loss: float) -> dict:
+        return {"round": round_, "val": {"accuracy": accuracy, "loss": loss}}
+
+    history = [record(0, 0.30, 2.0), record(1, 0.52, 1.10), record(2, 0.48, 0.90)]
+    assert best_val_round(history) == 1  # accuracy decides, not the lower loss of round 2
+    history.append(record(3, 0.52, 1.05))
+    assert best_val_round(history) == 3  # equal accuracy: the lower loss
+    history.append(record(4, 0.52, 1.05))
+    assert best_val_round(history) == 3  # equal in both: the earlier round
