@@ -69,35 +69,65 @@ def logit_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 
 
 def encode(
-    tokenizer: Any, texts: Sequence[str], max_length: int, device: Any = "cpu"
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    device: Any = "cpu",
+    padding: bool | str = True,
 ) -> dict[str, torch.Tensor]:
-    """Tokenise ``texts`` as one padded batch of at most ``max_length`` tokens on ``device``."""
+    """Tokenise ``texts`` as one batch of at most ``max_length`` tokens on ``device``.
+
+    ``padding=True`` pads to the batch's longest text (dynamic padding);
+    ``"max_length"`` pads every text to ``max_length`` (what the bench compares).
+    """
     enc = tokenizer(
-        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt"
     )
     return {key: value.to(device) for key, value in enc.items()}
 
 
+#: Inference batches: texts of similar length together ("bucketed"), padded to the batch's
+#: longest ("dynamic"), or in row order padded to max-length ("fixed"; for the bench).
+BATCHING = "bucketed"
+
+
 def _batches(
     tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
-) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """``(rows, encoded batch)`` over ``texts`` for inference, every row once (see BATCHING)."""
+    order = np.arange(len(texts))
+    if BATCHING == "bucketed":  # shortest first: each batch pads to little more than its texts
+        lengths = [
+            len(ids)
+            for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        ]
+        order = np.argsort(lengths, kind="stable")
+    padding = "max_length" if BATCHING == "fixed" else True
     for start in range(0, len(texts), batch_size):
-        rows = slice(start, start + batch_size)
-        yield rows, encode(tokenizer, texts[rows], max_length)
+        rows = order[start : start + batch_size]
+        yield rows, encode(tokenizer, [texts[i] for i in rows], max_length, padding=padding)
+
+
+def _in_row_order(parts: Sequence[tuple[np.ndarray, torch.Tensor]]) -> np.ndarray:
+    """Stack per-batch outputs back into the texts' order."""
+    out = torch.cat([part for _, part in parts]).numpy()
+    restored = np.empty_like(out)
+    restored[np.concatenate([index for index, _ in parts])] = out
+    return restored
 
 
 @torch.no_grad()
 def predict_logits(
     model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
 ) -> np.ndarray:
-    """Class logits (rows, classes), float32, in eval mode."""
+    """Class logits (rows, classes), float32, in eval mode, in the texts' order."""
     model.eval()
     device = _device(model)
-    out = [
-        model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
-        for _, enc in _batches(tokenizer, texts, max_length, batch_size)
+    parts = [
+        (rows, model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu())
+        for rows, enc in _batches(tokenizer, texts, max_length, batch_size)
     ]
-    return torch.cat(out).numpy().astype(np.float32)
+    return _in_row_order(parts).astype(np.float32)
 
 
 @torch.no_grad()
@@ -113,13 +143,13 @@ def pooled_embeddings(
     """
     encoder, tokenizer = load_encoder(model), load_tokenizer(model)
     device = _device(encoder)
-    out = []
-    for _, enc in _batches(tokenizer, texts, max_length, batch_size):
+    parts = []
+    for rows, enc in _batches(tokenizer, texts, max_length, batch_size):
         enc = {key: value.to(device) for key, value in enc.items()}
         hidden = encoder(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().cpu())
-    return torch.cat(out).numpy()
+        parts.append((rows, ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().cpu()))
+    return _in_row_order(parts)
 
 
 def build_teacher_model(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple[Any, Any]:

@@ -75,3 +75,20 @@ def test_offline_hub_model_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch)
     message = str(err.value)
     assert message.startswith("model='some-org/no-such-model': could not be loaded")
     assert "offline" in message and "\n" not in message
+
+
+def test_length_bucketed_batches_give_each_text_its_own_row(
+    tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llm.teacher as teacher
+
+    words = "table chair window lamp door floor wall roof".split()
+    texts = [" ".join(words[: 1 + (i * 5) % 8]) for i in range(11)]  # lengths out of order
+    per_text = np.stack([pooled_embeddings(tiny_model_dir, [t], 16, 1)[0] for t in texts])
+    monkeypatch.setattr(teacher, "BATCHING", "bucketed")
+    bucketed = pooled_embeddings(tiny_model_dir, texts, 16, 4)
+    monkeypatch.setattr(teacher, "BATCHING", "fixed")
+    fixed = pooled_embeddings(tiny_model_dir, texts, 16, 4)
+    np.testing.assert_allclose(bucketed, per_text, atol=1e-5)
+    np.testing.assert_allclose(fixed, per_text, atol=1e-5)
+    assert not np.allclose(per_text[0], per_text[1], atol=1e-3)  # the rows do differ
