@@ -29,7 +29,7 @@ from config.errors import ConfigError
 PEFT_METHODS = ("lora", "qlora", "none")
 TEACHER_FEDERATIONS = ("local", "fedavg")
 PROJECTIONS = ("pca", "linear")
-AGGREGATIONS = ("fedavg", "fednova")
+AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
 TEACHER_POLICIES = ("once", "steered")
 FINAL_MODELS = ("last", "best-val")
@@ -391,7 +391,21 @@ class PolicyConfig:
         "validation loss).",
     )
     aggregation: str = _key(
-        "aggregation", "fedavg", "fedavg (example-weighted) or fednova (normalised by steps)."
+        "aggregation",
+        "fedavg",
+        "fedavg (example-weighted), fednova (normalised by steps), or robust to bad replies: "
+        "median, trimmed-mean (trim-fraction) or krum (krum-byzantine).",
+    )
+    max_update_norm: float = _key(
+        "max-update-norm",
+        0.0,
+        "Clip each client's update to this L2 norm before combining; 0 = off.",
+    )
+    trim_fraction: float = _key(
+        "trim-fraction", 0.2, "trimmed-mean: share of values cut at each end, per coordinate."
+    )
+    krum_byzantine: int = _key(
+        "krum-byzantine", 1, "krum: bad clients assumed; needs at least 2 x this + 3 replies."
     )
     proximal_mu: float = _key(
         "proximal-mu", 0.01, "fedprox: weight of the proximal term mu/2 ||w - w_global||^2."
@@ -425,6 +439,13 @@ class PolicyConfig:
             "must be in [0, 1]",
         )
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        _at_least(self, 0, "max_update_norm", "krum_byzantine")
+        check(
+            0 <= self.trim_fraction < 0.5,
+            "trim-fraction",
+            self.trim_fraction,
+            "must be in [0, 0.5)",
+        )
 
 
 @dataclass(frozen=True)

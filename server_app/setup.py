@@ -266,6 +266,7 @@ def identify_nodes(grid: Grid, strategy: StudentFedAvg, timeout: float) -> list[
         else:
             report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
             strategy.bind_nodes({node: report.partition_id})
+            strategy.declare_examples({report.partition_id: report.num_examples})
     return failures
 
 
@@ -298,6 +299,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     student.set_projection(projection.weight, projection.bias)
     strategy = build_strategy(config)
     strategy.bind_nodes(projection.partitions)
+    strategy.declare_examples({c["partition-id"]: c["num-examples"] for c in projection.clients})
     teachers = (
         TeacherFederation(config.teacher.fedavg_rounds)
         if config.teacher.federation == "fedavg"

@@ -14,6 +14,11 @@ gets a new one). The server tells the strategy which node serves which
 partition (:meth:`bind_nodes`); every decision and everything remembered is
 keyed by partition, and only the messages name node IDs.
 
+Every reply is checked before it counts (:mod:`strategies.robust`): a reply
+with arrays unlike those sent, non-finite values, more rows than its node
+declared, more steps than its budget or metrics out of range is recorded as
+a failure, like a crashed client.
+
 Each selected client gets its own ``Message`` with its own ``ConfigRecord``
 (:class:`~config.messages.TrainInstructions`). Aggregation is FedAvg's
 example-weighted mean of the replies' arrays (weighted by ``num-examples``),
@@ -50,9 +55,13 @@ from flwr.serverapp.strategy import FedAvg
 from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, TrainInstructions, TrainReport
 from config.run_config import RunConfig
 from strategies.memory import ClientMemory
+from strategies.robust import ROBUST, check_reply, clip_update, robust_aggregate
 from strategies.teacher import TeacherPolicy
 
 logger = logging.getLogger(__name__)
+
+#: The ``code`` of a failure record for a reply that arrived but failed the checks.
+REJECTED = -1
 
 
 class StudentFedAvg(FedAvg):
@@ -71,13 +80,19 @@ class StudentFedAvg(FedAvg):
     seed : int (default: 42)
         Seeds node sampling (one generator per round, so runs repeat).
     aggregation : str (default: "fedavg")
-        ``"fedavg"`` (example-weighted mean) or ``"fednova"`` (each client's
-        update divided by its steps, then scaled by the weighted mean steps).
+        ``"fedavg"`` (example-weighted mean), ``"fednova"`` (each client's
+        update divided by its steps, then scaled by the weighted mean steps),
+        or a robust rule: ``"median"``, ``"trimmed-mean"``, ``"krum"``
+        (:mod:`strategies.robust`).
     proximal_mu : float (default: 0.0)
         Sent to clients: FedProx's proximal weight (0 = FedAvg).
     teacher_epochs : float (default: 2.0)
         Epochs a client fine-tunes its teacher in the first round it trains
         (``teacher-epochs``); afterwards it keeps that teacher.
+    max_update_norm : float (default: 0.0)
+        Clip each client's update to this L2 norm before combining (0: off).
+    trim_fraction, krum_byzantine : float, int
+        ``trimmed-mean``'s cut at each end, and the bad clients ``krum`` assumes.
     """
 
     def __init__(
@@ -94,6 +109,9 @@ class StudentFedAvg(FedAvg):
         aggregation: str = "fedavg",
         proximal_mu: float = 0.0,
         teacher_epochs: float = 2.0,
+        max_update_norm: float = 0.0,
+        trim_fraction: float = 0.2,
+        krum_byzantine: int = 1,
     ) -> None:
         # The server evaluates the global student itself, so federated evaluation is off;
         # FedAvg warns about that on every construction, which would only be noise here.
@@ -120,9 +138,14 @@ class StudentFedAvg(FedAvg):
         self.seed = seed
         self.aggregation = aggregation
         self.proximal_mu = proximal_mu
+        self.max_update_norm = max_update_norm
+        self.trim_fraction = trim_fraction
+        self.krum_byzantine = krum_byzantine
         self.teacher_policy = TeacherPolicy(teacher_epochs)
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
+        # The rows each client declared before training (its query.stats reply), by partition.
+        self.declared_examples: dict[int, int] = {}
         # What is known of each client (partition -> its last reply) and of the global student.
         self.clients: dict[int, ClientMemory] = {}
         self.val_history: list[dict[str, Any]] = []
@@ -154,6 +177,9 @@ class StudentFedAvg(FedAvg):
             seed=config.federation.seed,
             aggregation=config.policy.aggregation,
             teacher_epochs=config.teacher.epochs,
+            max_update_norm=config.policy.max_update_norm,
+            trim_fraction=config.policy.trim_fraction,
+            krum_byzantine=config.policy.krum_byzantine,
         )
 
     # ------------------------------------------------------------ decisions
@@ -201,17 +227,23 @@ class StudentFedAvg(FedAvg):
                 del self.partitions[stale]  # a restarted node took the partition over
             self.partitions[int(node)] = int(partition)
 
+    def declare_examples(self, examples: Mapping[int, int]) -> None:
+        """Record the rows each partition declared before training (a reply may not exceed it)."""
+        self.declared_examples.update({int(p): int(n) for p, n in examples.items()})
+
     def state(self) -> dict[str, Any]:
         """Everything the strategy learned, JSON-serialisable (see :meth:`load_state`)."""
         return {
             "clients": {str(p): c.to_dict() for p, c in self.clients.items()},
             "val-history": list(self.val_history),
+            "declared-examples": {str(p): n for p, n in self.declared_examples.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
         self.clients = {int(p): ClientMemory.from_dict(c) for p, c in state["clients"].items()}
         self.val_history = [dict(r) for r in state["val-history"]]
+        self.declare_examples({int(p): n for p, n in state.get("declared-examples", {}).items()})
 
     # ------------------------------------------------------------ Flower phases
     def configure_train(
@@ -264,26 +296,25 @@ class StudentFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Example-weighted FedAvg (or FedNova); remembers each client's report and failure."""
+        """Check every reply (:func:`~strategies.robust.check_reply`), remember the
+        accepted reports and every failure, and combine the accepted arrays."""
         replies = list(replies)
-        ok = [r for r in replies if not r.has_error()]
-        self.last_reports = {
-            self.partitions.get(int(r.metadata.src_node_id), -1): TrainReport.from_mapping(
-                _metrics(r)
-            )
-            for r in ok
-        }
         self.last_failures = [
-            {
-                "node-id": node,
-                "partition-id": self.partitions.get(node),
-                "code": int(r.error.code),
-                "reason": str(r.error.reason).strip().splitlines()[-1][:300],
-            }
+            self._failure(r, int(r.error.code), str(r.error.reason))
             for r in replies
             if r.has_error()
-            for node in (reply_node(r, self._sent_messages),)
         ]
+        accepted: list[tuple[int, Message, TrainReport]] = []
+        for reply in [r for r in replies if not r.has_error()]:
+            partition, report, problem = self._check(reply)
+            if report is None or partition is None:
+                logger.warning(
+                    "round %d: reply of client %s rejected: %s", server_round, partition, problem
+                )
+                self.last_failures.append(self._failure(reply, REJECTED, f"rejected: {problem}"))
+            else:
+                accepted.append((partition, reply, report))
+        self.last_reports = {partition: report for partition, _, report in accepted}
         for partition, report in self.last_reports.items():
             self.clients[partition] = ClientMemory.from_reply(
                 report, server_round, self.clients.get(partition)
@@ -297,14 +328,66 @@ class StudentFedAvg(FedAvg):
                 mismatch["ran"],
                 mismatch["planned"],
             )
+        if not accepted or self._sent is None:
+            return None, None
+        return self.combine(accepted), None
+
+    def _check(self, reply: Message) -> tuple[int | None, TrainReport | None, str | None]:
+        """The reply's partition and its report, or the reason it may not count."""
+        partition = self.partitions.get(int(reply.metadata.src_node_id))
+        if partition is None:
+            return None, None, f"node {reply.metadata.src_node_id} serves no known partition"
+        metrics = reply.content.metric_records.get(METRICS_KEY)
+        if metrics is None or self._sent is None:
+            return partition, None, "no metrics in the reply"
+        arrays = reply.content.array_records.get(STUDENT_KEY)
+        planned = self.last_plan.get(partition, {}).get("steps")
+        report, problem = check_reply(
+            arrays, metrics, self._sent, planned, self.declared_examples.get(partition)
+        )
+        if report is not None and report.partition_id != partition:
+            return partition, None, f"it names partition {report.partition_id}"
+        return partition, report, problem
+
+    def _failure(self, reply: Message, code: int, reason: str) -> dict[str, Any]:
+        node = reply_node(reply, self._sent_messages)
+        return {
+            "node-id": node,
+            "partition-id": self.partitions.get(node),
+            "code": code,
+            "reason": reason.strip().splitlines()[-1][:300] if reason.strip() else "",
+        }
+
+    def combine(self, accepted: Sequence[tuple[int, Message, TrainReport]]) -> ArrayRecord:
+        """The new global arrays from the accepted replies: each update clipped to
+        ``max-update-norm`` (when set), then ``aggregation`` (see :mod:`strategies.robust`)."""
+        assert self._sent is not None
+        start = {k: a.numpy().astype(np.float64) for k, a in self._sent.items()}
+        arrays = [
+            {
+                k: a.numpy().astype(np.float64)
+                for k, a in r.content.array_records[STUDENT_KEY].items()
+            }
+            for _, r, _ in accepted
+        ]
+        if self.max_update_norm > 0:
+            arrays = [clip_update(start, a, self.max_update_norm) for a in arrays]
+        examples = [report.num_examples for _, _, report in accepted]
         if self.aggregation == "fednova":
-            planned = [
-                self.last_plan.get(self.partitions.get(int(r.metadata.src_node_id), -1), {})
-                for r in ok
-            ]
-            steps = [int(p.get("steps", 0)) for p in planned]
-            return (fednova(self._sent, ok, steps) if ok and self._sent is not None else None), None
-        return super().aggregate_train(server_round, replies)
+            steps = [int(self.last_plan.get(p, {}).get("steps", 0)) for p, _, _ in accepted]
+            combined = fednova(start, arrays, examples, steps)
+        elif self.aggregation in ROBUST:
+            combined = robust_aggregate(
+                self.aggregation, arrays, examples, self.trim_fraction, self.krum_byzantine
+            )
+        else:
+            weights = np.asarray(examples, dtype=np.float64) / float(sum(examples))
+            combined = {
+                k: sum(w * a[k] for w, a in zip(weights, arrays, strict=True)) for k in start
+            }
+        return ArrayRecord(
+            {k: Array(np.asarray(v).astype(self._sent[k].dtype)) for k, v in combined.items()}
+        )
 
 
 def step_mismatches(
@@ -318,13 +401,12 @@ def step_mismatches(
     ]
 
 
-def _metrics(reply: Message) -> MetricRecord:
-    return reply.content.metric_records[METRICS_KEY]
-
-
 def fednova(
-    sent: ArrayRecord, replies: Sequence[Message], steps: Sequence[int]
-) -> ArrayRecord | None:
+    start: Mapping[str, np.ndarray],
+    arrays: Sequence[Mapping[str, np.ndarray]],
+    examples: Sequence[int],
+    steps: Sequence[int],
+) -> dict[str, np.ndarray]:
     """FedNova's normalised average (Wang et al., 2020) of the replies' arrays.
 
     With ``p_i = n_i / sum n`` (``num-examples``) and ``tau_i`` the steps the
@@ -332,28 +414,23 @@ def fednova(
     ``w - tau_eff * sum_i p_i (w - w_i) / tau_i`` with ``tau_eff = sum_i p_i
     tau_i``. With equal steps this is FedAvg; with unequal steps a client that
     ran many steps no longer pulls the average further than its share. Replies
-    planned for 0 steps changed nothing and are left out.
+    planned for 0 steps changed nothing and are left out (all of them: ``start``).
     """
-    used = [
-        (r, TrainReport.from_mapping(_metrics(r)), tau)
-        for r, tau in zip(replies, steps, strict=True)
-        if tau > 0
-    ]
+    used = [(a, n, tau) for a, n, tau in zip(arrays, examples, steps, strict=True) if tau > 0]
     if not used:
-        return None
-    examples = np.array([float(report.num_examples) for _, report, _ in used])
+        return dict(start)
+    weights = np.array([float(n) for _, n, _ in used])
+    weights /= weights.sum()
     taus = np.array([float(tau) for _, _, tau in used])
-    weights = examples / examples.sum()
     tau_eff = float(weights @ taus)
-    out = {}
-    for key, array in sent.items():
-        start = array.numpy().astype(np.float64)
-        direction = sum(
-            p * (start - r.content.array_records[STUDENT_KEY][key].numpy()) / tau
-            for p, tau, (r, _, _) in zip(weights, taus, used, strict=True)
+    return {
+        key: w0
+        - tau_eff
+        * sum(
+            p * (w0 - a[key]) / tau for p, tau, (a, _, _) in zip(weights, taus, used, strict=True)
         )
-        out[key] = Array((start - tau_eff * direction).astype(array.numpy().dtype))
-    return ArrayRecord(out)
+        for key, w0 in start.items()
+    }
 
 
 def reply_node(reply: Message, instructions: Iterable[Message]) -> int:

@@ -70,6 +70,14 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
     return Message(content, metadata=metadata)
 
 
+def _send(strategy: StudentFedAvg, nodes: list[int], weights: list[float] | None = None) -> None:
+    """Configure a round, as the server does before replies can count against it."""
+    w = np.array(weights if weights is not None else [0.0, 0.0], dtype=np.float32)
+    list(
+        strategy.configure_train(1, ArrayRecord({"w": Array(w)}), ConfigRecord({}), FakeGrid(nodes))
+    )
+
+
 def _strategy(**kwargs: object) -> StudentFedAvg:
     defaults = {
         "local_steps": 7,
@@ -85,6 +93,7 @@ def _strategy(**kwargs: object) -> StudentFedAvg:
 
 def test_example_weighted_average_by_hand() -> None:
     strategy = _strategy()
+    _send(strategy, [10, 11, 12])
     instruction = Message(RecordDict(), dst_node_id=12, message_type=MessageType.TRAIN)
     failed = Message(
         Error(code=2, reason="Traceback ...\nRuntimeError: boom"), reply_to=instruction
@@ -221,7 +230,9 @@ def test_fednova_normalises_updates_by_the_planned_steps_by_hand() -> None:
     assert arrays is not None and strategy.last_step_mismatches == []
     # p = (1/4, 3/4); d = 1/4 (1, -2) + 3/4 (1, 0) = (1, -0.5); tau_eff = 1/4 2 + 3/4 8 = 6.5
     np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
-    fedavg, _ = _strategy().aggregate_train(1, replies)
+    plain = _planned("fedavg")
+    list(plain.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    fedavg, _ = plain.aggregate_train(1, replies)
     assert fedavg is not None  # plain FedAvg: 1/4 (-2, 4) + 3/4 (-8, 0) = (-6.5, 1)
     np.testing.assert_allclose(fedavg["w"].numpy(), [-6.5, 1.0])
 
@@ -264,6 +275,7 @@ def test_fednova_with_equal_steps_is_fedavg() -> None:
 
 def test_replies_are_remembered_and_the_state_round_trips() -> None:
     strategy = _strategy()
+    _send(strategy, [BIG_ID])
     reply = _reply(BIG_ID, [1.0, 1.0], 4)
     reply.content.metric_records["metrics"]["student-val-loss"] = 0.9
     reply.content.metric_records["metrics"]["teacher-val-loss"] = 0.8
