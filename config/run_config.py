@@ -346,8 +346,8 @@ class PolicyConfig:
     teacher_min_delta: float = _key(
         "teacher-min-delta",
         0.01,
-        "steered: a chunk must lower the teacher's val loss by this (nats), or it is converged; "
-        "and the teacher must lead its student's val loss by this to earn another.",
+        "steered: a chunk must lower the teacher's val loss by this (nats) to earn another; "
+        "else the teacher has converged.",
     )
     deadline: str = _key(
         "deadline",

@@ -182,15 +182,15 @@ def _teacher_memory(losses: list[float], student: float, steps: int = 10) -> Cli
 def test_steered_teacher_trains_in_chunks_while_they_pay() -> None:
     policy = SteeredTeacher(max_epochs=2.0, chunk_epochs=0.5, min_delta=0.01, batch_size=16)
     assert policy.decide(1, 0, None) == (0.5, "first chunk")
-    # Still improving (1.10 -> 0.90) and 0.2 nats ahead of its student: another chunk.
+    # Still improving (1.10 -> 0.90): another chunk.
     epochs, why = policy.decide(2, 0, _teacher_memory([1.10, 0.90], student=1.10, steps=5))
     assert epochs == 0.5 and why.startswith("still improving: 0.50 epochs done")
     # Converged: the last chunk lowered the validation loss by less than 0.01 nats.
     epochs, why = policy.decide(3, 0, _teacher_memory([1.1, 0.9, 0.895], 1.2, steps=10))
     assert epochs == 0.0 and why.startswith("converged: last chunk lowered its val loss by 0.0050")
-    # Its student caught up (0.905 vs 0.90): the teacher pauses.
-    epochs, why = policy.decide(3, 0, _teacher_memory([1.1, 0.9], 0.905, steps=10))
-    assert epochs == 0.0 and why.startswith("paused: its student is within 0.0050")
+    # Its student matching it on local rows (0.85 vs 0.90) does not stop an improving teacher.
+    epochs, why = policy.decide(3, 0, _teacher_memory([1.1, 0.9], 0.85, steps=10))
+    assert epochs == 0.5 and why.startswith("still improving")
     # Never past teacher-epochs in all; the last chunk is what is left.
     assert policy.decide(5, 0, _teacher_memory([1.1, 0.9, 0.7], 1.0, steps=20))[0] == 0.0
     assert policy.decide(5, 0, _teacher_memory([1.1, 0.9, 0.7], 1.0, steps=15))[0] == 0.5
