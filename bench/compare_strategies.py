@@ -17,11 +17,13 @@ fine-tunes its own teachers and pays for them:
   and lead their students, time-aware budgets against each round's median
   (slow clients' teacher chunks deferred, their student steps cut), a
   noise-aware stop, the best round on the validation split kept, FedNova;
-- one run per lever of llm-guided with that lever switched off, and one with
-  the adaptive step rule (which llm-guided leaves off) switched on;
+- one run per lever of llm-guided with that lever switched off: steered
+  teachers (``guided-teacher-once``: FedAvg's teachers), the deadline, the stop;
 - with ``--only NAME ...``: fedavg, llm-guided and the named runs, among them
   :data:`EXTRA` (``llmqfl-reference``: the published code's rules;
-  ``guided-rest``: clients that match their teacher rest).
+  ``guided-rest``: clients that match their teacher rest;
+  ``guided-adaptive-steps``: the adaptive ratio rule on;
+  ``guided-last-model``: the last round's student instead of the best).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -82,14 +84,14 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "guided-teacher-once": {**GUIDED, "teacher-policy": "once"},
     "guided-no-deadline": {**GUIDED, "deadline": "off"},
     "guided-no-stop": {**GUIDED, "termination": "max-rounds"},
-    "guided-last-model": {**GUIDED, "final-model": "last"},
-    # and one that llm-guided leaves off, switched on
-    "guided-adaptive-steps": {**GUIDED, "steps-policy": "adaptive"},
 }
 #: Run only when named in ``--only``.
 EXTRA: dict[str, dict[str, Any]] = {
     "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     "guided-rest": {**GUIDED, "skip-epsilon": 0.0},
+    "guided-adaptive-steps": {**GUIDED, "steps-policy": "adaptive"},
+    # the same trajectory as llm-guided (runs repeat under a seed), the last round's student
+    "guided-last-model": {**GUIDED, "final-model": "last"},
 }
 
 

@@ -150,6 +150,8 @@ class LLMGuidedStrategy(StudentFedAvg):
             budgets, speeds, deadline, self.steps.min_steps
         ).items():
             if why:
+                if epochs != plan[partition]["teacher-epochs"]:
+                    plan[partition]["teacher-reason"] += f"; deferred: deadline {deadline:.1f} s"
                 plan[partition]["steps"], plan[partition]["teacher-epochs"] = steps, epochs
                 plan[partition]["reason"] += f"; {why}"
         return plan
