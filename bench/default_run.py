@@ -11,7 +11,7 @@ reused, and splits its wall time into what the apps measured themselves:
 - overhead_s: the rest (SuperLink and Ray start-up, imports, data loading,
   evaluation, transport).
 
-    python bench/default_run.py
+    python bench/default_run.py [--console FILE]
 
 Ends with ``RESULT default_run_s=... teacher_s=... embed_s=... student_s=...
 overhead_s=... accuracy=<final test accuracy> majority=<test majority rate>``.
@@ -19,6 +19,7 @@ overhead_s=... accuracy=<final test accuracy> majority=<test majority rate>``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -43,6 +44,9 @@ OFFLINE = {
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--console", default="", help="also write the run's console to this file")
+    args = parser.parse_args()
     command = readme_command("Run")
     scratch = Path(tempfile.mkdtemp(prefix="default-run-"))
     env = {
@@ -58,6 +62,8 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     console = done.stdout + done.stderr
+    if args.console:
+        Path(args.console).write_text(console)
     subprocess.run(["pkill", "-f", f"flower-superlink.*{scratch}"], check=False)
     if done.returncode != 0:
         sys.exit(f"the README's main command failed (exit {done.returncode}):\n{console[-3000:]}")
