@@ -71,8 +71,18 @@ class _MetricReport:
         return out
 
     def to_record(self) -> MetricRecord:
-        """As a Flower MetricRecord."""
-        return MetricRecord(self.to_dict())
+        """As a Flower MetricRecord, without the figures that were not measured (NaN).
+
+        The reader's default for such a field is NaN again (:meth:`from_mapping`), and
+        the server can hold every metric that is sent to being a finite number.
+        """
+        return MetricRecord(
+            {
+                k: v
+                for k, v in self.to_dict().items()
+                if not (isinstance(v, float) and math.isnan(v))
+            }
+        )
 
     @classmethod
     def from_mapping(cls: type[_Report], metrics: Mapping[str, Any]) -> _Report:
