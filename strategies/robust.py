@@ -104,11 +104,13 @@ def clip_update(
 def robust_aggregate(
     kind: str,
     replies: Sequence[Mapping[str, np.ndarray]],
-    examples: Sequence[int],
     trim_fraction: float,
     byzantine: int,
 ) -> dict[str, np.ndarray]:
-    """The ``median``, ``trimmed-mean`` or ``krum`` of the replies' arrays (see the module)."""
+    """The ``median``, ``trimmed-mean`` or ``krum`` of the replies' arrays (see the module).
+
+    Each reply counts once: these rules do not weight by ``num-examples``.
+    """
     keys = list(replies[0])
     if kind == "median":
         return {k: np.median(np.stack([r[k] for r in replies]), axis=0) for k in keys}

@@ -337,8 +337,10 @@ class StudentFedAvg(FedAvg):
         partition = self.partitions.get(int(reply.metadata.src_node_id))
         if partition is None:
             return None, None, f"node {reply.metadata.src_node_id} serves no known partition"
+        if self._sent is None:
+            return partition, None, "no train message was sent this round"
         metrics = reply.content.metric_records.get(METRICS_KEY)
-        if metrics is None or self._sent is None:
+        if metrics is None:
             return partition, None, "no metrics in the reply"
         arrays = reply.content.array_records.get(STUDENT_KEY)
         planned = self.last_plan.get(partition, {}).get("steps")
@@ -378,7 +380,7 @@ class StudentFedAvg(FedAvg):
             combined = fednova(start, arrays, examples, steps)
         elif self.aggregation in ROBUST:
             combined = robust_aggregate(
-                self.aggregation, arrays, examples, self.trim_fraction, self.krum_byzantine
+                self.aggregation, arrays, self.trim_fraction, self.krum_byzantine
             )
         else:
             weights = np.asarray(examples, dtype=np.float64) / float(sum(examples))
