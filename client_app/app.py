@@ -29,6 +29,8 @@ from config.logs import configure_logging
 from config.messages import (
     BACKEND_KEY,
     CONFIG_KEY,
+    DEVICE_KEY,
+    EXECUTION_MODE_KEY,
     INFO_KEY,
     METRICS_KEY,
     STATS_KEY,
@@ -71,8 +73,16 @@ def stats(msg: Message, context: Context) -> Message:
         num_examples=len(train_features),
         embed_seconds=node.node.slowdown * node.seconds.get("embed", 0.0),
         compute_seconds=node.node.slowdown * (time.perf_counter() - started),
+        val_examples=len(node.splits[1]),
+        seconds_per_shot=node.executor.seconds_per_shot,
     )
-    content = RecordDict({STATS_KEY: _record(moments.to_arrays()), METRICS_KEY: report.to_record()})
+    content = RecordDict(
+        {
+            STATS_KEY: _record(moments.to_arrays()),
+            METRICS_KEY: report.to_record(),
+            INFO_KEY: ConfigRecord({DEVICE_KEY: node.runtime.device.name}),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
@@ -106,25 +116,28 @@ def train(msg: Message, context: Context) -> Message:
         train_features.shape[1],
         _arrays(msg.content.array_records[STUDENT_KEY]),
         orders.server_round,
+        shots=orders.shots,
     )
-    global_val_loss, global_val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
-    fit = train_student(
-        student,
-        train_features,
-        train_rows.labels,
-        teacher.train_logits,
-        steps=orders.local_steps,
-        lr=orders.student_lr,
-        projection_lr=orders.projection_lr,
-        batch_size=node.config.student.batch_size,
-        temperature=orders.temperature,
-        alpha=orders.alpha,
-        seed=(node.config.federation.seed, orders.server_round, node.partition_id),
-        proximal_mu=orders.proximal_mu,
-        optimizer=node.optimizer,
-    )
-    val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
+    with student.executor.scope():  # one Runtime Batch or Session for the message's jobs
+        global_val = evaluate_student(student, val_features, val_rows.labels)
+        fit = train_student(
+            student,
+            train_features,
+            train_rows.labels,
+            teacher.train_logits,
+            steps=orders.local_steps,
+            lr=orders.student_lr,
+            projection_lr=orders.projection_lr,
+            batch_size=node.config.student.batch_size,
+            temperature=orders.temperature,
+            alpha=orders.alpha,
+            seed=(node.config.federation.seed, orders.server_round, node.partition_id),
+            proximal_mu=orders.proximal_mu,
+            optimizer=node.optimizer,
+        )
+        val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
+    global_val_loss, global_val_accuracy = global_val
     report = TrainReport(
         partition_id=node.partition_id,
         num_examples=len(train_rows),
@@ -153,7 +166,12 @@ def train(msg: Message, context: Context) -> Message:
         {
             STUDENT_KEY: _record(student.get_arrays()),
             METRICS_KEY: report.to_record(),
-            INFO_KEY: ConfigRecord({BACKEND_KEY: student.executor.backend_name}),
+            INFO_KEY: ConfigRecord(
+                {
+                    BACKEND_KEY: student.executor.backend_name,
+                    EXECUTION_MODE_KEY: student.executor.execution_mode,
+                }
+            ),
         }
     )
     if adapters is not None:

@@ -121,11 +121,17 @@ class ClientNode:
         return self.runtime.executor(self.store.text)
 
     def student(
-        self, in_features: int, arrays: Mapping[str, np.ndarray], server_round: int
+        self,
+        in_features: int,
+        arrays: Mapping[str, np.ndarray],
+        server_round: int,
+        *,
+        shots: int = 0,
     ) -> QuantumStudent:
         """A student holding ``arrays`` (the global student), metering afresh.
 
-        Shot-based sampling is seeded by (seed, round, partition, job).
+        Shot-based sampling is seeded by (seed, round, partition, job), with
+        ``shots`` per row (0: the node's ``shots`` setting).
         """
         executor = self.executor
         student = build_student(
@@ -134,6 +140,7 @@ class ClientNode:
         student.set_arrays(arrays)
         executor.reset_meter()
         executor.reseed(server_round, self.partition_id)
+        executor.set_shots(shots)
         return student
 
     def _embed(self, texts: list[str]) -> np.ndarray:

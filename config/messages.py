@@ -31,6 +31,10 @@ CONFIG_KEY = "config"
 #: A train reply's ConfigRecord of text facts: ``backend``, what ran its circuits.
 INFO_KEY = "node-info"
 BACKEND_KEY = "backend"
+#: node-info: the Qiskit Runtime execution mode of the reply's jobs (``local``: no jobs).
+EXECUTION_MODE_KEY = "execution-mode"
+#: node-info of a ``query.stats`` reply: the device the node runs its student on.
+DEVICE_KEY = "device"
 
 #: Reply-metric key of each quantum cost figure (``quantum.metering.CostMeter`` field -> key).
 COST_METRICS = {
@@ -40,6 +44,7 @@ COST_METRICS = {
     "qpu_seconds": "qpu-seconds",
     "queue_seconds": "queue-seconds",
     "wall_seconds": "quantum-seconds",
+    "estimated_qpu_seconds": "estimated-qpu-seconds",
 }
 
 _Report = TypeVar("_Report", bound="_MetricReport")
@@ -125,6 +130,8 @@ class StatsReport(_MetricReport):
     num_examples: int = _metric("num-examples")
     embed_seconds: float = _metric("embed-seconds", 0.0)
     compute_seconds: float = _metric("compute-seconds", 0.0)
+    val_examples: int = _metric("val-examples", 0)
+    seconds_per_shot: float = _metric("seconds-per-shot", 0.0)
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,8 @@ class TrainInstructions:
         Teacher federation: the teacher round this message belongs to (0: none).
     teacher_final : bool
         Teacher federation: load the final averaged adapters, do not train them.
+    shots : int
+        Shots per row on a shot-based device this round (0: the node's ``shots``).
     """
 
     server_round: int
@@ -218,6 +227,7 @@ class TrainInstructions:
     teacher_epochs: float = 0.0
     teacher_round: int = 0
     teacher_final: bool = False
+    shots: int = 0
 
     def to_record(self) -> ConfigRecord:
         """As a Flower ConfigRecord (keys in run-config style)."""
@@ -233,6 +243,7 @@ class TrainInstructions:
                 "teacher-epochs": self.teacher_epochs,
                 TEACHER_ROUND_KEY: self.teacher_round,
                 TEACHER_FINAL_KEY: self.teacher_final,
+                "shots": self.shots,
             }
         )
 
@@ -250,4 +261,5 @@ class TrainInstructions:
             teacher_epochs=float(_number(record, "teacher-epochs")),
             teacher_round=int(_number(record, TEACHER_ROUND_KEY)),
             teacher_final=bool(record[TEACHER_FINAL_KEY]),
+            shots=int(_number(record, "shots")) if "shots" in record else 0,
         )

@@ -31,6 +31,7 @@ TEACHER_FEDERATIONS = ("local", "fedavg")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
+SHOT_POLICIES = ("fixed", "ramp")
 TEACHER_POLICIES = ("once", "steered")
 FINAL_MODELS = ("last", "best-val")
 
@@ -264,6 +265,25 @@ class StudentConfig:
         "batched",
         "Qiskit devices: batched (one job per batch) or per-sample (one job per row).",
     )
+    qiskit_execution_mode: str = _key(
+        "qiskit-execution-mode",
+        "auto",
+        "Qiskit Runtime mode of a client's jobs in a round: job, batch (queued together), "
+        "session (dedicated, billed by wall time), or auto (batch on ibm:, job elsewhere).",
+    )
+    shots_policy: str = _key(
+        "shots-policy",
+        "fixed",
+        "Shots per row each round: fixed (shots) or ramp (min-shots in round 1 rising "
+        "linearly to shots in the last round).",
+    )
+    min_shots: int = _key("min-shots", 256, "shots-policy=ramp: the first round's shots.")
+    max_qpu_seconds: float = _key(
+        "max-qpu-seconds",
+        0.0,
+        "Cap on the run's QPU seconds on ibm: and fake: devices (billed, or estimated where "
+        "none is billed); a run estimated above it is refused, one reaching it stops. 0: off.",
+    )
     optimizer: str = _key(
         "optimizer",
         "auto",
@@ -283,7 +303,15 @@ class StudentConfig:
     alpha: float = _key("alpha", 0.5, "Weight of the KL term in [0, 1]; 0 = cross-entropy only.")
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "n_qubits", "n_layers", "shots", "batch_size")
+        _at_least(self, 1, "n_qubits", "n_layers", "shots", "batch_size", "min_shots")
+        _at_least(self, 0, "max_qpu_seconds")
+        check_choice("shots-policy", self.shots_policy, SHOT_POLICIES)
+        check(
+            self.shots_policy != "ramp" or self.min_shots <= self.shots,
+            "min-shots",
+            self.min_shots,
+            f"must be <= shots ({self.shots}) with shots-policy=ramp",
+        )
         _at_least(self, 0, "local_steps")
         _positive(self, "lr", "projection_lr", "temperature")
         check(0 <= self.alpha <= 1, "alpha", self.alpha, "must be in [0, 1]")

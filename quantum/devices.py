@@ -42,6 +42,9 @@ from config.errors import ConfigError
 from quantum.circuits import CircuitSpec
 from quantum.executor import ClassicalExecutor, Executor, PennyLaneExecutor
 
+#: Qiskit Runtime's ways of grouping a message's jobs (``qiskit-execution-mode``).
+EXECUTION_MODES = ("job", "batch", "session")
+
 logger = logging.getLogger(__name__)
 
 #: PennyLane devices and the differentiation method each one uses.
@@ -81,6 +84,9 @@ class DeviceSpec:
         ``qiskit.aer`` only: a fake backend whose noise model Aer applies.
     batched : bool
         Qiskit backends: one job per batch (True) or one job per row (False).
+    mode : {"job", "batch", "session"}
+        Qiskit Runtime execution mode of a message's jobs (``auto`` resolved:
+        ``batch`` on ``ibm:``, ``job`` elsewhere).
     """
 
     name: str
@@ -90,11 +96,17 @@ class DeviceSpec:
     shots: int = 1024
     noise_model: str = ""
     batched: bool = True
+    mode: str = "job"
 
     @property
     def shots_based(self) -> bool:
         """True when results are sampled with shots (no analytic gradients)."""
         return self.family == "qiskit"
+
+    @property
+    def bills_qpu(self) -> bool:
+        """True for ``ibm:`` devices and their ``fake:`` replicas, priced as the hardware."""
+        return self.name.startswith(("ibm:", "fake:"))
 
     @property
     def is_hardware(self) -> bool:
@@ -114,15 +126,28 @@ class DeviceSpec:
 
 
 def parse_device(
-    name: str, *, shots: int = 1024, noise_model: str = "", batched: bool = True
+    name: str,
+    *,
+    shots: int = 1024,
+    noise_model: str = "",
+    batched: bool = True,
+    mode: str = "auto",
 ) -> DeviceSpec:
     """Parse and check a device name without touching any backend or network.
+
+    ``mode`` is ``qiskit-execution-mode``: ``auto`` (``batch`` on ``ibm:``,
+    ``job`` elsewhere), ``job``, ``batch`` or ``session``.
 
     Raises
     ------
     ConfigError
-        One line naming the ``device`` (or ``noise-model``) key and the accepted names.
+        One line naming the ``device`` (or ``noise-model``, ``qiskit-execution-mode``)
+        key and the accepted values.
     """
+    if mode not in ("auto", *EXECUTION_MODES):
+        raise ConfigError(
+            f"qiskit-execution-mode={mode!r}: must be one of auto, {', '.join(EXECUTION_MODES)}"
+        )
     if noise_model:
         fake_backend_class(noise_model, key="noise-model")
     prefix, _, rest = name.partition(":")
@@ -138,7 +163,9 @@ def parse_device(
         family, diff_method, backend = "qiskit", None, rest
     else:
         raise ConfigError(f"device={name!r}: must be one of {', '.join(DEVICE_NAMES)}")
-    return DeviceSpec(name, family, diff_method, backend, shots, noise_model, batched)
+    if mode == "auto":
+        mode = "batch" if prefix == "ibm" else "job"
+    return DeviceSpec(name, family, diff_method, backend, shots, noise_model, batched, mode)
 
 
 def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> Executor:
@@ -174,6 +201,7 @@ def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> E
         batched=spec.batched,
         seed=seed,
         simulator=not spec.is_hardware,
+        mode=spec.mode,
     )
 
 

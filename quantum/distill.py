@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 #: Losses of the last steps averaged into ``train_loss``.
 LOSS_TAIL = 5
+#: Rows per forward pass of :func:`evaluate_student` (one job each on a shot-based device).
+EVAL_BATCH = 512
 
 
 def kd_loss(
@@ -265,12 +267,15 @@ def _train_gradient_free(
     start = nn.utils.parameters_to_vector(params).double().numpy()
     fresh: dict[int, torch.Tensor] = {}
 
-    def loss_at(theta: np.ndarray, rows: torch.Tensor) -> float:
-        nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
-        loss = kd_loss(student(x[rows]), t[rows], y[rows], temperature, alpha)
+    def loss_of(theta: np.ndarray, logits: torch.Tensor, rows: torch.Tensor) -> float:
+        loss = kd_loss(logits, t[rows], y[rows], temperature, alpha)
         if proximal_mu > 0:
             loss = loss + 0.5 * proximal_mu * float(np.sum((theta - start) ** 2))
         return float(loss)
+
+    def loss_at(theta: np.ndarray, rows: torch.Tensor) -> float:
+        nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
+        return loss_of(theta, student(x[rows]), rows)
 
     if optimizer == "cobyla":
         every_row = torch.arange(len(x))
@@ -283,20 +288,31 @@ def _train_gradient_free(
                 fresh[k] = torch.as_tensor(next(batches))
             return fresh[k]
 
-        best, losses = spsa(
-            lambda theta, k: loss_at(theta, minibatch(k)),
-            start,
-            steps,
-            lr,
-            [int(s) for s in np.atleast_1d(seed)],
-        )
+        circuit: Any = student  # a QuantumStudent: angles -> executor -> logits, split apart
+
+        def loss_pair(plus: np.ndarray, minus: np.ndarray, k: int) -> tuple[float, float]:
+            """Both perturbations on one minibatch, in one executor call (one job)."""
+            rows = minibatch(k)
+            angles = circuit.angles(x[rows])
+            weights = []
+            for theta in (plus, minus):
+                nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
+                weights.append(circuit.weights.detach().to(torch.float64).clone())
+            readouts = circuit.executor.run_many(angles, weights)
+            found = []
+            for theta, readout in zip((plus, minus), readouts, strict=True):
+                nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
+                found.append(loss_of(theta, circuit.logits(readout), rows))
+            return found[0], found[1]
+
+        best, losses = spsa(loss_pair, start, steps, lr, [int(s) for s in np.atleast_1d(seed)])
     nn.utils.vector_to_parameters(torch.as_tensor(best, dtype=torch.float32), params)
     return losses
 
 
 @torch.no_grad()
 def evaluate_student(
-    student: nn.Module, features: np.ndarray, labels: np.ndarray, batch_size: int = 512
+    student: nn.Module, features: np.ndarray, labels: np.ndarray, batch_size: int = EVAL_BATCH
 ) -> tuple[float, float]:
     """Cross-entropy and accuracy of the student, without gradients.
 

@@ -13,6 +13,8 @@ executor it holds.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -63,10 +65,40 @@ class Executor:
         self.meter.wall_seconds += time.perf_counter() - started
         return out
 
+    def run_many(self, angles: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The readout of one batch under several weight sets (SPSA's two perturbations).
+
+        Equal to ``[self.run(angles, w) for w in weights]``; a shot-based executor
+        sends all of them in one job (:class:`quantum.sampler.SamplerExecutor`).
+        """
+        started = time.perf_counter()
+        out = self._execute_many(angles, weights)
+        self.meter.executions += int(angles.shape[0]) * len(weights)
+        self.meter.wall_seconds += time.perf_counter() - started
+        return out
+
     @property
     def backend_name(self) -> str:
         """What ran the circuits: the device, or the backend's own name."""
         return type(self).__name__
+
+    @property
+    def seconds_per_shot(self) -> float:
+        """Estimated QPU seconds of one shot (0: no QPU, nothing billed)."""
+        return 0.0
+
+    @property
+    def execution_mode(self) -> str:
+        """How jobs are grouped (``job``, ``batch``, ``session``); ``local`` without jobs."""
+        return "local"
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """One message's work: a Runtime Batch or Session on IBM backends, nothing here."""
+        yield
+
+    def set_shots(self, shots: int) -> None:  # noqa: B027 - only shot-based executors sample
+        """Shots per row of the coming jobs (0: the device's own setting)."""
 
     def reseed(self, *parts: int) -> None:  # noqa: B027 - only shot-based executors sample
         """Derive the coming jobs' sampling seeds from ``parts`` (e.g. round, partition)."""
@@ -78,6 +110,11 @@ class Executor:
 
     def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _execute_many(
+        self, angles: torch.Tensor, weights: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        return [self._execute(angles, w) for w in weights]
 
 
 class PennyLaneExecutor(Executor):

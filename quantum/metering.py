@@ -27,6 +27,10 @@ class CostMeter:
         Billed quantum seconds from the jobs' metrics (real hardware only).
     queue_seconds : float
         Time the jobs waited before running (``running - created``).
+    estimated_qpu_seconds : float
+        What the jobs would bill on IBM hardware by the cost model
+        (:func:`quantum.sampler.job_qpu_seconds`); local testing mode bills nothing,
+        so budgets there are held to this figure.
     wall_seconds : float
         Wall time spent evaluating circuits (forward passes only).
     """
@@ -37,13 +41,22 @@ class CostMeter:
     qpu_seconds: float = 0.0
     queue_seconds: float = 0.0
     wall_seconds: float = 0.0
+    estimated_qpu_seconds: float = 0.0
 
-    def add_job(self, metrics: Mapping[str, Any] | None) -> None:
+    def add_job(
+        self, metrics: Mapping[str, Any] | None, *, estimated_qpu_seconds: float = 0.0
+    ) -> None:
         """Count one job and add its QPU and queue seconds from ``job.metrics()``."""
         self.jobs += 1
+        self.estimated_qpu_seconds += estimated_qpu_seconds
         qpu, queue = job_seconds(metrics or {})
         self.qpu_seconds += qpu
         self.queue_seconds += queue
+
+    def __add__(self, other: CostMeter) -> CostMeter:
+        """The sum of two meters, field by field."""
+        mine, theirs = asdict(self), asdict(other)
+        return CostMeter(**{k: v + theirs[k] for k, v in mine.items()})
 
     def as_metrics(self) -> dict[str, float | int]:
         """The totals under their reply-metric names (``config.messages.COST_METRICS``)."""

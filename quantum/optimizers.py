@@ -9,7 +9,8 @@ budget is the client's step budget, as in the paper, and it holds exactly:
   budget below ``parameters + 2`` to that floor, so a smaller budget is
   refused (:func:`check_cobyla_budget`), and the trust region is allowed to
   shrink far enough that COBYLA does not stop before its budget.
-- SPSA: a step is one iteration of two evaluations.
+- SPSA: a step is one iteration of two evaluations, sent together: one job
+  per step on a batched Qiskit executor.
 
 Both report the evaluations they ran. They tune the circuit weights and the
 readout's scale and bias; a trainable projection (hundreds of inputs per
@@ -112,7 +113,7 @@ def cobyla(
 
 
 def spsa(
-    objective: Callable[[np.ndarray, int], float],
+    objective_pair: Callable[[np.ndarray, np.ndarray, int], tuple[float, float]],
     start: np.ndarray,
     maxiter: int,
     lr: float,
@@ -120,8 +121,9 @@ def spsa(
 ) -> tuple[np.ndarray, list[float]]:
     """Simultaneous-perturbation stochastic approximation, ``maxiter`` iterations.
 
-    Each iteration evaluates ``objective(theta +- c_k delta, k)`` (two circuit
-    batches; ``k`` lets the caller draw a fresh minibatch) and steps
+    Each iteration evaluates ``objective_pair(theta + c_k delta, theta - c_k delta, k)``
+    (both points at once, so a shot-based executor sends them as one job; ``k``
+    lets the caller draw a fresh minibatch) and steps
     ``theta -= a_k (f+ - f-) / (2 c_k) delta`` with ``delta`` random signs,
     ``a_k = a / (k + 1 + A)^0.602``, ``c_k = c / (k + 1)^0.101``,
     ``A = maxiter / 10`` and ``a`` chosen so the first gain is ``lr``.
@@ -137,7 +139,7 @@ def spsa(
         gain = a / (k + 1 + stability) ** SPSA_ALPHA
         width = SPSA_C / (k + 1) ** SPSA_GAMMA
         delta = rng.choice([-1.0, 1.0], size=theta.shape)
-        plus, minus = objective(theta + width * delta, k), objective(theta - width * delta, k)
+        plus, minus = objective_pair(theta + width * delta, theta - width * delta, k)
         theta -= gain * (plus - minus) / (2 * width) * delta
         values.append(0.5 * (plus + minus))
     return theta, values

@@ -1,30 +1,73 @@
-"""Shot-based execution on Qiskit backends: one circuit transpiled once, one job per batch.
+"""Shot-based execution on Qiskit backends: one circuit transpiled once, one job per step.
 
 pennylane-qiskit's ``qiskit.remote`` device expands a broadcast batch into one
 circuit, and one job, per sample. :class:`SamplerExecutor` instead transpiles
 the student's parametrised circuit once per backend and sends a whole batch as
 one ``SamplerV2`` job with an array of parameter values (``batched=True``);
 ``batched=False`` reproduces the one-job-per-sample pattern for comparison.
-The same code runs on Aer, on fake IBM backends (qiskit-ibm-runtime's local
-testing mode) and on IBM hardware.
+Several weight sets on one batch (SPSA's two perturbations) go out as one job
+too (:meth:`SamplerExecutor.probabilities_many`), unless ``stack=False``.
+
+Jobs run in one of Qiskit Runtime's execution modes: ``job`` (each job queues
+alone), ``batch`` (a message's jobs go into one Runtime ``Batch`` and queue
+together) or ``session`` (a dedicated ``Session``; billed by wall time, and not
+offered on every plan). The same code runs on Aer, on fake IBM backends
+(qiskit-ibm-runtime's local testing mode, which accepts ``Batch`` and
+``Session`` and runs their jobs locally) and on IBM hardware.
+
+Every job is metered with its rows, shots and an estimate of its billed QPU
+seconds (:func:`job_qpu_seconds`), so a run can be priced before it starts and
+held to ``max-qpu-seconds`` where no bill is reported (local testing mode).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from quantum.circuits import CircuitSpec, qiskit_circuit, readout_from_probabilities
+from quantum.devices import EXECUTION_MODES
 from quantum.executor import Executor
 
 logger = logging.getLogger(__name__)
 
 #: Optimisation level of the one-off transpilation (layout, routing, basis gates).
 OPTIMIZATION_LEVEL = 1
+#: Assumed fixed QPU seconds of one job on IBM hardware (loading, set-up and read-out):
+#: the order of IBM's own usage estimates for a one-circuit job. An assumption, not measured.
+JOB_OVERHEAD_SECONDS = 3.0
+
+
+def shot_seconds(transpiled: Any, backend: Any) -> float:
+    """QPU seconds one shot of ``transpiled`` holds ``backend``: circuit duration + rep delay.
+
+    The duration comes from the backend's gate and measurement durations
+    (``QuantumCircuit.estimate_duration``); simulators without durations give 0.
+    """
+    target = getattr(backend, "target", None)
+    try:
+        duration = float(transpiled.estimate_duration(target, unit="s"))
+    except Exception as err:  # Aer's target has no durations: nothing is billed there
+        logger.debug("no circuit duration on %s: %s", type(backend).__name__, err)
+        return 0.0
+    return duration + float(getattr(backend, "default_rep_delay", 0.0) or 0.0)
+
+
+def job_qpu_seconds(rows: int, shots: int, seconds_per_shot: float) -> float:
+    """Estimated billed QPU seconds of one job of ``rows`` parameter sets x ``shots``.
+
+    ``JOB_OVERHEAD_SECONDS`` per job plus every shot's circuit time; 0 where a
+    shot costs nothing (simulators).
+    """
+    if seconds_per_shot <= 0:
+        return 0.0
+    return JOB_OVERHEAD_SECONDS + rows * shots * seconds_per_shot
 
 
 class SamplerExecutor(Executor):
@@ -37,7 +80,8 @@ class SamplerExecutor(Executor):
     backend : qiskit.providers.BackendV2
         ``AerSimulator``, a ``FakeBackendV2`` or an IBM backend.
     shots : int
-        Shots per circuit execution (per input row).
+        Shots per circuit execution (per input row); :meth:`set_shots` changes
+        it per message.
     batched : bool
         One job per call (True) or one job per row (False).
     seed : int
@@ -48,6 +92,15 @@ class SamplerExecutor(Executor):
     simulator : bool
         True for Aer and the fake IBM backends (seeded sampling); False on
         hardware, where no seed applies.
+    mode : {"job", "batch", "session"}
+        Qiskit Runtime's execution mode inside :meth:`scope`.
+    stack : bool
+        Send several weight sets on one batch as one job (True) or one job each.
+    sampler : optional
+        A SamplerV2-compatible primitive to use instead of Runtime's
+        ``SamplerV2`` on ``backend`` (e.g. Qiskit's reference
+        ``StatevectorSampler`` with a shared generator, whose draws do not
+        depend on how rows are split into jobs); ``mode`` then does not apply.
     """
 
     differentiable = False
@@ -61,28 +114,40 @@ class SamplerExecutor(Executor):
         batched: bool = True,
         seed: int = 0,
         simulator: bool = True,
+        mode: str = "job",
+        stack: bool = True,
+        sampler: Any = None,
     ) -> None:
         from qiskit.transpiler import generate_preset_pass_manager
         from qiskit_ibm_runtime import SamplerV2
 
+        if mode not in EXECUTION_MODES:
+            raise ValueError(f"mode={mode!r}: must be one of {', '.join(EXECUTION_MODES)}")
         super().__init__(spec)
         self.spec = spec
         self.backend = backend
-        self.shots = shots
+        self.default_shots = self.shots = shots
         self.batched = batched
         self.simulator = simulator
+        self.mode = mode
+        self.stack = stack
+        self._own_sampler = sampler is not None
         self._seed_parts: tuple[int, ...] = (seed,)
         self._jobs_submitted = 0
+        #: What each job since :meth:`reset_meter` was submitted to: the backend (job mode),
+        #: or the Runtime ``Batch`` or ``Session`` of its :meth:`scope`.
+        self.job_modes: list[Any] = []
         circuit, x, w = qiskit_circuit(spec)
         started = time.perf_counter()
         manager = generate_preset_pass_manager(
             backend=backend, optimization_level=OPTIMIZATION_LEVEL, seed_transpiler=seed
         )
         self.transpiled = manager.run(circuit)
+        self._seconds_per_shot = shot_seconds(self.transpiled, backend)
         # Column of each transpiled-circuit parameter in [inputs | weights].
         where = {p: i for i, p in enumerate(x)} | {p: spec.n_qubits + i for i, p in enumerate(w)}
         self._columns = np.array([where[p] for p in self.transpiled.parameters], dtype=np.int64)
-        self._sampler = SamplerV2(mode=backend, options={"default_shots": shots})
+        self._sampler = sampler if sampler is not None else SamplerV2(mode=backend)
         n = spec.n_qubits
         # Qiskit's integer outcome has qubit q as bit q; PennyLane's wire 0 is the top bit.
         outcomes = np.arange(2**n)
@@ -90,18 +155,56 @@ class SamplerExecutor(Executor):
         for q in range(n):
             self._to_wire_order |= ((outcomes >> q) & 1) << (n - 1 - q)
         logger.debug(
-            "transpiled %d-qubit circuit for %s in %.2f s: depth %d, %d parameters",
+            "transpiled %d-qubit circuit for %s in %.2f s: depth %d, %d parameters, %.2e s/shot",
             n,
             getattr(backend, "name", type(backend).__name__),
             time.perf_counter() - started,
             self.transpiled.depth(),
             len(self._columns),
+            self._seconds_per_shot,
         )
 
     @property
     def backend_name(self) -> str:
         """The backend's own name (the IBM device ``least-busy`` resolved to, say)."""
         return str(getattr(self.backend, "name", type(self.backend).__name__))
+
+    @property
+    def execution_mode(self) -> str:
+        return self.mode
+
+    @property
+    def seconds_per_shot(self) -> float:
+        """Estimated QPU seconds of one shot on this backend (0 on simulators without durations)."""
+        return self._seconds_per_shot
+
+    def set_shots(self, shots: int) -> None:
+        """Shots per row of the coming jobs; 0 restores the device's ``shots``."""
+        self.shots = int(shots) if shots > 0 else self.default_shots
+
+    def reset_meter(self) -> Any:
+        self.job_modes = []
+        return super().reset_meter()
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Run the enclosed jobs in one Runtime ``Batch`` or ``Session`` (``mode``), closed after.
+
+        In ``job`` mode (or with an own ``sampler``) every job goes out on its own.
+        """
+        if self.mode == "job" or self._own_sampler:
+            yield
+            return
+        from qiskit_ibm_runtime import Batch, SamplerV2, Session
+
+        grouping = Batch if self.mode == "batch" else Session
+        previous = self._sampler
+        with grouping(backend=self.backend) as context:
+            self._sampler = SamplerV2(mode=context)
+            try:
+                yield
+            finally:
+                self._sampler = previous
 
     def reseed(self, *parts: int) -> None:
         """Seed the coming jobs from ``(seed, *parts, job number)``, e.g. (round, partition)."""
@@ -113,11 +216,13 @@ class SamplerExecutor(Executor):
         sequence = np.random.SeedSequence([*self._seed_parts, self._jobs_submitted])
         return int(sequence.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1)) + 1
 
-    def _run(self, pubs: list[Any]) -> Any:
-        if self.simulator:
+    def _run(self, values: np.ndarray) -> Any:
+        """Submit one job: the circuit at ``values`` (rows x parameters), ``shots`` per row."""
+        if self.simulator and not self._own_sampler:
             self._sampler.options.simulator.seed_simulator = self.job_seed()
         self._jobs_submitted += 1
-        return self._sampler.run(pubs)
+        self.job_modes.append(getattr(self._sampler, "mode", None) or self.backend)
+        return self._sampler.run([(self.transpiled, values, self.shots)])
 
     def parameter_values(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(batch, parameters) values in the transpiled circuit's parameter order."""
@@ -128,29 +233,43 @@ class SamplerExecutor(Executor):
 
     def probabilities(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Estimated basis-state probabilities, (batch, 2**n_qubits), PennyLane's wire order."""
+        return self.probabilities_many(angles, [weights])[0]
+
+    def probabilities_many(
+        self, angles: np.ndarray, weights: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """:meth:`probabilities` under each weight set, all rows in one job (``batched``)."""
         started = time.perf_counter()
-        values = self.parameter_values(angles, weights)
-        if self.batched:
-            jobs = [self._run([(self.transpiled, values)])]
-        else:
-            jobs = [self._run([(self.transpiled, row)]) for row in values]
+        values = np.concatenate([self.parameter_values(angles, w) for w in weights])
+        groups = [values] if self.batched else [row[None, :] for row in values]
+        jobs = [self._run(group) for group in groups]
         outcomes = np.concatenate(
             [self._outcomes(job).reshape(-1, self.shots) for job in jobs], axis=0
         )
-        for job in jobs:
-            self.meter.add_job(_metrics(job))
+        for job, group in zip(jobs, groups, strict=True):
+            estimate = job_qpu_seconds(len(group), self.shots, self.seconds_per_shot)
+            self.meter.add_job(_metrics(job), estimated_qpu_seconds=estimate)
         size = 2**self.spec.n_qubits
         rows = len(values)
         flat = (np.arange(rows)[:, None] * size + self._to_wire_order[outcomes]).reshape(-1)
         counts = np.bincount(flat, minlength=rows * size).reshape(rows, size)
         self.meter.shots += rows * self.shots
         logger.debug("%d job(s), %d rows in %.2f s", len(jobs), rows, time.perf_counter() - started)
-        return counts / self.shots
+        return list(np.split(counts / self.shots, len(weights)))
 
     def _execute(self, angles: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The readout (what the PennyLane QNode returns), float64 (batch, outputs)."""
-        probabilities = self.probabilities(angles.detach().numpy(), weights.detach().numpy())
-        return torch.from_numpy(readout_from_probabilities(self.spec, probabilities))
+        return self._execute_many(angles, [weights])[0]
+
+    def _execute_many(
+        self, angles: torch.Tensor, weights: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        if not self.stack and len(weights) > 1:
+            return [self._execute_many(angles, [w])[0] for w in weights]
+        found = self.probabilities_many(
+            angles.detach().numpy(), [w.detach().numpy() for w in weights]
+        )
+        return [torch.from_numpy(readout_from_probabilities(self.spec, p)) for p in found]
 
     @staticmethod
     def _outcomes(job: Any) -> np.ndarray:
@@ -165,6 +284,8 @@ class SamplerExecutor(Executor):
 
 def _metrics(job: Any) -> dict[str, Any] | None:
     """``job.metrics()``, or None when the backend cannot report them."""
+    if not hasattr(job, "metrics"):  # a plain Qiskit primitive's job keeps no metrics
+        return None
     try:
         metrics = job.metrics()
     except Exception as err:  # metrics are best-effort: a failed lookup must not fail training

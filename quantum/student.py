@@ -142,12 +142,18 @@ class QuantumStudent(nn.Module):
             Logits, float32 of shape (batch, n_classes); ``softmax`` over the
             last axis is the student's class distribution.
         """
+        return self.logits(self.executor.run(self.angles(features), self.weights.to(torch.float64)))
+
+    def angles(self, features: torch.Tensor) -> torch.Tensor:
+        """The circuit's input angles, float64 (batch, n_qubits), of embeddings (batch, in)."""
         z = self.projection(features.to(self.projection.weight.dtype))
-        angles = to_angles(z).to(torch.float64)
-        out = self.executor.run(angles, self.weights.to(torch.float64))
+        return to_angles(z).to(torch.float64)
+
+    def logits(self, readout: torch.Tensor) -> torch.Tensor:
+        """Class logits, float32 (batch, n_classes), of the circuit's readout (the executor's)."""
         if self.readout == "expval":
-            return self.scale * out.to(torch.float32) + self.bias
-        return self._probs_logits(out)
+            return self.scale * readout.to(torch.float32) + self.bias
+        return self._probs_logits(readout)
 
     def _probs_logits(self, probs: torch.Tensor) -> torch.Tensor:
         """Log of the renormalised first n_classes probabilities of (batch, 2**wires)."""
@@ -264,6 +270,7 @@ def device_spec(student: StudentConfig, name: str = "") -> DeviceSpec:
         shots=student.shots,
         noise_model=student.noise_model,
         batched=student.qiskit_execution == "batched",
+        mode=student.qiskit_execution_mode,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from config.messages import BACKEND_KEY, INFO_KEY
+from config.messages import INFO_KEY
 from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, save_checkpoint
 from server_app.messaging import exchange
 from server_app.results import ResultsWriter
@@ -41,6 +41,8 @@ def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str,
         rounds_run = server_round
         _log_round(record, num_rounds)
         reason = fed.strategy.should_stop(server_round, writer.rounds)
+        if reason is None and fed.budget is not None:
+            reason = fed.budget.stop_reason(fed.strategy, server_round, writer.rounds)
         if reason is not None:
             logger.info("stopping after round %d: %s", server_round, reason)
             return reason, rounds_run
@@ -97,7 +99,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         selection_reason=strategy.last_selection_reason,
         reports=strategy.last_reports,
         failures=[*unidentified, *strategy.last_failures, *silent],
-        backends=backends(replies, strategy.partitions),
+        node_info=node_info(replies, strategy.partitions),
         applied=applied,
         val=val,
         test=test,
@@ -117,13 +119,15 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     )
 
 
-def backends(replies: list[Message], partitions: dict[int, int]) -> dict[int, str]:
-    """Partition -> the backend its reply says ran its circuits."""
+def node_info(replies: list[Message], partitions: dict[int, int]) -> dict[int, dict[str, str]]:
+    """Partition -> its reply's node facts: the ``backend`` that ran its circuits and the
+    ``execution-mode`` of its jobs."""
     found = {}
     for reply in replies:
         if not reply.has_error() and INFO_KEY in reply.content.config_records:
             info = reply.content.config_records[INFO_KEY]
-            found[partitions.get(int(reply.metadata.src_node_id), -1)] = str(info[BACKEND_KEY])
+            partition = partitions.get(int(reply.metadata.src_node_id), -1)
+            found[partition] = {str(k): str(v) for k, v in info.items()}
     return found
 
 

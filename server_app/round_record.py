@@ -39,8 +39,9 @@ class RoundOutcome:
         The same on the test rows, with ``test-every-round`` (plots only).
     step_mismatches : list of dict
         ``{"partition-id", "planned", "ran"}`` per client that ran other steps than planned.
-    backends : dict
-        Partition -> what ran its circuits (a device, or a backend's own name).
+    node_info : dict
+        Partition -> its reply's node facts: ``backend`` (what ran its circuits,
+        a device or a backend's own name) and ``execution-mode``.
     seconds : dict
         ``total``, ``train``, ``aggregate`` and ``evaluate`` wall seconds.
     bytes : dict
@@ -58,7 +59,7 @@ class RoundOutcome:
     bytes: Mapping[str, int] = field(default_factory=dict)
     test: Mapping[str, float] | None = None
     step_mismatches: Sequence[Mapping[str, int]] = ()
-    backends: Mapping[int, str] = field(default_factory=dict)
+    node_info: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
 
 def initial_record(
@@ -93,7 +94,8 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
             **report.to_dict(),
             "partition-id": partition,
             "budget-reason": _reason(outcome, partition),
-            "backend": outcome.backends.get(partition),
+            "backend": outcome.node_info.get(partition, {}).get("backend"),
+            "execution-mode": outcome.node_info.get(partition, {}).get("execution-mode"),
         }
         for partition, report in sorted(outcome.reports.items())
     ]
@@ -109,6 +111,7 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         "teacher-reasons": {
             str(p): plan.get("teacher-reason", "") for p, plan in sorted(outcome.plan.items())
         },
+        "shot-budgets": {str(p): plan.get("shots", 0) for p, plan in sorted(outcome.plan.items())},
         "clients": clients,
         "quantum-cost": sum_costs(clients),
         "failures": [dict(f) for f in outcome.failures],

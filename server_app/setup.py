@@ -22,7 +22,15 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from config.errors import ConfigError
-from config.messages import CONFIG_KEY, METRICS_KEY, STATS_KEY, TEACHER_KEY, StatsReport
+from config.messages import (
+    CONFIG_KEY,
+    DEVICE_KEY,
+    INFO_KEY,
+    METRICS_KEY,
+    STATS_KEY,
+    TEACHER_KEY,
+    StatsReport,
+)
 from config.run_config import RunConfig
 from llm.teacher import pooled_embeddings
 from quantum.devices import make_executor
@@ -31,6 +39,7 @@ from quantum.projection import MomentStats, pca_projection
 from quantum.student import QuantumStudent, build_student, circuit_spec, device_spec
 from server_app.checkpoint import resume
 from server_app.messaging import exchange
+from server_app.qpu_budget import QpuBudget
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
 from server_app.teacher_federation import TeacherFederation
@@ -124,6 +133,7 @@ class Federation:
     # The best global student so far on the validation split (see best_val_round), and its round.
     best_arrays: ArrayRecord | None = None
     best_round: int = 0
+    budget: QpuBudget | None = None  # the QPU bill and max-qpu-seconds
 
     def observe_val(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> None:
         """Keep the global student if ``history``'s last record is its best so far."""
@@ -187,7 +197,9 @@ def fit_projection(
         pooled = stats if pooled is None else pooled + stats
         report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
         partitions[int(reply.metadata.src_node_id)] = report.partition_id
-        clients.append({"node-id": int(reply.metadata.src_node_id), **report.to_dict()})
+        info = reply.content.config_records.get(INFO_KEY, ConfigRecord({}))
+        device = {"device": str(info[DEVICE_KEY])} if DEVICE_KEY in info else {}
+        clients.append({"node-id": int(reply.metadata.src_node_id), **report.to_dict(), **device})
     assert pooled is not None
     weight, bias = pca_projection(pooled, n_components)
     logger.info(
@@ -305,6 +317,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         if config.teacher.federation == "fedavg"
         else None
     )
+    budget = QpuBudget(config, projection.clients)
     federation = Federation(
         config=config,
         data=data,
@@ -316,11 +329,13 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         first_round=1,
         started=started,
         server_embed_seconds=server_embed_seconds,
+        budget=budget,
     )
     if fed.resume_from:
         federation.first_round, best = resume(
             fed.resume_from, config, student, strategy, writer, teachers
         )
+        budget.check_before(strategy, federation.first_round, writer.rounds)
         federation.arrays = student_record(student)
         federation.initial = writer.rounds[0]["val"]
         federation.best_round = best_val_round(writer.rounds)
@@ -328,6 +343,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
             ArrayRecord({k: Array(v) for k, v in best.items()}) if best else federation.arrays
         )
         return federation
+    budget.check_before(strategy, 1, [])  # a run over max-qpu-seconds stops here
     federation.initial = evaluate_global(student, federation.arrays, data.val)
     federation.best_arrays = federation.arrays  # round 0's student is a candidate too
     strategy.observe_val(0, federation.initial)

@@ -56,6 +56,7 @@ from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, TrainInstructi
 from config.run_config import RunConfig
 from strategies.memory import ClientMemory
 from strategies.robust import ROBUST, check_reply, clip_update, robust_aggregate
+from strategies.shots import shot_budget
 from strategies.teacher import TeacherPolicy
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ class StudentFedAvg(FedAvg):
         max_update_norm: float = 0.0,
         trim_fraction: float = 0.2,
         krum_byzantine: int = 1,
+        shots: int = 0,
+        shots_policy: str = "fixed",
+        min_shots: int = 256,
+        num_rounds: int = 1,
     ) -> None:
         # The server evaluates the global student itself, so federated evaluation is off;
         # FedAvg warns about that on every construction, which would only be noise here.
@@ -141,6 +146,10 @@ class StudentFedAvg(FedAvg):
         self.max_update_norm = max_update_norm
         self.trim_fraction = trim_fraction
         self.krum_byzantine = krum_byzantine
+        self.shots = shots
+        self.shots_policy = shots_policy
+        self.min_shots = min_shots
+        self.num_rounds = num_rounds
         self.teacher_policy = TeacherPolicy(teacher_epochs)
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
@@ -180,6 +189,10 @@ class StudentFedAvg(FedAvg):
             max_update_norm=config.policy.max_update_norm,
             trim_fraction=config.policy.trim_fraction,
             krum_byzantine=config.policy.krum_byzantine,
+            shots=config.student.shots,
+            shots_policy=config.student.shots_policy,
+            min_shots=config.student.min_shots,
+            num_rounds=config.federation.num_rounds,
         )
 
     # ------------------------------------------------------------ decisions
@@ -198,6 +211,22 @@ class StudentFedAvg(FedAvg):
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         """Local optimizer steps for client ``partition`` this round, and the reason."""
         return self.local_steps, "fixed"
+
+    def shot_budget(self, server_round: int, partition: int) -> tuple[int, str]:
+        """Shots per row for client ``partition`` this round on a shot-based device, and why.
+
+        ``shots-policy`` (:func:`strategies.shots.shot_budget`); 0 with ``shots=0``:
+        the client's own setting.
+        """
+        if self.shots <= 0:
+            return 0, "node setting"
+        return shot_budget(
+            self.shots_policy,
+            server_round,
+            shots=self.shots,
+            min_shots=self.min_shots,
+            num_rounds=self.num_rounds,
+        )
 
     def teacher_budget(self, server_round: int, partition: int) -> tuple[float, str]:
         """Epochs client ``partition`` fine-tunes its teacher this round, and the reason.
@@ -266,6 +295,7 @@ class StudentFedAvg(FedAvg):
                     alpha=float(self.alpha),
                     proximal_mu=float(self.proximal_mu),
                     teacher_epochs=float(plan["teacher-epochs"]),
+                    shots=int(plan["shots"]),
                 ).to_record()
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
@@ -279,17 +309,20 @@ class StudentFedAvg(FedAvg):
 
     def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Who trains and how much: ``{partition: {"steps", "reason", "teacher-epochs",
-        "teacher-reason"}}`` from :meth:`select_clients`, :meth:`step_budget` and
-        :meth:`teacher_budget`."""
+        "teacher-reason", "shots", "shots-reason"}}`` from :meth:`select_clients`,
+        :meth:`step_budget`, :meth:`teacher_budget` and :meth:`shot_budget`."""
         plan = {}
         for partition in self.select_clients(server_round, partitions):
             steps, reason = self.step_budget(server_round, partition)
             teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
+            shots, shots_reason = self.shot_budget(server_round, partition)
             plan[partition] = {
                 "steps": int(steps),
                 "reason": reason,
                 "teacher-epochs": float(teacher_epochs),
                 "teacher-reason": teacher_reason,
+                "shots": int(shots),
+                "shots-reason": shots_reason,
             }
         return plan
 

@@ -148,7 +148,11 @@ def test_one_message_per_node_with_its_own_config() -> None:
     assert all(c["alpha"] == 0.5 and c["temperature"] == 2.0 for c in configs)
     assert len({id(c) for c in configs}) == 3  # a separate record per node
     first = {"teacher-epochs": 2.0, "teacher-reason": "first participation"}
-    assert strategy.last_plan == {p: {"steps": 7, "reason": "fixed", **first} for p in (0, 1, 2)}
+    own_shots = {"shots": 0, "shots-reason": "node setting"}  # built without a shots setting
+    assert strategy.last_plan == {
+        p: {"steps": 7, "reason": "fixed", **first, **own_shots} for p in (0, 1, 2)
+    }
+    assert all(c["shots"] == 0 for c in configs)
     assert all(c["teacher-epochs"] == 2.0 for c in configs)
 
 
