@@ -77,6 +77,30 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+def flwr_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """``flwr *args`` with ``env`` (its ``FLWR_HOME``): the output, or RuntimeError with its end."""
+    done = subprocess.run(
+        [str(BIN / "flwr"), *args], capture_output=True, text=True, env=env, cwd=cwd, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"flwr {' '.join(args)}: {(done.stdout + done.stderr)[-1500:]}")
+    return done.stdout
+
+
+def add_profile(
+    env: dict[str, str], cwd: Path, name: str, address: str, certs: Path | None
+) -> None:
+    """Add the SuperLink connection ``name`` to ``$FLWR_HOME/config.toml`` (TLS with ``certs``)."""
+    flwr_cli(env, cwd, "config", "list")  # writes the default config.toml
+    lines = ["", f"[superlink.{name}]", f'address = "{address}"']
+    if certs is not None:
+        lines.append(f'root-certificates = "{certs / "ca.crt"}"')
+    else:
+        lines.append("insecure = true")
+    with (Path(env["FLWR_HOME"]) / "config.toml").open("a") as config:
+        config.write("\n".join(lines) + "\n")
+
+
 @dataclass
 class Cluster:
     """SuperLink, SuperExecs and SuperNodes as separate processes; see the module doc."""
@@ -237,14 +261,9 @@ class Cluster:
         return self
 
     def _write_profile(self) -> None:
-        self.flwr("config", "list")  # writes the default config.toml
-        lines = ["", "[superlink.dep]", f'address = "{self.host}:8000"']
-        if self.tls:
-            lines.append(f'root-certificates = "{self.certs / "ca.crt"}"')
-        else:
-            lines.append("insecure = true")
-        with (self.home / "config.toml").open("a") as config:
-            config.write("\n".join(lines) + "\n")
+        add_profile(
+            self.env, self.root, "dep", f"{self.host}:8000", self.certs if self.tls else None
+        )
 
     def start_node(self, i: int, *, key: int | None = None) -> Proc:
         """SuperNode ``i`` (partition ``i``) and its SuperExec; ``key`` picks another key pair."""
@@ -302,17 +321,7 @@ class Cluster:
         self.procs[f"superexec-{i}"].kill()
 
     def flwr(self, *args: str) -> str:
-        done = subprocess.run(
-            [str(BIN / "flwr"), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.root,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"flwr {' '.join(args)}: {(done.stdout + done.stderr)[-1500:]}")
-        return done.stdout
+        return flwr_cli(self.env, self.root, *args)
 
     def run(self, run_config: dict[str, Any], timeout: float = 900.0) -> RunOutcome:
         """Submit the app from the repository and wait for the run's end state."""

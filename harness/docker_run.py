@@ -1,0 +1,311 @@
+"""docker-compose, run for real: a private Docker engine, the offline image, the federation.
+
+:class:`DockerEngine` starts a ``dockerd`` of its own, installing Debian's
+``docker.io``, ``docker-compose`` and ``debootstrap`` first when they are
+missing. It has private data and exec roots, its own socket and containerd
+namespace, and ``--iptables=false --ip-masq=false --bridge=none``, so it
+leaves the machine's firewall rules and network links as they are; containers
+on one compose bridge still reach each other, and a port published on
+127.0.0.1 is forwarded by Docker's userland proxy. :meth:`DockerEngine.stop`
+stops it by its PID. :func:`firewall_rules` and :func:`network_links` are what
+a caller compares before and after.
+
+:func:`build_offline_image` builds the app image with no network: a local base
+image (``deploy/local-base.sh``) and the wheels fetched on this host
+(``deploy/build-offline.sh``). :class:`ComposeFederation` copies the project's
+compose files (``docker-compose.yml``, ``with-tls.yml``, ``deploy/offline.yml``)
+into a folder of its own, makes certificates and SuperNode keys there, starts
+the SuperLink, registers the keys, starts the rest and submits runs with
+``flwr run``. Used by ``tests/deploy/test_compose_run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.deployment import BIN, REPO, add_profile, flwr_cli
+from harness.launch import RunOutcome, flwr_run
+
+#: Debian's binaries (a docker CLI elsewhere on the PATH is not used), and their packages.
+DOCKERD, DOCKER, COMPOSE = "/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/docker-compose"
+DEBOOTSTRAP = "/usr/sbin/debootstrap"
+PACKAGES = {DOCKERD: "docker.io", COMPOSE: "docker-compose", DEBOOTSTRAP: "debootstrap"}
+BASE_IMAGE, APP_IMAGE = "llmqfl-base:bookworm", "llmqfl:latest"
+COMPOSE_FILES = ("docker-compose.yml", "with-tls.yml", "deploy/offline.yml")
+
+
+def _run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run ``args``; its output, or RuntimeError with the command and the end of its output."""
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-2000:]
+        raise RuntimeError(f"{' '.join(args[:4])} ... exited {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def firewall_rules() -> str:
+    """The machine's iptables and ip6tables rules, without comments and packet counters."""
+    lines: list[str] = []
+    for tool in ("iptables-save", "ip6tables-save"):
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        if path is None:
+            continue
+        done = subprocess.run([path], capture_output=True, text=True, check=False)
+        lines += [
+            re.sub(r"\[\d+:\d+\]", "", line)
+            for line in done.stdout.splitlines()
+            if not line.startswith("#")
+        ]
+    return "\n".join(lines)
+
+
+def network_links() -> set[str]:
+    """The names of the machine's network links (``ip -o link``)."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def ensure_packages() -> list[str]:
+    """Install the missing Debian packages of :data:`PACKAGES` (needs root); return them."""
+    missing = [package for binary, package in PACKAGES.items() if not Path(binary).exists()]
+    if not missing:
+        return []
+    if os.geteuid() != 0:
+        raise RuntimeError(f"installing {', '.join(missing)} needs root; install them first")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if subprocess.run(install, capture_output=True, env=env, check=False).returncode != 0:
+        _run(["apt-get", "update", "-q"], env=env)  # a fresh machine has no package lists yet
+        _run(install, env=env)
+    return missing
+
+
+@dataclass
+class DockerEngine:
+    """A ``dockerd`` of this process's own under ``root`` (see the module docstring)."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="llmqfl-docker-")))
+    process: subprocess.Popen[bytes] | None = field(init=False, default=None)
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points ``docker`` and ``docker-compose`` at this engine."""
+        return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
+
+    def start(self, timeout: float = 90.0) -> DockerEngine:
+        ensure_packages()
+        args = [
+            DOCKERD,
+            f"--data-root={self.root / 'data'}",
+            f"--exec-root={self.root / 'exec'}",
+            f"--host=unix://{self.socket}",
+            f"--pidfile={self.root / 'dockerd.pid'}",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            "--containerd-namespace=llmqfl",
+            "--containerd-plugins-namespace=llmqfl-plugins",
+        ]
+        with (self.root / "dockerd.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = subprocess.run([DOCKER, "version"], capture_output=True, env=self.env)
+            if probe.returncode == 0:
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"dockerd did not start:\n{self.log()[-2000:]}")
+
+    def log(self) -> str:
+        path = self.root / "dockerd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def docker(self, *args: str) -> str:
+        return _run([DOCKER, *args], env=self.env)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the daemon by its PID (SIGTERM, then SIGKILL) and remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        for pid in self.leftover_processes():  # e.g. a containerd shim of a killed daemon
+            os.kill(pid, signal.SIGKILL)
+        mounts = Path("/proc/mounts").read_text().splitlines()
+        for target in sorted((m.split()[1] for m in mounts if str(self.root) in m), reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def leftover_processes(self) -> list[int]:
+        """PIDs of processes whose command line names this engine's root (none once stopped)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if str(self.root) in command:
+                    found.append(int(entry.name))
+        return found
+
+
+def build_offline_image(engine: DockerEngine) -> dict[str, Any]:
+    """The local base image and the app image, built with no network; what it took.
+
+    The wheels are picked by a Python of the base image's version
+    (:func:`matching_python`). Returns the seconds of each step and the image sizes.
+    """
+    started = time.perf_counter()
+    _run(["bash", str(REPO / "deploy" / "local-base.sh"), BASE_IMAGE], env=engine.env)
+    base_done = time.perf_counter()
+    env = {**engine.env, "PYTHON": matching_python(engine), "DOCKER": DOCKER}
+    _run(["bash", str(REPO / "deploy" / "build-offline.sh"), "--base", BASE_IMAGE], env=env)
+    sizes = {
+        image: int(engine.docker("image", "inspect", "-f", "{{.Size}}", image))
+        for image in (BASE_IMAGE, APP_IMAGE)
+    }
+    return {
+        "base-seconds": base_done - started,
+        "app-seconds": time.perf_counter() - base_done,
+        "base-bytes": sizes[BASE_IMAGE],
+        "app-bytes": sizes[APP_IMAGE],
+    }
+
+
+@dataclass
+class ComposeFederation:
+    """The project's compose federation (TLS, node auth, no registry) on ``engine``."""
+
+    engine: DockerEngine
+    root: Path
+    data_dir: Path
+    port: int = 18000
+    subnet: str = "172.31.250.0/24"
+    project: str = field(default_factory=lambda: f"llmqfl{secrets.token_hex(3)}")
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in COMPOSE_FILES:
+            (self.root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, self.root / name)
+        _run(["bash", str(REPO / "deploy" / "certs.sh"), "--out", str(self.root / "deploy")])
+        self.env = {
+            **self.engine.env,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(self.root / "flwr-home"),
+            "LLMQFL_DATA_DIR": str(self.data_dir),
+            "LLMQFL_LINK_PORT": str(self.port),
+            "LLMQFL_SUBNET": self.subnet,
+        }
+
+    def compose(self, *args: str) -> str:
+        files = [arg for name in COMPOSE_FILES for arg in ("-f", name)]
+        return _run([COMPOSE, "-p", self.project, *files, *args], env=self.env, cwd=self.root)
+
+    def flwr(self, *args: str) -> str:
+        return flwr_cli(self.env, self.root, *args)
+
+    def up(self, timeout: float = 180.0) -> None:
+        """SuperLink, the connection profile, the SuperNodes' keys, then every service."""
+        self.compose("up", "-d", "--no-build", "superlink")
+        certs = self.root / "deploy" / "certs"
+        self._wait(
+            lambda: subprocess.run(
+                ["curl", "-sf", "--cacert", str(certs / "ca.crt"),
+                 f"https://127.0.0.1:{self.port}/health"],
+                capture_output=True, check=False,
+            ).returncode == 0,
+            timeout, "the SuperLink to be healthy",
+        )  # fmt: skip
+        add_profile(self.env, self.root, "compose", f"127.0.0.1:{self.port}", certs)
+        for i in (1, 2, 3):
+            key = self.root / "deploy" / "keys" / f"supernode-{i}.pub"
+            self.flwr("supernode", "register", str(key), "compose")
+        self.compose("up", "-d", "--no-build")
+        self._wait(lambda: self.online_nodes() == 3, timeout, "3 SuperNodes online")
+
+    def _wait(self, ready: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            time.sleep(1.0)
+        raise RuntimeError(f"timed out waiting for {what}:\n{self.logs()[-4000:]}")
+
+    def online_nodes(self) -> int:
+        listed = json.loads(self.flwr("supernode", "list", "compose", "--format", "json"))
+        return sum(str(n.get("status", "")).lower() == "online" for n in listed.get("nodes", []))
+
+    def run(self, run_config: dict[str, Any], timeout: float = 900.0) -> RunOutcome:
+        """Submit the app from the repository to the compose SuperLink and wait for its end."""
+        return flwr_run(
+            str(REPO), run_config=run_config, connection="compose", timeout=timeout, env=self.env
+        )
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).strip()
+
+    def kill(self, service: str) -> None:
+        """SIGKILL the service's container (a crash: compose does not restart it)."""
+        self.engine.docker("kill", self.container(service))
+
+    def volume(self, name: str) -> Path:
+        """Where the compose volume ``name`` (e.g. ``results``) lies on this machine."""
+        volume = f"{self.project}_{name}"
+        return Path(
+            self.engine.docker("volume", "inspect", "-f", "{{.Mountpoint}}", volume).strip()
+        )
+
+    def logs(self) -> str:
+        done = subprocess.run(
+            [COMPOSE, "-p", self.project, *[a for n in COMPOSE_FILES for a in ("-f", n)],
+             "logs", "--no-color", "--tail", "60"],
+            capture_output=True, text=True, env=self.env, cwd=self.root, check=False,
+        )  # fmt: skip
+        return done.stdout + done.stderr
+
+    def down(self) -> None:
+        """Stop and remove the containers, the network and the volumes."""
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20")
+
+
+def matching_python(engine: DockerEngine) -> str:
+    """An interpreter with pip whose version is the base image's Python (for the wheels)."""
+    wanted = engine.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python3", BASE_IMAGE,
+        "-c", "import platform; print(platform.python_version())",
+    ).strip()  # fmt: skip
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        probe = subprocess.run(
+            [candidate, "-c", "import platform, pip; print(platform.python_version())"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if probe.returncode == 0 and probe.stdout.strip() == wanted:
+            return candidate
+    raise RuntimeError(
+        f"no Python {wanted} with pip here (tried {sys.executable}, /usr/bin/python3)"
+    )
