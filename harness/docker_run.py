@@ -83,7 +83,11 @@ def ensure_packages() -> list[str]:
     if not missing:
         return []
     if os.geteuid() != 0:
-        raise RuntimeError(f"installing {', '.join(missing)} needs root; install them first")
+        raise RuntimeError(
+            f"Docker needs root here, and {', '.join(missing)} are missing: run as root, "
+            f"or install them (apt-get install {' '.join(missing)}), or deselect the "
+            "Docker test with -m 'not docker'"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     if subprocess.run(install, capture_output=True, env=env, check=False).returncode != 0:
@@ -109,6 +113,11 @@ class DockerEngine:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
     def start(self, timeout: float = 90.0) -> DockerEngine:
+        if os.geteuid() != 0:
+            raise RuntimeError(
+                "a Docker engine of this test's own needs root: run as root, or deselect "
+                "the Docker test with -m 'not docker'"
+            )
         ensure_packages()
         args = [
             DOCKERD,

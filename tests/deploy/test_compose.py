@@ -1,9 +1,8 @@
 """docker-compose.yml and with-tls.yml parse, merge and say what the deployment needs.
 
 The files are read as Compose reads them (anchors, merge keys, variables,
-overlays) by ``harness.compose``, so these checks need no Docker. A real
-``docker compose`` run is not in the suite yet: it needs a Docker engine,
-which the README's set-up does not install.
+overlays) by ``harness.compose``, so these checks need no Docker; the real
+run of the same files is ``test_compose_run.py``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from harness.docker_run import (
 from harness.launch import COMPLETED
 from server_app.results import read_rounds
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 RUN = {
     "task": "tweeteval",
