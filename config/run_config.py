@@ -362,6 +362,12 @@ class PolicyConfig:
         2,
         "llm-guided: rounds a matched client sits out before it is measured again.",
     )
+    student_max_epochs: float = _key(
+        "student-max-epochs",
+        0.0,
+        "llm-guided: cap each client's student steps at this many passes over its train rows "
+        "(ceil(epochs x rows / student-batch-size), at least min-steps); 0 = no cap.",
+    )
     teacher_policy: str = _key(
         "teacher-policy",
         "once",
@@ -443,7 +449,7 @@ class PolicyConfig:
         _at_least(self, 1, "min_steps", "max_increment", "stop_patience", "stop_min_rounds")
         _at_least(self, 1, "poc_candidates")
         _at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
-        _at_least(self, 0, "teacher_min_delta", "stop_noise_factor")
+        _at_least(self, 0, "teacher_min_delta", "stop_noise_factor", "student_max_epochs")
         _at_least(self, 1, "skip_rounds")
         _positive(self, "teacher_chunk_epochs")
         check_choice("teacher-policy", self.teacher_policy, TEACHER_POLICIES)

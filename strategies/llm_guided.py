@@ -19,6 +19,7 @@ selection and termination but does not apply them).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,13 @@ class LLMGuidedStrategy(StudentFedAvg):
     skip_rounds : int (default: 2)
     teacher_batch_size : int (default: 16)
         ``teacher-batch-size``, to turn a client's teacher steps into epochs.
+    max_epochs : float (default: 0.0)
+        ``student-max-epochs``: no client's step budget exceeds this many
+        passes over its train rows at ``student_batch_size`` rows a step
+        (never below the steps policy's ``min_steps``); 0: no cap. On a small
+        partition a fixed budget is dozens of passes over the same rows: the
+        extra steps only fit the client's own labels, and cost compute.
+    student_batch_size : int (default: 64)
     **kwargs
         :class:`StudentFedAvg`'s arguments. ``fraction_train`` sets ``k``, the
         number of nodes a selection policy picks (never below
@@ -72,6 +80,8 @@ class LLMGuidedStrategy(StudentFedAvg):
         skip_epsilon: float = -1.0,
         skip_rounds: int = 2,
         teacher_batch_size: int = 16,
+        max_epochs: float = 0.0,
+        student_batch_size: int = 64,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +94,8 @@ class LLMGuidedStrategy(StudentFedAvg):
         self.skip_epsilon = skip_epsilon
         self.skip_rounds = skip_rounds
         self.teacher_batch_size = teacher_batch_size
+        self.max_epochs = max_epochs
+        self.student_batch_size = student_batch_size
 
     @classmethod
     def from_config(cls, config: RunConfig) -> StudentFedAvg:
@@ -97,6 +109,8 @@ class LLMGuidedStrategy(StudentFedAvg):
             skip_epsilon=policy.skip_epsilon,
             skip_rounds=policy.skip_rounds,
             teacher_batch_size=config.teacher.batch_size,
+            max_epochs=policy.student_max_epochs,
+            student_batch_size=config.student.batch_size,
             **cls.config_kwargs(config),
         )
 
@@ -157,8 +171,16 @@ class LLMGuidedStrategy(StudentFedAvg):
         return plan
 
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
-        """The steps policy's budget for client ``partition``, from its last reply."""
-        return self.steps.decide(server_round, partition, self.clients.get(partition))
+        """The steps policy's budget for client ``partition``, from its last reply, within
+        ``max_epochs`` passes over the client's declared train rows."""
+        steps, reason = self.steps.decide(server_round, partition, self.clients.get(partition))
+        rows = self.declared_examples.get(partition, 0)
+        if self.max_epochs <= 0 or rows <= 0:
+            return steps, reason
+        cap = max(self.steps.min_steps, math.ceil(self.max_epochs * rows / self.student_batch_size))
+        if steps <= cap:
+            return steps, reason
+        return cap, f"{reason}; capped at {self.max_epochs:g} epochs of {rows} rows: {cap}"
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """The first termination rule that fires after ``server_round``, or None."""

@@ -54,6 +54,7 @@ def test_every_policy_state_round_trips_through_json() -> None:
         ({"aggregation": "mean"}, "aggregation"),
         ({"trim-fraction": 0.5}, "trim-fraction"),
         ({"max-update-norm": -1.0}, "max-update-norm"),
+        ({"student-max-epochs": -1.0}, "student-max-epochs"),
         ({"strategy": "llm-guided", "local-steps": 500}, "local-steps"),
         ({"strategy": "llmqfl-reference", "steps-policy": "bandit"}, "steps-policy"),
     ],
@@ -232,6 +233,33 @@ def test_time_aware_budgets_equalise_a_constructed_round() -> None:
     assert floor[3][0] == 5 and floor[9] == (40, 1.0, "")
 
 
+def test_the_epoch_cap_bounds_each_budget_by_the_clients_rows() -> None:
+    """student-max-epochs: at most that many passes over a client's declared train rows."""
+    from strategies import build_strategy
+
+    config = {
+        "strategy": "llm-guided",
+        "selection": "all",
+        "steps-policy": "fixed",
+        "local-steps": 40,
+        "min-steps": 2,
+        "student-batch-size": 16,
+        "student-max-epochs": 2.0,
+    }
+    strategy = build_strategy(RunConfig.from_flat(config))
+    strategy.declare_examples({0: 24, 1: 1000, 2: 3})
+    strategy.bind_nodes({BIG: 0, BIG + 1: 1, BIG + 2: 2})
+    plan = strategy.plan_round(1, [0, 1, 2])
+    assert plan[0]["steps"] == 3  # ceil(2 x 24 / 16)
+    assert plan[0]["reason"] == "fixed; capped at 2 epochs of 24 rows: 3"
+    assert plan[1]["steps"] == 40 and plan[1]["reason"] == "fixed"  # the cap (125) is above
+    assert plan[2]["steps"] == 2  # ceil(2 x 3 / 16) = 1, raised to min-steps
+    # Off (the default): the budget stands whatever the rows.
+    uncapped = build_strategy(RunConfig.from_flat({**config, "student-max-epochs": 0.0}))
+    uncapped.declare_examples({0: 24})
+    assert uncapped.plan_round(1, [0])[0]["steps"] == 40
+
+
 def _losses(values: list[float]) -> list[dict[str, Any]]:
     return [{"round": r, "val": {"loss": v, "accuracy": 0.5}} for r, v in enumerate(values)]
 
@@ -285,6 +313,7 @@ GUIDED = {
     "deadline": "median",
     "skip-epsilon": 0.05,
     "skip-rounds": 1,
+    "student-max-epochs": 40.0,
     "termination": "noise-plateau",
     "final-model": "best-val",
     "aggregation": "fednova",
@@ -295,7 +324,9 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
     from strategies import build_strategy
 
     def build() -> Any:
-        return build_strategy(RunConfig.from_flat({**GUIDED, "seed": 5}))
+        strategy = build_strategy(RunConfig.from_flat({**GUIDED, "seed": 5}))
+        strategy.declare_examples({p: 10 + p for p in range(8)})  # as the Fleet's rows
+        return strategy
 
     nodes = [BIG + 7919 * i for i in range(8)]
     first, second, fleet_a, fleet_b = build(), build(), Fleet(), Fleet()
@@ -308,6 +339,7 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
         assert any("teacher chunk deferred" in r for r in reasons)
         assert any("deadline" in r for r in reasons)
         assert any(len(plan) < len(nodes) for plan in plans)  # someone rested
+        assert any("capped at 40 epochs" in r for r in reasons)
         assert first.last_selection_reason == second.last_selection_reason
         # A fresh strategy loaded with the state decides round 6 as the original does,
         # its clients back under new node IDs.
