@@ -374,6 +374,12 @@ class PolicyConfig:
         "llm-guided: once (teacher-epochs in a client's first round) or steered (chunks of "
         "teacher-chunk-epochs while its validation loss keeps falling, up to teacher-epochs).",
     )
+    teacher_max_steps: int = _key(
+        "teacher-max-steps",
+        0,
+        "llm-guided: no client fine-tunes its teacher for more than this many steps in all "
+        "(its epochs are cut to fit); 0 = no cap.",
+    )
     teacher_chunk_epochs: float = _key(
         "teacher-chunk-epochs", 1.0, "steered: epochs of one teacher chunk (> 0)."
     )
@@ -450,6 +456,7 @@ class PolicyConfig:
         _at_least(self, 1, "poc_candidates")
         _at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
         _at_least(self, 0, "teacher_min_delta", "stop_noise_factor", "student_max_epochs")
+        _at_least(self, 0, "teacher_max_steps")
         _at_least(self, 1, "skip_rounds")
         _positive(self, "teacher_chunk_epochs")
         check_choice("teacher-policy", self.teacher_policy, TEACHER_POLICIES)

@@ -63,6 +63,12 @@ class LLMGuidedStrategy(StudentFedAvg):
         partition a fixed budget is dozens of passes over the same rows: the
         extra steps only fit the client's own labels, and cost compute.
     student_batch_size : int (default: 64)
+    teacher_max_steps : int (default: 0)
+        ``teacher-max-steps``: no client's teacher is fine-tuned for more than
+        this many steps in all; the teacher policy's epochs are cut to fit
+        (0: no cap). A teacher needs about so many optimizer steps, not so
+        many epochs: on a large partition a fixed number of epochs is many
+        more steps than it needs, and the largest partitions cost the most.
     **kwargs
         :class:`StudentFedAvg`'s arguments. ``fraction_train`` sets ``k``, the
         number of nodes a selection policy picks (never below
@@ -82,6 +88,7 @@ class LLMGuidedStrategy(StudentFedAvg):
         teacher_batch_size: int = 16,
         max_epochs: float = 0.0,
         student_batch_size: int = 64,
+        teacher_max_steps: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +103,7 @@ class LLMGuidedStrategy(StudentFedAvg):
         self.teacher_batch_size = teacher_batch_size
         self.max_epochs = max_epochs
         self.student_batch_size = student_batch_size
+        self.teacher_max_steps = teacher_max_steps
 
     @classmethod
     def from_config(cls, config: RunConfig) -> StudentFedAvg:
@@ -111,6 +119,7 @@ class LLMGuidedStrategy(StudentFedAvg):
             teacher_batch_size=config.teacher.batch_size,
             max_epochs=policy.student_max_epochs,
             student_batch_size=config.student.batch_size,
+            teacher_max_steps=policy.teacher_max_steps,
             **cls.config_kwargs(config),
         )
 
@@ -181,6 +190,24 @@ class LLMGuidedStrategy(StudentFedAvg):
         if steps <= cap:
             return steps, reason
         return cap, f"{reason}; capped at {self.max_epochs:g} epochs of {rows} rows: {cap}"
+
+    def teacher_budget(self, server_round: int, partition: int) -> tuple[float, str]:
+        """The teacher policy's epochs for client ``partition``, cut so that its teacher's
+        steps in all stay within ``teacher_max_steps``."""
+        epochs, reason = super().teacher_budget(server_round, partition)
+        rows = self.declared_examples.get(partition, 0)
+        if self.teacher_max_steps <= 0 or epochs <= 0 or rows <= 0:
+            return epochs, reason
+        client = self.clients.get(partition)
+        done = client.teacher_total_steps if client is not None else 0
+        left = self.teacher_max_steps - done
+        if left <= 0:
+            return 0.0, f"kept: {done} steps done, the cap of {self.teacher_max_steps}"
+        # The client runs ceil(epochs x rows / batch) steps: round down so that it stays within.
+        cap = math.floor(left * self.teacher_batch_size / rows * 1e4) / 1e4
+        if epochs <= cap:
+            return epochs, reason
+        return cap, f"{reason}; capped at {self.teacher_max_steps} steps: {cap:g} epochs"
 
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """The first termination rule that fires after ``server_round``, or None."""

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -55,6 +56,7 @@ def test_every_policy_state_round_trips_through_json() -> None:
         ({"trim-fraction": 0.5}, "trim-fraction"),
         ({"max-update-norm": -1.0}, "max-update-norm"),
         ({"student-max-epochs": -1.0}, "student-max-epochs"),
+        ({"teacher-max-steps": -1}, "teacher-max-steps"),
         ({"strategy": "llm-guided", "local-steps": 500}, "local-steps"),
         ({"strategy": "llmqfl-reference", "steps-policy": "bandit"}, "steps-policy"),
     ],
@@ -260,6 +262,37 @@ def test_the_epoch_cap_bounds_each_budget_by_the_clients_rows() -> None:
     assert uncapped.plan_round(1, [0])[0]["steps"] == 40
 
 
+def test_the_teacher_step_cap_cuts_epochs_to_fit_and_then_keeps_the_teacher() -> None:
+    """teacher-max-steps: a teacher's steps in all stay within it, however many rows."""
+    from strategies import build_strategy
+
+    config = {
+        "strategy": "llm-guided",
+        "selection": "all",
+        "teacher-policy": "steered",
+        "teacher-epochs": 2.0,
+        "teacher-chunk-epochs": 2.0,
+        "teacher-batch-size": 16,
+        "teacher-max-steps": 30,
+    }
+    strategy = build_strategy(RunConfig.from_flat(config))
+    strategy.declare_examples({0: 711, 1: 100})
+    first = strategy.plan_round(1, [0, 1])
+    # 711 rows: 2 epochs would be 89 steps; 0.6751 epochs is ceil(29.9998) = 30.
+    assert first[0]["teacher-epochs"] == 0.6751
+    assert math.ceil(0.6751 * 711 / 16) == 30
+    assert first[0]["teacher-reason"] == "first chunk; capped at 30 steps: 0.6751 epochs"
+    assert first[1]["teacher-epochs"] == 2.0  # 13 steps: within the cap
+    # After 30 steps the teacher is kept, though the policy would train it on.
+    strategy.clients[0] = replace(_teacher_memory([1.1, 0.9], 1.0, steps=30), num_examples=711)
+    assert strategy.teacher_budget(2, 0) == (0.0, "kept: 30 steps done, the cap of 30")
+    # A teacher with steps left gets what is left: 160 rows, 10 steps done, 20 to go.
+    strategy.declare_examples({2: 160})
+    strategy.clients[2] = _teacher_memory([1.1, 0.6], 1.0, steps=10)
+    epochs, reason = strategy.teacher_budget(2, 2)
+    assert math.ceil(epochs * 160 / 16) <= 20 and epochs == 1.0  # the policy's 1 chunk fits
+
+
 def _losses(values: list[float]) -> list[dict[str, Any]]:
     return [{"round": r, "val": {"loss": v, "accuracy": 0.5}} for r, v in enumerate(values)]
 
@@ -314,6 +347,7 @@ GUIDED = {
     "skip-epsilon": 0.05,
     "skip-rounds": 1,
     "student-max-epochs": 40.0,
+    "teacher-max-steps": 3,
     "termination": "noise-plateau",
     "final-model": "best-val",
     "aggregation": "fednova",
@@ -340,6 +374,7 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
         assert any("deadline" in r for r in reasons)
         assert any(len(plan) < len(nodes) for plan in plans)  # someone rested
         assert any("capped at 40 epochs" in r for r in reasons)
+        assert any("capped at 3 steps" in r for r in reasons)
         assert first.last_selection_reason == second.last_selection_reason
         # A fresh strategy loaded with the state decides round 6 as the original does,
         # its clients back under new node IDs.
