@@ -13,17 +13,21 @@ fine-tunes its own teachers and pays for them:
 - ``fedavg``: every client trains ``--local-steps`` steps every round for
   ``--rounds`` rounds, teachers fine-tuned for ``teacher-epochs`` in round 1
   (the baseline);
-- ``llm-guided``: :data:`GUIDED`: teachers steered in chunks while they improve
-  and lead their students, time-aware budgets against each round's median
-  (slow clients' teacher chunks deferred, their student steps cut), a
-  noise-aware stop, the best round on the validation split kept, FedNova;
-- one run per lever of llm-guided with that lever switched off: steered
-  teachers (``guided-teacher-once``: FedAvg's teachers), the deadline, the stop;
+- ``llm-guided``: :data:`GUIDED`: each teacher fine-tuned for ``teacher-epochs``
+  but at most ``teacher-max-steps`` steps, each student budget at most
+  ``student-max-epochs`` passes over the client's rows, time-aware budgets
+  against each round's median (slow clients' student steps cut), FedAvg's
+  aggregation and rounds, and the mean of the last 3 rounds' students;
+- one run per lever of llm-guided with that lever switched off (the teacher
+  cap, the epoch cap, the deadline, the mean of the last rounds);
 - with ``--only NAME ...``: fedavg, llm-guided and the named runs, among them
   :data:`EXTRA` (``llmqfl-reference``: the published code's rules;
   ``guided-rest``: clients that match their teacher rest;
   ``guided-adaptive-steps``: the adaptive ratio rule on;
-  ``guided-last-model``: the last round's student instead of the best).
+  ``guided-fednova``: FedNova aggregation;
+  ``guided-with-stop``: the noise-aware stop on;
+  ``guided-steered-chunks``: teachers in 1-epoch chunks while they improve;
+  ``guided-best-model``: the best round's student on the validation split).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -66,32 +70,49 @@ GUIDED: dict[str, Any] = {
     "strategy": "llm-guided",
     "selection": "all",
     "steps-policy": "fixed",
-    "teacher-policy": "steered",
-    "teacher-chunk-epochs": 1.0,
-    "teacher-min-delta": 0.01,
+    "teacher-policy": "once",
+    "teacher-max-steps": 48,
+    "student-max-epochs": 5.0,
     "deadline": "median",
+    "termination": "max-rounds",
+    "final-model": "average",
+    "final-average-rounds": 3,
+    "aggregation": "fedavg",
+}
+#: The noise-aware stop, as tried (see the README).
+STOP: dict[str, Any] = {
     "termination": "noise-plateau",
     "stop-patience": 3,
     "stop-min-rounds": 6,
     "stop-noise-factor": 1.0,
-    "final-model": "best-val",
-    "aggregation": "fednova",
 }
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy": "fedavg"},
     "llm-guided": GUIDED,
     # llm-guided with one lever off each (the lever's contribution).
-    "guided-teacher-once": {**GUIDED, "teacher-policy": "once"},
+    "guided-no-teacher-cap": {**GUIDED, "teacher-max-steps": 0},
+    "guided-no-epoch-cap": {**GUIDED, "student-max-epochs": 0.0},
     "guided-no-deadline": {**GUIDED, "deadline": "off"},
-    "guided-no-stop": {**GUIDED, "termination": "max-rounds"},
+    # the same rounds as llm-guided; the last round's student instead of the mean of 3
+    "guided-last-model": {**GUIDED, "final-model": "last"},
 }
 #: Run only when named in ``--only``.
 EXTRA: dict[str, dict[str, Any]] = {
     "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     "guided-rest": {**GUIDED, "skip-epsilon": 0.0},
     "guided-adaptive-steps": {**GUIDED, "steps-policy": "adaptive"},
-    # the same trajectory as llm-guided (runs repeat under a seed), the last round's student
-    "guided-last-model": {**GUIDED, "final-model": "last"},
+    "guided-fednova": {**GUIDED, "aggregation": "fednova"},
+    "guided-with-stop": {**GUIDED, **STOP},
+    # the earlier steered teachers: 1-epoch chunks while they improve, no step cap
+    "guided-steered-chunks": {
+        **GUIDED,
+        "teacher-policy": "steered",
+        "teacher-chunk-epochs": 1.0,
+        "teacher-min-delta": 0.01,
+        "teacher-max-steps": 0,
+    },
+    # the same trajectory as llm-guided (runs repeat under a seed), the best round on validation
+    "guided-best-model": {**GUIDED, "final-model": "best-val"},
 }
 
 

@@ -33,7 +33,7 @@ AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
 SHOT_POLICIES = ("fixed", "ramp")
 TEACHER_POLICIES = ("once", "steered")
-FINAL_MODELS = ("last", "best-val")
+FINAL_MODELS = ("last", "best-val", "average")
 
 
 def _is_seconds(text: str) -> bool:
@@ -427,8 +427,13 @@ class PolicyConfig:
         "final-model",
         "last",
         "The global student the run ends with and scores on the test rows: last (the last "
-        "round's) or best-val (the round's with the highest validation accuracy, ties: lower "
-        "validation loss).",
+        "round's), best-val (the round's with the highest validation accuracy, ties: lower "
+        "validation loss) or average (the mean of the last final-average-rounds rounds').",
+    )
+    final_average_rounds: int = _key(
+        "final-average-rounds",
+        3,
+        "final-model=average: how many of the last rounds' global students to average (>= 1).",
     )
     aggregation: str = _key(
         "aggregation",
@@ -457,6 +462,7 @@ class PolicyConfig:
         _at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
         _at_least(self, 0, "teacher_min_delta", "stop_noise_factor", "student_max_epochs")
         _at_least(self, 0, "teacher_max_steps")
+        _at_least(self, 1, "final_average_rounds")
         _at_least(self, 1, "skip_rounds")
         _positive(self, "teacher_chunk_epochs")
         check_choice("teacher-policy", self.teacher_policy, TEACHER_POLICIES)

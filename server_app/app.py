@@ -49,6 +49,9 @@ def main(grid: Grid, context: Context) -> None:
     writer.write_json(
         "strategy.json", {"class": type(fed.strategy).__name__, **fed.strategy.state()}
     )
+    averaged = [r for r, _ in fed.recent] if config.policy.final_model == "average" else []
+    # The mean of the last rounds' students was never scored on the validation split: score it.
+    final_val = evaluate_global(fed.student, final, fed.data.val) if averaged else None
     test = evaluate_global(fed.student, final, fed.data.test)  # the one read of the test rows
     summary = summary_record(
         writer.rounds,
@@ -56,6 +59,8 @@ def main(grid: Grid, context: Context) -> None:
         stop_reason=stop_reason,
         rounds_run=rounds_run,
         final_round=final_round,
+        final_val=final_val,
+        averaged_rounds=averaged,
         val_split={"rows": len(fed.data.val.labels), "majority-rate": fed.data.val.majority_rate},
         test={
             **test,
@@ -73,10 +78,17 @@ def main(grid: Grid, context: Context) -> None:
         summary["status"],
         summary["rounds"],
         summary["stop-reason"],
-        f"the student of round {final_round}, " if final_round >= 0 else "",
+        _final_name(final_round, averaged),
         summary["final-test"]["accuracy"],
         summary["test-majority-rate"],
         summary["initial-val"]["accuracy"],
         summary["final-val"]["accuracy"],
         writer.path,
     )
+
+
+def _final_name(final_round: int, averaged: list[int]) -> str:
+    """How the log line names the final student ('' for the last round's)."""
+    if averaged:
+        return f"the mean of the students of rounds {averaged[0]}-{averaged[-1]}, "
+    return f"the student of round {final_round}, " if final_round >= 0 else ""

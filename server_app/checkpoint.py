@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,13 @@ FOLDER = "checkpoint"
 STATE, ARRAYS = "state.json", "student.npz"
 TEACHER_PREFIX = "teacher:"  # checkpoint arrays of the federated teacher adapters
 BEST_PREFIX = "best:"  # checkpoint arrays of the best global student so far (final-model=best-val)
+# "recent<i>:<name>": the last rounds' global students, oldest first (final-model=average)
+RECENT_KEY = re.compile(r"^recent(\d+):(.+)$")
+
+
+def recent_arrays(recent: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The checkpoint arrays of the last rounds' global students (see :data:`RECENT_KEY`)."""
+    return {f"recent{i}:{k}": v for i, arrays in enumerate(recent) for k, v in arrays.items()}
 
 
 @dataclass(frozen=True)
@@ -199,17 +207,27 @@ def resume(
     strategy: StudentFedAvg,
     writer: ResultsWriter,
     teachers: TeacherFederation | None,
-) -> tuple[int, dict[str, np.ndarray]]:
+) -> tuple[int, dict[str, np.ndarray], list[dict[str, np.ndarray]]]:
     """Load the checkpoint into the student, strategy, teachers and results.
 
-    Returns the next round and the best global student's arrays so far (empty
-    when the checkpoint has none). The earlier rounds are written again to
-    this run's ``rounds.jsonl``, so its results are complete.
+    Returns the next round, the best global student's arrays so far (empty
+    when the checkpoint has none) and the last rounds' global students kept for
+    ``final-model=average`` (oldest first; empty when none). The earlier rounds
+    are written again to this run's ``rounds.jsonl``, so its results are
+    complete.
     """
     check_resume(path, config.federation.num_rounds)
     checkpoint = load_checkpoint(path)
     prefixes = (TEACHER_PREFIX, BEST_PREFIX)
-    student_arrays = {k: v for k, v in checkpoint.arrays.items() if not k.startswith(prefixes)}
+    student_arrays = {
+        k: v
+        for k, v in checkpoint.arrays.items()
+        if not k.startswith(prefixes) and not RECENT_KEY.match(k)
+    }
+    recent: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in checkpoint.arrays.items():
+        if match := RECENT_KEY.match(key):
+            recent.setdefault(int(match.group(1)), {})[match.group(2)] = value
     best = {
         k[len(BEST_PREFIX) :]: v for k, v in checkpoint.arrays.items() if k.startswith(BEST_PREFIX)
     }
@@ -238,7 +256,7 @@ def resume(
     for record in checkpoint.rounds:
         writer.write_round(record)
     logger.info("resumed from %s after round %d", path, checkpoint.round)
-    return checkpoint.round + 1, best
+    return checkpoint.round + 1, best, [recent[i] for i in sorted(recent)]
 
 
 def restore_rng(rng: dict[str, Any]) -> None:

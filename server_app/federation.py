@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from config.messages import INFO_KEY
-from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, save_checkpoint
+from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, recent_arrays, save_checkpoint
 from server_app.messaging import exchange
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
@@ -155,6 +155,9 @@ def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> No
         arrays.update({TEACHER_PREFIX + k: v for k, v in teachers.global_arrays.items()})
     if fed.best_arrays is not None and fed.best_arrays is not fed.arrays:
         arrays.update({BEST_PREFIX + k: a.numpy() for k, a in fed.best_arrays.items()})
+    arrays.update(
+        recent_arrays([{k: a.numpy() for k, a in kept.items()} for _, kept in fed.recent])
+    )
     save_checkpoint(
         writer.path,
         server_round,

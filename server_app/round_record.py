@@ -143,6 +143,8 @@ def summary_record(
     stop_reason: str,
     rounds_run: int,
     final_round: int = -1,
+    final_val: Mapping[str, Any] | None = None,
+    averaged_rounds: Sequence[int] = (),
     val_split: Mapping[str, Any],
     test: Mapping[str, Any],
     total_seconds: float,
@@ -154,7 +156,9 @@ def summary_record(
     ``val_split`` and ``test`` give ``rows`` and ``majority-rate`` of the two
     server splits; ``test`` also the final student's ``loss`` and ``accuracy``
     on the test rows, scored once, after the last round. ``final_round`` is
-    the round whose global student the run ended with (-1: the last).
+    the round whose global student the run ended with (-1: the last);
+    ``final_val`` its validation figures where it is no round's student (the
+    mean of the students of ``averaged_rounds``, ``final-model=average``).
     """
     clients = [c for r in rounds for c in r["clients"]]
     final = next((r for r in rounds if r["round"] == final_round), rounds[-1])
@@ -165,7 +169,8 @@ def summary_record(
         "stop-reason": stop_reason,
         "initial-val": rounds[0]["val"],
         "final-round": final["round"],
-        "final-val": final["val"],
+        "final-val": dict(final_val) if final_val is not None else final["val"],
+        "averaged-rounds": list(averaged_rounds),
         "final-test": {"loss": test["loss"], "accuracy": test["accuracy"]},
         "val-majority-rate": val_split["majority-rate"],
         "test-majority-rate": test["majority-rate"],

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -134,17 +134,41 @@ class Federation:
     best_arrays: ArrayRecord | None = None
     best_round: int = 0
     budget: QpuBudget | None = None  # the QPU bill and max-qpu-seconds
+    # The last rounds' global students, oldest first, with their rounds (final-model=average).
+    recent: list[tuple[int, ArrayRecord]] = field(default_factory=list)
 
     def observe_val(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> None:
-        """Keep the global student if ``history``'s last record is its best so far."""
+        """Keep the global student if ``history``'s last record is its best so far, and
+        among the last ``final-average-rounds`` rounds' (``final-model=average``)."""
         if best_val_round(history) == server_round or self.best_arrays is None:
             self.best_arrays, self.best_round = self.arrays, server_round
+        policy = self.config.policy
+        if policy.final_model == "average":
+            kept = [*self.recent, (server_round, self.arrays)]
+            self.recent = kept[-policy.final_average_rounds :]
 
     def final_student(self) -> tuple[ArrayRecord, int]:
-        """The student the run ends with (``final-model``) and the round it is from."""
-        if self.config.policy.final_model == "best-val" and self.best_arrays is not None:
+        """The student the run ends with (``final-model``) and the round it is from (-1: the
+        last round's, or the mean of the last rounds' with ``average``)."""
+        final_model = self.config.policy.final_model
+        if final_model == "best-val" and self.best_arrays is not None:
             return self.best_arrays, self.best_round
+        if final_model == "average" and self.recent:
+            return mean_record([arrays for _, arrays in self.recent]), -1
         return self.arrays, -1
+
+
+def mean_record(records: Sequence[ArrayRecord]) -> ArrayRecord:
+    """The element-wise mean of global students with the same arrays (in their dtype)."""
+    first = records[0]
+    return ArrayRecord(
+        {
+            key: Array(
+                np.mean([r[key].numpy() for r in records], axis=0).astype(first[key].numpy().dtype)
+            )
+            for key in first
+        }
+    )
 
 
 def best_val_round(history: Sequence[Mapping[str, Any]]) -> int:
@@ -332,9 +356,14 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         budget=budget,
     )
     if fed.resume_from:
-        federation.first_round, best = resume(
+        federation.first_round, best, recent = resume(
             fed.resume_from, config, student, strategy, writer, teachers
         )
+        last = federation.first_round - 1
+        federation.recent = [
+            (last - len(recent) + 1 + i, ArrayRecord({k: Array(v) for k, v in arrays.items()}))
+            for i, arrays in enumerate(recent)
+        ]
         budget.check_before(strategy, federation.first_round, writer.rounds)
         federation.arrays = student_record(student)
         federation.initial = writer.rounds[0]["val"]

@@ -26,6 +26,9 @@ GUIDED = {
     "steps-policy": "adaptive",
     "local-steps": 10,
     "termination": "max-rounds",
+    # the run ends with the mean of the last 3 rounds' students: those kept must survive too
+    "final-model": "average",
+    "final-average-rounds": 3,
 }
 
 
@@ -62,9 +65,18 @@ def test_every_round_leaves_a_checkpoint(runs: dict[str, Path]) -> None:
     checkpoint = load_checkpoint(str(runs["first"]))
     assert checkpoint.round == 2
     assert [r["round"] for r in checkpoint.rounds] == [0, 1, 2]
+    # The checkpoint keeps round 2's global student and the students of rounds 1-2 (the
+    # last 3 rounds' so far); the run ended with their mean.
     with np.load(runs["first"] / "student.npz") as final:
         for key in final.files:
-            np.testing.assert_array_equal(checkpoint.arrays[key], final[key])
+            np.testing.assert_array_equal(
+                checkpoint.arrays["recent1:" + key], checkpoint.arrays[key]
+            )
+            mean = (checkpoint.arrays["recent0:" + key] + checkpoint.arrays["recent1:" + key]) / 2
+            np.testing.assert_allclose(final[key], mean.astype(final[key].dtype), rtol=0, atol=1e-6)
+            assert "recent2:" + key not in checkpoint.arrays
+    summary = json.loads((runs["first"] / "summary.json").read_text())
+    assert summary["averaged-rounds"] == [1, 2]
 
 
 def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None:
@@ -90,6 +102,9 @@ def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None
         assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], abs=1e-6)
     summary = json.loads((runs["resumed"] / "summary.json").read_text())
     assert summary["rounds"] == 4 and summary["status"] == "completed"
+    assert summary["averaged-rounds"] == [2, 3, 4]  # round 2's student came from the checkpoint
+    straight_summary = json.loads((runs["straight"] / "summary.json").read_text())
+    assert summary["final-val"] == pytest.approx(straight_summary["final-val"], abs=1e-6)
 
 
 def test_resume_errors_are_one_line(

@@ -57,6 +57,8 @@ def test_every_policy_state_round_trips_through_json() -> None:
         ({"max-update-norm": -1.0}, "max-update-norm"),
         ({"student-max-epochs": -1.0}, "student-max-epochs"),
         ({"teacher-max-steps": -1}, "teacher-max-steps"),
+        ({"final-average-rounds": 0}, "final-average-rounds"),
+        ({"final-model": "mean"}, "final-model"),
         ({"strategy": "llm-guided", "local-steps": 500}, "local-steps"),
         ({"strategy": "llmqfl-reference", "steps-policy": "bandit"}, "steps-policy"),
     ],
