@@ -281,6 +281,43 @@ def test_a_node_builds_its_backend_once_per_run_and_samples_anew_each_round(
     assert {c["backend"] for r in rounds for c in r["clients"]} == {"aer_simulator"}
 
 
+def test_the_step_caps_reach_the_clients_and_are_honoured(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    """teacher-max-steps and student-max-epochs: the capped budgets are what the clients ran."""
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "strategy": "llm-guided",
+            "selection": "all",
+            "steps-policy": "fixed",
+            "termination": "max-rounds",
+            "teacher-max-steps": 12,  # 2 epochs would be 30 steps of 240 rows
+            "local-steps": 40,
+            "min-steps": 1,
+            "student-max-epochs": 0.5,  # ceil(0.5 x 240 / 64) = 2 steps
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
+    )
+    rounds = read_rounds(_run_dir(results) / "rounds.jsonl")
+    for record in rounds[1:]:
+        for client in record["clients"]:
+            part, rows = client["partition-id"], client["num-examples"]
+            assert client["steps"] == record["budgets"][str(part)] == math.ceil(0.5 * rows / 64)
+            epochs = record["teacher-budgets"][str(part)]
+            assert client["teacher-steps"] == math.ceil(epochs * rows / 16)
+    first = rounds[1]
+    assert all(2 * c["num-examples"] / 16 > 12 for c in first["clients"])  # the cap binds
+    assert all(c["teacher-steps"] == c["teacher-total-steps"] == 12 for c in first["clients"])
+    assert all("capped at 12 steps" in r for r in first["teacher-reasons"].values())
+    assert all(c["teacher-steps"] == 0 for c in rounds[2]["clients"])  # kept
+
+
 def test_steered_teacher_budgets_reach_the_clients_and_are_honoured(
     tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
 ) -> None:
