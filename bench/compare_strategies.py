@@ -111,7 +111,7 @@ EXTRA: dict[str, dict[str, Any]] = {
         "teacher-min-delta": 0.01,
         "teacher-max-steps": 0,
     },
-    # the same trajectory as llm-guided (runs repeat under a seed), the best round on validation
+    # llm-guided ending with the best round on the validation split instead of the mean of 3
     "guided-best-model": {**GUIDED, "final-model": "best-val"},
 }
 
