@@ -42,7 +42,7 @@ from server_app.messaging import exchange
 from server_app.qpu_budget import QpuBudget
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
-from server_app.teacher_federation import TeacherFederation
+from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies.registry import build_strategy
 from strategies.student_fedavg import StudentFedAvg, reply_node
 from tasks.datasets import DataSource, TextDataset
@@ -159,16 +159,9 @@ class Federation:
 
 
 def mean_record(records: Sequence[ArrayRecord]) -> ArrayRecord:
-    """The element-wise mean of global students with the same arrays (in their dtype)."""
-    first = records[0]
-    return ArrayRecord(
-        {
-            key: Array(
-                np.mean([r[key].numpy() for r in records], axis=0).astype(first[key].numpy().dtype)
-            )
-            for key in first
-        }
-    )
+    """The element-wise mean of global students with the same arrays (float32)."""
+    mean = average_arrays([({k: a.numpy() for k, a in r.items()}, 1.0) for r in records])
+    return ArrayRecord({k: Array(v) for k, v in mean.items()})
 
 
 def best_val_round(history: Sequence[Mapping[str, Any]]) -> int:

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 def average_arrays(
     contributions: Sequence[tuple[dict[str, np.ndarray], float]],
 ) -> dict[str, np.ndarray]:
-    """Weighted mean of same-named arrays: sum(w_i * a_i) / sum(w_i), float32.
+    """Weighted mean of same-named arrays: sum(w_i * a_i) / sum(w_i), float32 (teacher
+    adapters across clients, global students across rounds).
 
     Raises
     ------
@@ -46,17 +47,17 @@ def average_arrays(
         If there is nothing to average, or the names or shapes differ.
     """
     if not contributions:
-        raise ValueError("no teacher arrays to average")
+        raise ValueError("no arrays to average")
     names = set(contributions[0][0])
     total = float(sum(weight for _, weight in contributions))
     if total <= 0:
-        raise ValueError("teacher weights sum to zero")
+        raise ValueError("weights sum to zero")
     out: dict[str, np.ndarray] = {}
     for name in sorted(names):
         acc = np.zeros_like(contributions[0][0][name], dtype=np.float64)
         for arrays, weight in contributions:
             if set(arrays) != names or arrays[name].shape != acc.shape:
-                raise ValueError(f"teacher arrays differ between clients at {name!r}")
+                raise ValueError(f"the arrays to average differ at {name!r}")
             acc += weight * arrays[name].astype(np.float64)
         out[name] = (acc / total).astype(np.float32)
     return out
