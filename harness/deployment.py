@@ -8,18 +8,23 @@ ClientApps), the same flags as ``docker-compose.yml`` and ``with-tls.yml``.
 Network: when this process may create network namespaces (root with
 ``ip netns``), every SuperNode and its SuperExec live in a namespace of their
 own with their own address on a private bridge and reach the SuperLink at the
-bridge's address, as separate hosts would. Otherwise they share loopback and
-take Runtime API ports 9094, 9095, ... ``Cluster.network`` says which.
+bridge's address, as separate hosts would. Otherwise they share loopback.
+``Cluster.network`` says which. Nothing about the host is assumed: the
+SuperLink's port and the Runtime API ports are free ones (:func:`free_port`),
+and the bridge's /24 is one that no route or address here covers
+(:func:`free_subnet`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,18 +38,54 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SUBNET = "10.231.{}."  # a private /24 per cluster: 10.231.<k>.0/24
+SUBNET = "10.231.{}.0/24"  # a private /24 per cluster, the first that is free here
 
 
-def _namespaces_available() -> bool:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return False
+def free_port(host: str = "") -> int:
+    """A TCP port that nothing listens on now (on ``host``; every address by default)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this machine's routes and addresses (``ip -4 route``/``addr``)."""
+    found: list[ipaddress.IPv4Network] = []
+    for args in (["route", "show", "table", "all"], ["-o", "addr"]):
+        out = subprocess.run(["ip", "-4", *args], capture_output=True, text=True).stdout
+        for word in out.split():
+            try:
+                network = ipaddress.ip_network(word, strict=False)
+            except ValueError:
+                continue
+            if isinstance(network, ipaddress.IPv4Network) and network.prefixlen > 0:
+                found.append(network)
+    return found
+
+
+def free_subnet(pattern: str = SUBNET, start: int = 1) -> ipaddress.IPv4Network:
+    """The first ``pattern.format(k)`` /24 (k = start .. 254, then from 1) that overlaps no
+    route or address of this machine."""
+    used = used_networks()
+    for k in [*range(start, 255), *range(1, start)]:
+        subnet = ipaddress.IPv4Network(pattern.format(k))
+        if not any(subnet.overlaps(network) for network in used):
+            return subnet
+    raise RuntimeError(f"every /24 of {pattern.format('k')} is in use on this machine")
+
+
+def namespaces_problem() -> str | None:
+    """Why this process cannot make network namespaces (root and ``ip netns``), or None."""
+    if os.geteuid() != 0:
+        return "needs root to make network namespaces (ip netns add)"
+    if shutil.which("ip") is None:
+        return "needs the ip command (Debian's iproute2)"
     name = f"lqprobe{secrets.token_hex(2)}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False)
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if made.returncode != 0:
-        return False
+        return f"ip netns add failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    return True
+    return None
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -116,6 +157,9 @@ class Cluster:
     procs: dict[str, Proc] = field(init=False, default_factory=dict)
     _tag: str = field(init=False, default_factory=lambda: secrets.token_hex(2))
     _namespaces: list[str] = field(init=False, default_factory=list)
+    _node_ports: dict[int, int] = field(init=False, default_factory=dict)
+    #: The SuperLink's one port (Fleet, Control, Runtime), chosen free at start.
+    port: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -130,10 +174,11 @@ class Cluster:
 
     # ------------------------------------------------------------ network
     def _setup_network(self) -> None:
-        if not _namespaces_available():
+        if namespaces_problem() is not None:
             self.network = "loopback"
             return
-        subnet = SUBNET.format(int(self._tag, 16) % 250 + 1)
+        free = free_subnet(start=int(self._tag, 16) % 250 + 1)
+        subnet = str(free.network_address).rsplit(".", 1)[0] + "."
         bridge = f"lq{self._tag}br"
         _ip("link", "add", bridge, "type", "bridge")
         self._namespaces.append(f"@bridge:{bridge}")
@@ -153,6 +198,11 @@ class Cluster:
             _ip("link", "set", "lo", "up", netns=ns)
         self.network = f"namespaces: SuperLink {self.host}, SuperNodes {subnet}10-{10 + self.nodes}"
 
+    @property
+    def address(self) -> str:
+        """The SuperLink's ``host:port``."""
+        return f"{self.host}:{self.port}"
+
     def node_address(self, i: int) -> str:
         """Where SuperNode ``i`` is, as the SuperLink sees it."""
         if self.network.startswith("namespaces"):
@@ -165,7 +215,9 @@ class Cluster:
         return args
 
     def _runtime_port(self, i: int) -> int:
-        return 9094 if self.network.startswith("namespaces") else 9094 + i
+        if self.network.startswith("namespaces"):
+            return 9094  # each node has its own namespace, and so its own ports
+        return self._node_ports.setdefault(i, free_port("127.0.0.1"))
 
     # ------------------------------------------------------------ processes
     def _start(self, name: str, args: list[str]) -> Proc:
@@ -189,7 +241,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ok = subprocess.run(
-                ["curl", "-sf", *ca, f"{scheme}://{self.host}:8000/health"],
+                ["curl", "-sf", *ca, f"{scheme}://{self.address}/health"],
                 capture_output=True,
                 check=False,
             )
@@ -206,6 +258,7 @@ class Cluster:
     def start(self) -> Cluster:
         """Network, certificates and keys, SuperLink, ServerApp SuperExec, profile, SuperNodes."""
         self._setup_network()
+        self.port = free_port()
         self.certs = self.root / "certs"
         self.keys = self.root / "keys"
         if self.tls:
@@ -238,7 +291,7 @@ class Cluster:
                 *security,
                 "--isolation=process",
                 f"--host={self.host}",
-                "--port=8000",
+                f"--port={self.port}",
                 f"--database={self.root / 'state.db'}",
                 "--disable-runtime-dependency-installation",
             ],
@@ -250,7 +303,7 @@ class Cluster:
                 str(BIN / "flower-superexec"),
                 *self._client_security(),
                 "--runtime-api-address",
-                f"{self.host}:8000",
+                self.address,
             ],
         )
         self._write_profile()
@@ -261,9 +314,7 @@ class Cluster:
         return self
 
     def _write_profile(self) -> None:
-        add_profile(
-            self.env, self.root, "dep", f"{self.host}:8000", self.certs if self.tls else None
-        )
+        add_profile(self.env, self.root, "dep", self.address, self.certs if self.tls else None)
 
     def start_node(self, i: int, *, key: int | None = None) -> Proc:
         """SuperNode ``i`` (partition ``i``) and its SuperExec; ``key`` picks another key pair."""
@@ -276,7 +327,7 @@ class Cluster:
         args = [
             *supernode,
             "--superlink",
-            f"{self.host}:8000",
+            self.address,
             "--isolation=process",
             "--host=127.0.0.1",
             f"--port={port}",

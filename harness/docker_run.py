@@ -35,13 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.deployment import BIN, REPO, add_profile, flwr_cli
+from harness.deployment import BIN, REPO, add_profile, flwr_cli, free_port, free_subnet
 from harness.launch import RunOutcome, flwr_run
 
 #: Debian's binaries (a docker CLI elsewhere on the PATH is not used), and their packages.
 DOCKERD, DOCKER, COMPOSE = "/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/docker-compose"
 DEBOOTSTRAP = "/usr/sbin/debootstrap"
-PACKAGES = {DOCKERD: "docker.io", COMPOSE: "docker-compose", DEBOOTSTRAP: "debootstrap"}
+IPTABLES = "/usr/sbin/iptables"
+#: The host's Python picks the image's wheels (:func:`matching_python`), so it needs pip.
+HOST_PIP = "/usr/lib/python3/dist-packages/pip/__init__.py"
+PACKAGES = {
+    DOCKERD: "docker.io",
+    COMPOSE: "docker-compose",
+    DEBOOTSTRAP: "debootstrap",
+    IPTABLES: "iptables",
+    HOST_PIP: "python3-pip",
+}
 BASE_IMAGE, APP_IMAGE = "llmqfl-base:bookworm", "llmqfl:latest"
 COMPOSE_FILES = ("docker-compose.yml", "with-tls.yml", "deploy/offline.yml")
 
@@ -55,20 +64,39 @@ def _run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None
     return done.stdout
 
 
-def firewall_rules() -> str:
-    """The machine's iptables and ip6tables rules, without comments and packet counters."""
+#: The tables whose chains a run could change, for IPv4 and IPv6 alike.
+FIREWALL_TABLES = ("filter", "nat", "mangle", "raw", "security")
+
+
+def firewall_rules(netns: str | None = None) -> str:
+    """The firewall as ``iptables -S`` and ``ip6tables -S`` print it, table by table.
+
+    Never empty where iptables is installed: ``-S`` lists each built-in chain's
+    policy even where no table exists yet (a fresh nf_tables machine, on which
+    ``iptables-save`` prints nothing) and creates none. A table the kernel lacks
+    shows as its error line. With ``netns`` the rules are read in that network
+    namespace (``ip netns exec``).
+    """
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     lines: list[str] = []
-    for tool in ("iptables-save", "ip6tables-save"):
+    for tool in ("iptables", "ip6tables"):
         path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
         if path is None:
+            lines.append(f"{tool}: not installed")
             continue
-        done = subprocess.run([path], capture_output=True, text=True, check=False)
-        lines += [
-            re.sub(r"\[\d+:\d+\]", "", line)
-            for line in done.stdout.splitlines()
-            if not line.startswith("#")
-        ]
+        for table in FIREWALL_TABLES:
+            done = subprocess.run(
+                [*prefix, path, "-w", "-t", table, "-S"], capture_output=True, text=True
+            )
+            listed = done.stdout if done.returncode == 0 else f"error: {done.stderr.strip()}"
+            lines += [f"{tool} {table}: {line}" for line in listed.splitlines()]
     return "\n".join(lines)
+
+
+def iptables_save(netns: str | None = None) -> str:
+    """What ``iptables-save`` prints (nothing where no table exists yet, e.g. a fresh machine)."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return subprocess.run([*prefix, "iptables-save"], capture_output=True, text=True).stdout
 
 
 def network_links() -> set[str]:
@@ -77,16 +105,17 @@ def network_links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
 
 
-def ensure_packages() -> list[str]:
-    """Install the missing Debian packages of :data:`PACKAGES` (needs root); return them."""
-    missing = [package for binary, package in PACKAGES.items() if not Path(binary).exists()]
+def ensure_packages(packages: dict[str, str] | None = None) -> list[str]:
+    """Install the Debian packages of ``packages`` (binary path -> package, by default
+    :data:`PACKAGES`) whose binary is missing (needs root); return them."""
+    packages = PACKAGES if packages is None else packages
+    missing = sorted({package for binary, package in packages.items() if not Path(binary).exists()})
     if not missing:
         return []
     if os.geteuid() != 0:
         raise RuntimeError(
-            f"Docker needs root here, and {', '.join(missing)} are missing: run as root, "
-            f"or install them (apt-get install {' '.join(missing)}), or deselect the "
-            "Docker test with -m 'not docker'"
+            f"{', '.join(missing)} are missing and installing them needs root: run as root, "
+            f"or install them first (apt-get install {' '.join(missing)})"
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
@@ -94,6 +123,40 @@ def ensure_packages() -> list[str]:
         _run(["apt-get", "update", "-q"], env=env)  # a fresh machine has no package lists yet
         _run(install, env=env)
     return missing
+
+
+#: Free disk the compose test needs: the wheels, the base and app images, a build's layers.
+COMPOSE_DISK_BYTES = 12 * 2**30
+
+
+def compose_host_problem() -> str | None:
+    """Why the compose test cannot run on this host, or None if it can.
+
+    It needs: Linux as root (it starts a Docker engine of its own); a Debian 12
+    (bookworm) host, because the base image is debootstrapped bookworm and the
+    wheels are fetched by the host's Python 3.11 for it; ``apt-get`` and the
+    Debian mirror for the packages of :data:`PACKAGES` it installs when missing,
+    and for ``debootstrap``; and about 12 GiB of free disk. Everything else it
+    establishes itself: a free port, a free subnet, its own engine and data root.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"runs Docker on Linux, not {sys.platform}"
+    if os.geteuid() != 0:
+        return "needs root: it installs Debian's docker.io and starts a Docker engine of its own"
+    release = Path("/etc/os-release")
+    text = release.read_text() if release.exists() else ""
+    codename = re.search(r"^VERSION_CODENAME=(\S+)", text, re.M)
+    if codename is None or codename[1] != "bookworm":
+        found = codename[1] if codename else "no codename in /etc/os-release"
+        return f"needs a Debian 12 (bookworm) host for the image's base and wheels, found {found}"
+    if shutil.which("apt-get") is None:
+        return "needs apt-get to install docker.io, docker-compose and debootstrap"
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if free < COMPOSE_DISK_BYTES:
+        need = COMPOSE_DISK_BYTES / 2**30
+        return f"needs {need:.0f} GiB free in {folder}, has {free / 2**30:.1f}"
+    return None
 
 
 @dataclass
@@ -212,8 +275,8 @@ class ComposeFederation:
     engine: DockerEngine
     root: Path
     data_dir: Path
-    port: int = 18000
-    subnet: str = "172.31.250.0/24"
+    port: int = field(default_factory=lambda: free_port("127.0.0.1"))
+    subnet: str = field(default_factory=lambda: str(free_subnet("172.31.{}.0/24", start=250)))
     project: str = field(default_factory=lambda: f"llmqfl{secrets.token_hex(3)}")
 
     def __post_init__(self) -> None:

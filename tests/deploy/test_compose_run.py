@@ -18,6 +18,13 @@ One test, in order, because every step needs the one before:
 6. ``docker-compose down``, the daemon stopped by its PID, and the machine's
    firewall rules and network links as they were before the engine started
    (read after the packages are installed: ``docker.io`` brings ``iptables``).
+   The rules are read as ``iptables -S`` prints them, policies included, so the
+   snapshot is never empty, even on a fresh machine whose ``iptables-save``
+   prints nothing (``test_firewall.py`` shows that it sees a change).
+
+What the host must have, and why, is ``compose_host_problem``: where it
+finds something missing the test is skipped with that reason, or fails where
+``LLMQFL_REQUIRE_HOST_TESTS=1`` (``.ci/run``) says that it must run.
 
 The seconds of each step and the image sizes are printed and recorded as
 properties of the test.
@@ -40,6 +47,7 @@ from harness.docker_run import (
     build_offline_image,
     ensure_packages,
     firewall_rules,
+    iptables_save,
     network_links,
 )
 from harness.launch import COMPLETED
@@ -90,9 +98,12 @@ def test_the_compose_federation_runs_survives_a_crash_and_leaves_the_machine_as_
     tmp_path: Path, shared_data: Path, record_property: Callable[[str, Any], None]
 ) -> None:
     started = time.perf_counter()
-    installed = ensure_packages()  # docker.io brings iptables along: look at the rules after it
+    installed = ensure_packages()  # iptables among them: read the rules after it
+    saved = iptables_save()  # empty on a machine where nothing has made a table yet
     rules, links = firewall_rules(), network_links()
-    assert "*filter" in rules  # the comparison at the end has real rules to compare
+    assert "iptables filter: -P INPUT" in rules  # whatever the start, something to compare
+    record_property("iptables-save-lines-before", len(saved.splitlines()))
+    print(f"\niptables-save printed {len(saved.splitlines())} lines before the test")
     seconds: dict[str, float] = {"install": time.perf_counter() - started}
     record_property("installed-packages", " ".join(installed))
     engine = DockerEngine()

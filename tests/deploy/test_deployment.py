@@ -84,7 +84,7 @@ def test_tls_and_supernode_auth_refuse_an_unregistered_key(
 ) -> None:
     deployment = cluster(tls=True)
     # The SuperLink's one port speaks TLS only: plain HTTP gets no answer, HTTPS does.
-    health = f"{deployment.host}:8000/health"
+    health = f"{deployment.address}/health"
     plain = subprocess.run(["curl", "-sf", "-m", "5", f"http://{health}"], capture_output=True)
     assert plain.returncode != 0
     ca = str(deployment.certs / "ca.crt")
