@@ -11,7 +11,10 @@ saying why, not a traceback::
 
 It runs with ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` unless the
 environment says otherwise, so the SuperLink it starts uses this virtual
-environment instead of installing the app's dependencies afresh.
+environment instead of installing the app's dependencies afresh. A local
+SuperLink that ``flwr run`` started earlier keeps the environment it was
+started with; one whose setting differs from this command's is stopped first
+(:func:`stop_stale_local_superlink`), and ``flwr run`` starts a fresh one.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -36,6 +41,10 @@ ENVIRONMENT = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # silences Ray's accelerator FutureWarning
 }
+#: The settings a running local SuperLink must share with this command, or be restarted.
+SUPERLINK_SETTINGS = ("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION",)
+#: Where ``flwr run`` looks for its local SuperLink (Flower's default, or this variable).
+LOCAL_PORT_VARIABLE, LOCAL_PORT = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39091"
 _STARTED = re.compile(r"Successfully started run (\d+)")
 _ERROR = re.compile(r"ERROR\s*(?:\x1b\[0m)?\s*:\s*(.*)$")
 _EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)):\s*(.*)$")
@@ -127,6 +136,62 @@ def run_status(
     return str(runs[0]["status"])
 
 
+def _process_args(pid: int) -> tuple[list[str], dict[str, str]] | None:
+    """A process's command line and starting environment (``/proc``), or None if unreadable."""
+    try:
+        argv = (Path(f"/proc/{pid}/cmdline").read_bytes()).split(b"\0")
+        environ = (Path(f"/proc/{pid}/environ").read_bytes()).split(b"\0")
+    except OSError:
+        return None
+    pairs = (item.decode(errors="replace").partition("=") for item in environ if item)
+    return [a.decode(errors="replace") for a in argv if a], {k: v for k, _, v in pairs}
+
+
+def local_superlinks(port: str) -> list[tuple[int, dict[str, str]]]:
+    """``(pid, environment)`` of each local simulation SuperLink serving on ``port``."""
+    found = []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        read = _process_args(int(entry.name)) if entry.name.isdigit() else None
+        if read is None:
+            continue
+        argv, environ = read
+        if not any(Path(arg).name == "flower-superlink" for arg in argv[:2]):
+            continue
+        ports = {argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--port"}
+        if "--simulation" in argv and port in ports:
+            found.append((int(entry.name), environ))
+    return found
+
+
+def stop_stale_local_superlink(env: Mapping[str, str], timeout: float = 30.0) -> list[int]:
+    """Stop the local SuperLink(s) whose :data:`SUPERLINK_SETTINGS` differ from ``env``.
+
+    ``flwr run`` reuses a local SuperLink that answers on its port, whatever
+    environment that SuperLink was started with, so a SuperLink started by a
+    plain ``flwr run`` without the setting would make every later run fail.
+    Returns the PIDs stopped (SIGTERM, then SIGKILL after ``timeout``).
+    """
+    port = env.get(LOCAL_PORT_VARIABLE, LOCAL_PORT)
+    stale = []
+    for pid, environ in local_superlinks(port):
+        differs = [k for k in SUPERLINK_SETTINGS if environ.get(k, "") != env.get(k, "")]
+        if differs:
+            setting = ", ".join(f"{k}={environ.get(k, '(unset)')}" for k in differs)
+            logger.info("stopping the local SuperLink (pid %d), started with %s", pid, setting)
+            os.kill(pid, signal.SIGTERM)
+            stale.append(pid)
+    deadline = time.monotonic() + timeout
+    while stale and any(Path(f"/proc/{pid}").exists() for pid in stale):
+        if time.monotonic() > deadline:
+            for pid in stale:
+                if Path(f"/proc/{pid}").exists():
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    return stale
+
+
 def _run_args(
     app_dir: str,
     connection: str | None,
@@ -158,6 +223,8 @@ def flwr_run(
     their last line); otherwise the run is submitted quietly and polled.
     """
     env = {**ENVIRONMENT, **(env if env is not None else os.environ)}
+    if connection is None:  # flwr run's local SuperLink
+        stop_stale_local_superlink(env)
     started = time.perf_counter()
     args = _run_args(app_dir, connection, run_config, federation_config)
     if echo is None:

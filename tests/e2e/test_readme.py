@@ -1,4 +1,9 @@
-"""The README's set-up and main commands, read from the README, run in a clean clone offline."""
+"""The README's set-up and main commands, read from the README, run in a clean clone offline.
+
+Between the two, a plain ``flwr run .`` as a Flower user types it first: it
+must complete with nothing exported by hand, and the README's main command
+must complete right after it (through the local SuperLink it left running).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pytest
 from harness.readme import readme_command
 
 REPO = Path(__file__).resolve().parents[2]
+PLAIN_FLWR_RUN = '. .venv/bin/activate && flwr run . --stream --run-config "num-server-rounds=1"'
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -49,7 +55,9 @@ def test_a_clean_clone_sets_up_and_runs_the_default_federation(tmp_path: Path) -
         ["bash", "-c", setup], cwd=clone, env=env, capture_output=True, text=True, check=False
     )
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    assert PLAIN_FLWR_RUN in (clone / "README.md").read_text()
     try:
+        _plain_flwr_run_completes(clone, env)
         ran = subprocess.run(
             ["bash", "-c", readme_command("Run", clone / "README.md")],
             cwd=clone,
@@ -67,3 +75,17 @@ def test_a_clean_clone_sets_up_and_runs_the_default_federation(tmp_path: Path) -
     assert summary["status"] == "completed"
     assert summary["final-test"]["accuracy"] > summary["test-majority-rate"]
     assert "finished:completed" in ran.stdout
+
+
+def _plain_flwr_run_completes(clone: Path, env: dict[str, str]) -> None:
+    """``flwr run . --stream`` in the activated environment; ``flwr ls`` says completed."""
+    plain = subprocess.run(
+        ["bash", "-c", PLAIN_FLWR_RUN],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    listed = subprocess.run(
+        ["bash", "-c", ". .venv/bin/activate && flwr ls --format json"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    runs = json.loads(listed.stdout)["runs"]
+    assert [r["status"] for r in runs] == ["finished:completed"], plain.stdout[-3000:]
