@@ -1,6 +1,6 @@
 """A warm start for ClientApp processes on the deployment engine.
 
-Flower 1.41's SuperExec starts a new ``flwr-clientapp`` process for every
+Flower 1.42's SuperExec starts a new ``flwr-clientapp`` process for every
 message, and each one imports flwr, torch, PennyLane and the datasets stack
 again (4-6 s on a small CPU) before it can train. This module keeps one
 process that has imported them (the fork server) and gives each message a

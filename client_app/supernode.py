@@ -1,6 +1,6 @@
 """``flower-supernode`` with shorter waits, for rounds of seconds on the deployment engine.
 
-Flower 1.41's SuperNode sleeps a hard-coded 3 s whenever it finds no message
+Flower 1.42's SuperNode sleeps a hard-coded 3 s whenever it finds no message
 for it, and 0.5 s between its checks for a finished reply
 (``flwr/supernode/start_client_internal.py``), so a round's messages reach
 the nodes up to 3 s after the server sent them. No setting changes that.
@@ -10,7 +10,7 @@ request to the SuperLink)::
 
     python -m client_app.supernode --superlink superlink:8000 --insecure ...
 
-It replaces the ``time`` that one module of flwr 1.41.0 sees, and nothing
+It replaces the ``time`` that one module of flwr 1.42.0 sees, and nothing
 else; with any other flwr version it runs the stock SuperNode unchanged.
 """
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 #: Longest sleep of the patched SuperNode's loops, seconds.
 MAX_SLEEP = 0.2
-PATCHED_VERSION = "1.41.0"
+PATCHED_VERSION = "1.42.0"
 
 
 class _CappedTime:
@@ -40,7 +40,7 @@ class _CappedTime:
 
 
 def cap_idle_sleep() -> bool:
-    """Patch flwr 1.41.0's SuperNode loop; return False (and leave it) on any other version."""
+    """Patch flwr 1.42.0's SuperNode loop; return False (and leave it) on any other version."""
     import flwr
     from flwr.supernode import start_client_internal
 

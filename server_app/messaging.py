@@ -1,6 +1,6 @@
 """Sending a round's messages and collecting the replies, without Flower's 3-second wait.
 
-Flower 1.41's ``Grid.send_and_receive`` pulls the replies every 3 seconds, so a
+Flower 1.42's ``Grid.send_and_receive`` pulls the replies every 3 seconds, so a
 round waits up to 3 s after the last reply arrived. :func:`exchange` pushes
 the messages and pulls every ``poll_seconds`` instead (one cheap request to
 the SuperLink each time), with the same result and the same timeout.

@@ -52,7 +52,7 @@ def test_plain_compose_validates_and_wires_every_node() -> None:
     assert "--isolation=process" in superlink
     assert "--disable-runtime-dependency-installation" in superlink
     assert "--port=8000" in superlink and "--database=" in superlink
-    assert services["superlink"]["image"] == "flwr/superlink:1.41.0"
+    assert services["superlink"]["image"] == "flwr/superlink:1.42.0"
     assert "superlink:8000" in _flags(services["superexec-serverapp"])
     assert any(v.startswith("results:/results") for v in _volumes(services, "superexec-serverapp"))
 
@@ -60,7 +60,7 @@ def test_plain_compose_validates_and_wires_every_node() -> None:
     for i in range(1, NODES + 1):
         node = services[f"supernode-{i}"]
         flags = _flags(node)
-        assert node["image"] == "flwr/supernode:1.41.0"
+        assert node["image"] == "flwr/supernode:1.42.0"
         assert "--superlink=superlink:8000" in flags and "--isolation=process" in flags
         found = re.search(r"--node-config=partition-id=(\d+) num-partitions=(\d+)", flags)
         assert found, flags
