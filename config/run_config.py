@@ -495,11 +495,23 @@ class PolicyConfig:
         )
 
 
+#: Where per-round scalars go besides rounds.jsonl (server_app/metrics_log.py).
+METRICS_LOGGERS = ("none", "tensorboard")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """Where results go."""
 
     results_dir: str = _key("results-dir", "results", "Directory under which each run writes.")
+    metrics_logger: str = _key(
+        "metrics-logger",
+        "none",
+        "Per-round scalars also to: none, tensorboard (the run's tensorboard/ folder).",
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("metrics-logger", self.metrics_logger, METRICS_LOGGERS)
 
 
 _SECTIONS = {

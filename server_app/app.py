@@ -33,7 +33,9 @@ def main(grid: Grid, context: Context) -> None:
         logger.error("invalid run config: %s", err)
         raise
     writer = ResultsWriter(
-        config.output.results_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-run{context.run_id}"
+        config.output.results_dir,
+        f"{time.strftime('%Y%m%d-%H%M%S')}-run{context.run_id}",
+        metrics_logger=config.output.metrics_logger,
     )
     writer.write_config(config.to_flat())
     logger.info(

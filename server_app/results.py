@@ -14,7 +14,9 @@ A run writes to ``<results-dir>/<run-name>/``:
   local-validation figures beside it;
 - ``budgets.png``: each client's step budget per round (a heatmap; blank
   where the client was not selected), and ``participation.png``: which
-  clients trained in which round, and which failed.
+  clients trained in which round, and which failed;
+- ``tensorboard/``: with ``metrics-logger = "tensorboard"``, each round's
+  scalars as a TensorBoard event file (``server_app/metrics_log.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from config.messages import TRAIN_KEYS
+from server_app.metrics_log import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +46,19 @@ class ResultsWriter:
         The ``results-dir`` setting; created if missing.
     run_name : str
         The run's sub-directory; must not exist yet (nothing is overwritten).
+    metrics_logger : str
+        ``"tensorboard"`` also writes each round's scalars to ``tensorboard/``.
     """
 
-    def __init__(self, root: str | os.PathLike[str], run_name: str) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], run_name: str, metrics_logger: str = "none"
+    ) -> None:
         self.path = Path(root).expanduser().resolve() / run_name
         self.path.mkdir(parents=True, exist_ok=False)
         self.rounds: list[dict[str, Any]] = []
+        self.scalars = (
+            TensorBoardLog(self.path / "tensorboard") if metrics_logger == "tensorboard" else None
+        )
 
     def write_config(self, flat_config: Mapping[str, Any]) -> None:
         """Save the run configuration as ``config.json``."""
@@ -61,6 +71,8 @@ class ResultsWriter:
             out.write(json.dumps(record, sort_keys=True) + "\n")
             out.flush()
             os.fsync(out.fileno())
+        if self.scalars is not None:
+            self.scalars.write_round(record)
 
     def save_arrays(self, name: str, arrays: Mapping[str, Any]) -> None:
         """Save named numpy arrays (e.g. the final global student) as ``.npz``."""
@@ -74,6 +86,8 @@ class ResultsWriter:
         """Write ``summary.json`` and the plots."""
         _write_json(self.path / "summary.json", dict(summary))
         plot_rounds(self.rounds, self.path)
+        if self.scalars is not None:
+            self.scalars.close()
 
 
 def read_rounds(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

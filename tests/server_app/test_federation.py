@@ -79,6 +79,7 @@ def guided_run(
             "termination": "teacher-gap",
             "stop-epsilon": 0.3,
             "stop-min-rounds": 3,
+            "metrics-logger": "tensorboard",
         },
         num_nodes=3,
         grid=tweeteval_fedavg[1],
@@ -372,3 +373,35 @@ def test_steered_teacher_budgets_reach_the_clients_and_are_honoured(
     summary = json.loads((run_dir / "summary.json").read_text())
     best = max(rounds, key=lambda r: (r["val"]["accuracy"], -r["val"]["loss"]))
     assert summary["final-round"] == best["round"] and summary["final-val"] == best["val"]
+
+
+def test_tensorboard_scalars_read_back_as_rounds_jsonl_says(guided_run: Path) -> None:
+    """The event file, read by TensorBoard's own reader, holds each round's figures."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(guided_run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+
+    def series(tag: str) -> dict[int, float]:
+        return {event.step: event.value for event in events.Scalars(tag)}
+
+    rounds = read_rounds(guided_run / "rounds.jsonl")
+    assert sorted(series("val/accuracy")) == [r["round"] for r in rounds]
+    for record in rounds:
+        assert series("val/loss")[record["round"]] == pytest.approx(record["val"]["loss"])
+    for record in rounds[1:]:
+        step = record["round"]
+        for partition, steps in record["budgets"].items():
+            assert series(f"budget/steps/client-{partition}")[step] == steps
+        for client in record["clients"]:
+            tag = f"client/compute-seconds/client-{client['partition-id']}"
+            assert series(tag)[step] == pytest.approx(client["compute-seconds"], rel=1e-6)
+        for metric in ("quantum-jobs", "quantum-shots", "qpu-seconds"):
+            assert series(f"quantum/{metric}")[step] == pytest.approx(
+                record["quantum-cost"][metric]
+            )
+    # Budgets differ between clients and rounds here: the scalars are not one constant.
+    steps = [t for t in tags if t.startswith("budget/steps/")]
+    assert len({v for tag in steps for v in series(tag).values()}) > 1
+    assert any(t.startswith("budget/teacher-epochs/") for t in tags)
