@@ -8,6 +8,9 @@ accuracy on the same test rows, read once per model:
 
 - majority: the test rows' majority-class rate;
 - teacher_test: each client's fine-tuned LoRA teacher on the test rows, mean over clients;
+- probe: the teacher's ceiling without fine-tuning: logistic regression on the frozen
+  encoder's whole mean-pooled, L2-normalised embedding of every client's train rows
+  pooled, its regularisation chosen on the server's validation rows;
 - student: the global quantum student (projection=linear, trainable, from the federated PCA);
 - student_ce: the same student trained with cross-entropy only (alpha = 0);
 - student_pca: the student with projection=pca (fixed);
@@ -51,6 +54,7 @@ DATASETS = {
 }
 COLUMNS = [
     "majority",
+    "probe",
     "teacher_test",
     "student",
     "student_ce",
@@ -105,12 +109,14 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
     assert grid is not None
     nodes = [ClientNode(context) for context in grid.contexts.values()]
     config = nodes[0].config
-    _, test_rows = server_datasets(DataSource.from_config(config.data), config.data, seed)
+    val_rows, test_rows = server_datasets(DataSource.from_config(config.data), config.data, seed)
     test = embed_split(config, test_rows, "test")
     figures["majority"] = test.majority_rate
     figures["teacher_test"] = float(np.mean([_teacher_accuracy(n, test_rows) for n in nodes]))
     train_x = np.concatenate([n.features()[0] for n in nodes])
     train_y = np.concatenate([n.splits[0].labels for n in nodes])
+    val = embed_split(config, val_rows, "validation")
+    figures["probe"] = _probe(train_x, train_y, val, test)
     figures["logreg"] = _logreg_on_projection(runs["student"], train_x, train_y, test)
     figures["logreg_pca"] = _logreg_on_projection(runs["student_pca"], train_x, train_y, test)
     print(f"{task} seed {seed}: " + " ".join(f"{c}={figures[c]:.3f}" for c in COLUMNS), flush=True)
@@ -123,6 +129,20 @@ def _teacher_accuracy(node: ClientNode, rows: Any) -> float:
     cfg = node.config.teacher
     logits = predict_logits(model, tokenizer, rows.texts, cfg.max_length, cfg.embed_batch_size)
     return logit_metrics(logits, rows.labels)[1]
+
+
+def _probe(train_x: np.ndarray, train_y: np.ndarray, val: ServerSplit, test: ServerSplit) -> float:
+    """Logistic regression on the L2-normalised frozen embeddings; C picked on ``val``."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+    fits = {
+        c: LogisticRegression(C=c, max_iter=5000).fit(unit(train_x), train_y)
+        for c in (0.1, 1.0, 10.0, 100.0)
+    }
+    best = max(fits, key=lambda c: fits[c].score(unit(val.features), val.labels))
+    return float(fits[best].score(unit(test.features), test.labels))
 
 
 def _logreg_on_projection(
