@@ -25,9 +25,12 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,19 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SUBNET = "10.231.{}.0/24"  # a private /24 per cluster, the first that is free here
+
+
+def healthy(url: str, cafile: Path | None = None, timeout: float = 5.0) -> bool:
+    """Whether ``url`` (a SuperLink's ``/health``) answers 2xx; HTTPS is verified by ``cafile``.
+
+    Python's own HTTP client, so that no ``curl`` is needed on the host.
+    """
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
+            return 200 <= int(answer.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def free_port(host: str = "") -> int:
@@ -237,15 +253,10 @@ class Cluster:
 
     def _wait_healthy(self, timeout: float = 60.0) -> None:
         scheme = "https" if self.tls else "http"
-        ca = ["--cacert", str(self.certs / "ca.crt")] if self.tls else []
+        ca = self.certs / "ca.crt" if self.tls else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ok = subprocess.run(
-                ["curl", "-sf", *ca, f"{scheme}://{self.address}/health"],
-                capture_output=True,
-                check=False,
-            )
-            if ok.returncode == 0:
+            if healthy(f"{scheme}://{self.address}/health", ca):
                 return
             if self.procs["superlink"].popen.poll() is not None:
                 break

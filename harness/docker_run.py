@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.deployment import BIN, REPO, add_profile, flwr_cli, free_port, free_subnet
+from harness.deployment import (
+    BIN,
+    REPO,
+    add_profile,
+    flwr_cli,
+    free_port,
+    free_subnet,
+    healthy,
+)
 from harness.launch import RunOutcome, flwr_run
 
 #: Debian's binaries (a docker CLI elsewhere on the PATH is not used), and their packages.
@@ -305,14 +313,8 @@ class ComposeFederation:
         """SuperLink, the connection profile, the SuperNodes' keys, then every service."""
         self.compose("up", "-d", "--no-build", "superlink")
         certs = self.root / "deploy" / "certs"
-        self._wait(
-            lambda: subprocess.run(
-                ["curl", "-sf", "--cacert", str(certs / "ca.crt"),
-                 f"https://127.0.0.1:{self.port}/health"],
-                capture_output=True, check=False,
-            ).returncode == 0,
-            timeout, "the SuperLink to be healthy",
-        )  # fmt: skip
+        url = f"https://127.0.0.1:{self.port}/health"
+        self._wait(lambda: healthy(url, certs / "ca.crt"), timeout, "the SuperLink to be healthy")
         add_profile(self.env, self.root, "compose", f"127.0.0.1:{self.port}", certs)
         for i in (1, 2, 3):
             key = self.root / "deploy" / "keys" / f"supernode-{i}.pub"

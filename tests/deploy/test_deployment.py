@@ -10,7 +10,6 @@ in the test report and recorded as the ``network`` property (see conftest.py).
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from harness.deployment import healthy
 from harness.launch import COMPLETED
 from server_app.results import read_rounds
 
@@ -85,11 +85,9 @@ def test_tls_and_supernode_auth_refuse_an_unregistered_key(
     deployment = cluster(tls=True)
     # The SuperLink's one port speaks TLS only: plain HTTP gets no answer, HTTPS does.
     health = f"{deployment.address}/health"
-    plain = subprocess.run(["curl", "-sf", "-m", "5", f"http://{health}"], capture_output=True)
-    assert plain.returncode != 0
-    ca = str(deployment.certs / "ca.crt")
-    secure = subprocess.run(["curl", "-sf", "--cacert", ca, f"https://{health}"], check=False)
-    assert secure.returncode == 0
+    assert not healthy(f"http://{health}")
+    assert not healthy(f"https://{health}")  # not verified without the deployment's CA
+    assert healthy(f"https://{health}", deployment.certs / "ca.crt")
     # A SuperNode whose key was never registered is refused and exits.
     rogue = deployment.start_node(3, key=3)
     rogue.popen.wait(timeout=120)
