@@ -23,6 +23,7 @@ accuracy on the same test rows, read once per model:
 
     python bench/quality.py                          # both shared datasets, seeds 1 2 3
     python bench/quality.py --task tweeteval --data-dir DIR --seeds 1   # any folder
+    python bench/quality.py --set teacher-head=probe teacher-keep-best=true  # a lever
 
 Ends with one ``RESULT dataset=<name> <key>=<mean> <key>_sd=<sd> ...`` line per dataset.
 """
@@ -99,6 +100,7 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
         "teacher-epochs": args.teacher_epochs,
         "max-length": 128 if task == "genomic" else 64,
         "seed": seed,
+        **dict(_parse_setting(item) for item in args.set),
     }
     grid: InProcessGrid | None = None
     figures: dict[str, float] = {}
@@ -121,6 +123,17 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
     figures["logreg_pca"] = _logreg_on_projection(runs["student_pca"], train_x, train_y, test)
     print(f"{task} seed {seed}: " + " ".join(f"{c}={figures[c]:.3f}" for c in COLUMNS), flush=True)
     return figures
+
+
+def _parse_setting(item: str) -> tuple[str, Any]:
+    """``key=value`` from the command line, the value read as TOML reads it (else a string)."""
+    import tomllib
+
+    key, _, value = item.partition("=")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
 
 
 def _teacher_accuracy(node: ClientNode, rows: Any) -> float:
@@ -167,6 +180,9 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="more run-config settings"
+    )
     args = parser.parse_args()
     os.environ.setdefault("LLMQFL_CACHE_DIR", tempfile.mkdtemp(prefix="quality-cache-"))
     if args.task:

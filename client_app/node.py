@@ -245,6 +245,7 @@ class ClientNode:
                 steps=steps,
                 start_step=total,
                 name=self.name,
+                probe_features=self.features() if cfg.head == "probe" else None,
             )
             if cache:
                 cache.save_teacher(key, out)
@@ -300,6 +301,7 @@ class ClientNode:
             initial=received,
             epochs=0.0 if final else None,
             name=self.name,
+            probe_features=self.features() if self.config.teacher.head == "probe" else None,
         )
         self._remember_teacher(out, out.steps, first=received is None, version=teacher_round)
         self.seconds["teacher"] = out.seconds

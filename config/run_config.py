@@ -28,6 +28,7 @@ from config.errors import ConfigError
 
 PEFT_METHODS = ("lora", "qlora", "none")
 TEACHER_FEDERATIONS = ("local", "fedavg")
+TEACHER_HEADS = ("cls", "probe")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
@@ -209,6 +210,18 @@ class TeacherConfig:
     fedavg_rounds: int = _key(
         "teacher-fedavg-rounds", 2, "fedavg: rounds in which the teacher adapters are federated."
     )
+    head: str = _key(
+        "teacher-head",
+        "cls",
+        "cls (the model's own fresh classification head) or probe (a linear head on the "
+        "mean-pooled, L2-normalised encoder, started from a logistic-regression probe).",
+    )
+    keep_best: bool = _key(
+        "teacher-keep-best",
+        False,
+        "Keep the teacher of the epoch (the start included) with the lowest local validation "
+        "loss, not the last.",
+    )
     cache: bool = _key(
         "teacher-cache",
         True,
@@ -231,6 +244,7 @@ class TeacherConfig:
         check(0 <= self.lora_dropout < 1, "lora-dropout", self.lora_dropout, "must be in [0, 1)")
         check_choice("peft-method", self.peft_method, PEFT_METHODS)
         check_choice("teacher-federation", self.federation, TEACHER_FEDERATIONS)
+        check_choice("teacher-head", self.head, TEACHER_HEADS)
 
     @property
     def target_modules(self) -> tuple[str, ...]:

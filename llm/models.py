@@ -92,19 +92,15 @@ def placement(*, quantize_4bit: bool = False) -> Placement:
     return Placement("cpu", "float32")
 
 
-def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False) -> Any:
-    """A fresh sequence-classification model (new, untrained head) on :func:`placement`.
+def _model_kwargs(quantize_4bit: bool) -> dict[str, Any]:
+    """``from_pretrained`` keywords: :func:`placement`, and QLoRA's 4-bit NF4 base if asked.
 
-    fp32 weights, or with ``quantize_4bit`` the base in bitsandbytes 4-bit NF4
-    with double quantisation (QLoRA). The new head stays in full precision:
-    it is trained, and bitsandbytes 0.50 on CPU fails on a quantised fresh
-    head. Decoders get ``pad_token_id`` so that they classify from the last
-    non-pad token.
+    The 4-bit base uses double quantisation and keeps the classification
+    heads (:data:`HEAD_NAMES`) in full precision: they are trained, and
+    bitsandbytes 0.50 on CPU fails on a quantised fresh head.
     """
-    from transformers import AutoModelForSequenceClassification
-
     where = placement(quantize_4bit=quantize_4bit)
-    kwargs: dict[str, Any] = {"num_labels": num_labels, **where.kwargs()}
+    kwargs: dict[str, Any] = where.kwargs()
     if quantize_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -115,10 +111,30 @@ def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False)
             bnb_4bit_compute_dtype=kwargs["dtype"],
             llm_int8_skip_modules=list(HEAD_NAMES),
         )
+    return kwargs
+
+
+def load_classifier(model: str, num_labels: int, *, quantize_4bit: bool = False) -> Any:
+    """A fresh sequence-classification model (new, untrained head) on :func:`placement`.
+
+    fp32 weights, or with ``quantize_4bit`` the base in 4-bit (QLoRA, see
+    :func:`_model_kwargs`). Decoders get ``pad_token_id`` so that they
+    classify from the last non-pad token.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs = {"num_labels": num_labels, **_model_kwargs(quantize_4bit)}
     classifier = _load(AutoModelForSequenceClassification, model, **kwargs)
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = classifier.config.eos_token_id
     return classifier
+
+
+def load_base(model: str, *, quantize_4bit: bool = False) -> Any:
+    """The base model without a task head (last hidden states), for a head of our own."""
+    from transformers import AutoModel
+
+    return _load(AutoModel, model, **_model_kwargs(quantize_4bit))
 
 
 @functools.lru_cache(maxsize=2)

@@ -9,6 +9,7 @@ last hidden state), so they are the same function on every client.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from config.run_config import TeacherConfig
-from llm.models import load_classifier, load_encoder, load_tokenizer
+from llm.models import load_base, load_classifier, load_encoder, load_tokenizer
 from llm.presets import HEAD_NAMES, find_target_modules
 from tasks.datasets import TextDataset
 
@@ -128,6 +129,86 @@ def predict_logits(
     return _in_row_order(parts).astype(np.float32)
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the last hidden states over each text's tokens (padding left out)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class PooledClassifier(torch.nn.Module):
+    """``teacher-head=probe``: a linear head on the encoder's mean-pooled, L2-normalised output.
+
+    Sentence encoders such as all-MiniLM-L6-v2 are trained to be read this way
+    (what sentence-transformers returns), not through BERT's pooler over
+    ``[CLS]``, which ``*ForSequenceClassification`` models classify from. The
+    head sees exactly what :func:`probe_head` fits on, so a head set from the
+    probe starts at the probe's accuracy.
+    """
+
+    def __init__(self, encoder: Any, num_labels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        device = next(encoder.parameters()).device
+        self.classifier = torch.nn.Linear(
+            int(encoder.config.hidden_size), num_labels, device=device
+        )
+
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, **kwargs
+        ).last_hidden_state
+        pooled = F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
+        return SequenceClassifierOutput(logits=self.classifier(pooled.to(self.classifier.weight)))
+
+
+#: Inverse regularisation strengths tried for the probe, best on the validation rows kept.
+PROBE_CS = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+def probe_head(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A linear probe on L2-normalised embeddings as ``(weight (K, d), bias (K,))``.
+
+    Multinomial logistic regression, its ``C`` chosen from :data:`PROBE_CS` by
+    the cross-entropy on ``val``. Classes absent from ``train_y`` get a weight
+    of zero and a bias far below the others (never predicted).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+    fits = [LogisticRegression(C=c, max_iter=3000).fit(unit(train_x), train_y) for c in PROBE_CS]
+    seen = fits[0].classes_
+    val_seen = np.isin(val_y, seen)
+
+    def val_loss(fit: Any) -> float:
+        if not val_seen.any():
+            return 0.0
+        proba = fit.predict_proba(unit(val_x[val_seen])).clip(min=1e-12)
+        columns = np.searchsorted(seen, val_y[val_seen])
+        return float(-np.log(proba[np.arange(len(columns)), columns]).mean())
+
+    best = min(fits, key=val_loss)
+    weight = np.zeros((num_classes, train_x.shape[1]), dtype=np.float32)
+    bias = np.full(num_classes, -30.0, dtype=np.float32)
+    if len(seen) == 2:  # sklearn keeps one row for two classes: split it evenly
+        weight[seen[0]], weight[seen[1]] = -best.coef_[0] / 2, best.coef_[0] / 2
+        bias[seen[0]], bias[seen[1]] = -best.intercept_[0] / 2, best.intercept_[0] / 2
+    elif len(seen) == 1:
+        bias[seen[0]] = 0.0
+    else:
+        weight[seen], bias[seen] = best.coef_, best.intercept_
+    return weight, bias
+
+
 @torch.no_grad()
 def pooled_embeddings(
     model: str, texts: Sequence[str], max_length: int, batch_size: int
@@ -145,8 +226,7 @@ def pooled_embeddings(
     for rows, enc in _batches(tokenizer, texts, max_length, batch_size):
         enc = {key: value.to(device) for key, value in enc.items()}
         hidden = encoder(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        parts.append((rows, ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).float().cpu()))
+        parts.append((rows, mean_pool(hidden, enc["attention_mask"]).float().cpu()))
     return _in_row_order(parts)
 
 
@@ -161,15 +241,26 @@ def build_teacher_model(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple
     - ``qlora``: the same on a 4-bit NF4 base (see :func:`load_classifier`).
     - ``none``: the base frozen, only the head trained.
 
+    ``teacher-head``: ``cls`` is the model's own sequence-classification head;
+    ``probe`` is a :class:`PooledClassifier` around the base model (LoRA on the
+    base, the head outside it and trained).
+
     The same ``seed`` gives the same initial adapters and head on every
     client, which federated averaging of adapters relies on.
     """
     torch.manual_seed(seed)
     quantize = cfg.peft_method == "qlora"
-    base = load_classifier(cfg.model, num_labels, quantize_4bit=quantize)
     tokenizer = load_tokenizer(cfg.model)
+    if cfg.head == "probe":
+        base = load_base(cfg.model, quantize_4bit=quantize)
+        if base.config.pad_token_id is None:
+            base.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        base = load_classifier(cfg.model, num_labels, quantize_4bit=quantize)
     if cfg.peft_method == "none":
         base.requires_grad_(False)
+        if cfg.head == "probe":
+            return PooledClassifier(base, num_labels), tokenizer
         head = next(getattr(base, n) for n in HEAD_NAMES if hasattr(base, n))
         head.requires_grad_(True)
         return base, tokenizer
@@ -180,14 +271,17 @@ def build_teacher_model(cfg: TeacherConfig, num_labels: int, seed: int) -> tuple
         _keep_cpu_training_layout(base)
     targets = find_target_modules(base, cfg.target_modules)
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.FEATURE_EXTRACTION if cfg.head == "probe" else TaskType.SEQ_CLS,
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         fan_in_fan_out=type(base).__name__.startswith("GPT2"),  # GPT-2's Conv1D layers
     )
-    return get_peft_model(base, lora), tokenizer
+    adapted = get_peft_model(base, lora)
+    if cfg.head == "probe":
+        return PooledClassifier(adapted, num_labels), tokenizer
+    return adapted, tokenizer
 
 
 def _keep_cpu_training_layout(model: Any) -> None:
@@ -207,9 +301,9 @@ def _keep_cpu_training_layout(model: Any) -> None:
 
 
 def trainable_arrays(model: Any) -> dict[str, np.ndarray]:
-    """The trained parameters (LoRA adapters and head, or the head), float32, by name."""
+    """The trained parameters (LoRA adapters and head, or the head), float32 copies, by name."""
     return {
-        name: p.detach().float().cpu().numpy()
+        name: p.detach().float().cpu().numpy().copy()  # a copy: later steps change the tensors
         for name, p in model.named_parameters()
         if p.requires_grad
     }
@@ -254,6 +348,32 @@ def teacher_batches(
         yield np.asarray(picked, dtype=np.int64)
 
 
+def set_probe_head(
+    model: Any,
+    train: TextDataset,
+    val: TextDataset,
+    cfg: TeacherConfig,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Set a :class:`PooledClassifier`'s head to the probe of the frozen base's embeddings.
+
+    ``features`` are the frozen base's pooled embeddings of ``train`` and
+    ``val`` (:func:`pooled_embeddings`) where the caller has them already.
+    """
+    if features is None:
+        embed = functools.partial(
+            pooled_embeddings,
+            cfg.model,
+            max_length=cfg.max_length,
+            batch_size=cfg.embed_batch_size,
+        )
+        features = embed(texts=train.texts), embed(texts=val.texts)
+    weight, bias = probe_head(features[0], train.labels, features[1], val.labels, train.num_classes)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.as_tensor(weight))
+        model.classifier.bias.copy_(torch.as_tensor(bias))
+
+
 def finetune_teacher(
     train: TextDataset,
     val: TextDataset,
@@ -265,21 +385,28 @@ def finetune_teacher(
     steps: int | None = None,
     start_step: int = 0,
     name: str = "teacher",
+    probe_features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TeacherOutputs:
     """Fine-tune a teacher on ``train`` and return its outputs.
 
     Starts from ``initial`` trained parameters when given (a teacher trained in
     earlier rounds, or the averaged adapters of teacher federation), else from
-    the seeded fresh adapters and head. Runs ``steps`` AdamW steps (default
+    the seeded fresh adapters and head; with ``teacher-head=probe`` that head
+    is set from the probe (:func:`set_probe_head`, reading ``probe_features``
+    when given). Runs ``steps`` AdamW steps (default
     ``ceil(epochs * len(train) / teacher-batch-size)``, ``epochs`` defaulting to
     ``teacher-epochs``; 0 only evaluates) on :func:`teacher_batches` from
-    ``start_step``. AdamW's moments start afresh with each call. Logs one line
-    per epoch completed, prefixed with ``name``.
+    ``start_step``. AdamW's moments start afresh with each call. With
+    ``teacher-keep-best`` the teacher kept is the one, among the start and the
+    end of each epoch, with the lowest validation loss. Logs one line per
+    epoch completed, prefixed with ``name``.
     """
     started = time.perf_counter()
     model, tokenizer = build_teacher_model(cfg, train.num_classes, seed)
     if initial is not None:
         load_trainable_arrays(model, initial)
+    elif cfg.head == "probe":
+        set_probe_head(model, train, val, cfg, probe_features)
     untrained_val_loss, _ = logit_metrics(
         predict_logits(model, tokenizer, val.texts, cfg.max_length, cfg.embed_batch_size),
         val.labels,
@@ -287,7 +414,11 @@ def finetune_teacher(
     if steps is None:
         epochs = cfg.epochs if epochs is None else epochs
         steps = math.ceil(epochs * len(train) / cfg.batch_size) if epochs > 0 else 0
-    _train_steps(model, tokenizer, train, cfg, seed, start_step, steps, name, started)
+    best = _Best(untrained_val_loss, start_step, trainable_arrays(model)) if cfg.keep_best else None
+    _train_steps(model, tokenizer, (train, val), cfg, seed, (start_step, steps), name, best)
+    if best is not None and best.step != start_step + steps:
+        load_trainable_arrays(model, best.arrays)
+        logger.info("%s: keeping the teacher of step %d (lowest val loss)", name, best.step)
     train_logits = predict_logits(
         model, tokenizer, train.texts, cfg.max_length, cfg.embed_batch_size
     )
@@ -316,27 +447,41 @@ def finetune_teacher(
     )
 
 
+@dataclass
+class _Best:
+    """The teacher with the lowest validation loss so far (``teacher-keep-best``)."""
+
+    loss: float
+    step: int
+    arrays: dict[str, np.ndarray]
+
+
 def _train_steps(
     model: Any,
     tokenizer: Any,
-    train: TextDataset,
+    rows: tuple[TextDataset, TextDataset],
     cfg: TeacherConfig,
     seed: int,
-    start_step: int,
-    steps: int,
+    span: tuple[int, int],
     name: str,
-    started: float,
+    best: _Best | None,
 ) -> None:
-    """``steps`` AdamW steps of cross-entropy; one log line per epoch completed."""
+    """``span = (start_step, steps)`` AdamW steps of cross-entropy on ``rows[0]``.
+
+    One log line per epoch completed; with ``best``, the validation loss on
+    ``rows[1]`` after each epoch and after the last step updates it.
+    """
+    (train, val), (start_step, steps) = rows, span
+    started = time.perf_counter()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     model.train()
     losses: list[float] = []
     batches = teacher_batches(len(train), cfg.batch_size, seed, start_step, steps)
-    for step, rows in enumerate(batches, start=start_step + 1):
-        enc = encode(tokenizer, [train.texts[i] for i in rows], cfg.max_length, _device(model))
+    for step, picked in enumerate(batches, start=start_step + 1):
+        enc = encode(tokenizer, [train.texts[i] for i in picked], cfg.max_length, _device(model))
         logits = model(**enc).logits.float()
-        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[rows], device=logits.device))
+        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[picked], device=logits.device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -349,6 +494,14 @@ def _train_steps(
                 float(np.mean(losses[-per_epoch:])),
                 time.perf_counter() - started,
             )
+        if best is not None and (step % per_epoch == 0 or step == start_step + steps):
+            val_logits = predict_logits(
+                model, tokenizer, val.texts, cfg.max_length, cfg.embed_batch_size
+            )
+            val_loss = logit_metrics(val_logits, val.labels)[0]
+            if val_loss < best.loss:
+                best.loss, best.step, best.arrays = val_loss, step, trainable_arrays(model)
+            model.train()
 
 
 def _device(model: Any) -> torch.device:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from config.errors import ConfigError
 from config.run_config import TeacherConfig
 from llm.models import load_tokenizer
-from llm.teacher import finetune_teacher, logit_metrics, pooled_embeddings
+from llm.teacher import PROBE_CS, finetune_teacher, logit_metrics, pooled_embeddings, probe_head
 from tasks.datasets import TextDataset
 
 
@@ -92,3 +94,43 @@ def test_length_bucketed_batches_give_each_text_its_own_row(
     np.testing.assert_allclose(bucketed, per_text, atol=1e-5)
     np.testing.assert_allclose(fixed, per_text, atol=1e-5)
     assert not np.allclose(per_text[0], per_text[1], atol=1e-3)  # the rows do differ
+
+
+def _tweets(shared_data: Any, split: str, rows: int) -> TextDataset:
+    from config.run_config import DataConfig
+    from tasks.datasets import DataSource
+
+    source = DataSource.from_config(
+        DataConfig(task="tweeteval", data_dir=str(shared_data / "tweeteval_sentiment"))
+    )
+    return source.load(split).subset(np.arange(rows))
+
+
+def test_the_probe_initialised_head_starts_at_the_probes_accuracy(shared_data: Any) -> None:
+    """teacher-head=probe: before any step the teacher is the probe, prediction for prediction."""
+    from sklearn.linear_model import LogisticRegression
+
+    train, val = _tweets(shared_data, "train", 160), _tweets(shared_data, "validation", 80)
+    config = TeacherConfig(head="probe", max_length=32)
+    features = [pooled_embeddings("minilm", d.texts, 32, 64) for d in (train, val)]
+    out = finetune_teacher(train, val, config, seed=0, epochs=0.0, probe_features=(*features,))
+    weight, bias = probe_head(features[0], train.labels, features[1], val.labels, 3)
+    unit = features[1] / np.linalg.norm(features[1], axis=1, keepdims=True)
+    assert np.allclose(out.val_logits, unit @ weight.T + bias, atol=1e-4)
+    # ... and the probe is sklearn's logistic regression at the C chosen on validation rows.
+    unit_train = features[0] / np.linalg.norm(features[0], axis=1, keepdims=True)
+    accuracies = {
+        LogisticRegression(C=c, max_iter=3000).fit(unit_train, train.labels).score(unit, val.labels)
+        for c in PROBE_CS
+    }
+    assert any(out.val_accuracy == pytest.approx(a) for a in accuracies)
+    assert out.val_accuracy > max(np.bincount(val.labels)) / len(val)  # above the majority
+
+
+def test_keep_best_never_ends_above_the_start(shared_data: Any) -> None:
+    """teacher-keep-best with a learning rate that wrecks the head: the start is kept."""
+    train, val = _tweets(shared_data, "train", 48), _tweets(shared_data, "validation", 40)
+    config = TeacherConfig(head="probe", keep_best=True, lr=0.5, batch_size=16, max_length=32)
+    out = finetune_teacher(train, val, config, seed=0, epochs=2.0)
+    assert out.steps == 6
+    assert out.val_loss <= out.untrained_val_loss + 1e-6
