@@ -70,15 +70,16 @@ def initial_record(
     server_embed_seconds: float,
     query_seconds: float,
     bytes_received: int,
+    failures: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Round 0: the initial global student and each node's statistics reply."""
+    """Round 0: the initial global student, each node's statistics reply, and the refused ones."""
     ordered = sorted(clients, key=lambda c: int(c["partition-id"]))
     return {
         "round": 0,
         "val": dict(val),
         "clients": ordered,
         "participants": [int(c["partition-id"]) for c in ordered],
-        "failures": [],
+        "failures": [dict(f) for f in failures],
         "seconds": seconds,
         "server-embed-seconds": server_embed_seconds,
         "train-seconds": query_seconds,

@@ -26,8 +26,6 @@ from config.messages import (
     CONFIG_KEY,
     DEVICE_KEY,
     INFO_KEY,
-    METRICS_KEY,
-    STATS_KEY,
     TEACHER_KEY,
     StatsReport,
 )
@@ -42,8 +40,10 @@ from server_app.messaging import exchange
 from server_app.qpu_budget import QpuBudget
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
+from server_app.stats_replies import check_stats, claim_partitions, pool_moments, stats_failure
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies.registry import build_strategy
+from strategies.robust import ROBUST
 from strategies.student_fedavg import StudentFedAvg, reply_node
 from tasks.datasets import DataSource, TextDataset
 from tasks.splits import server_datasets
@@ -114,6 +114,7 @@ class Projection:
     partitions: dict[int, int]  # node ID -> partition ID
     clients: list[dict[str, Any]]  # each node's query report, with its node ID
     bytes_received: int
+    failures: list[dict[str, Any]]  # refused statistics replies
 
 
 @dataclass
@@ -190,42 +191,68 @@ def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
 
 
 def fit_projection(
-    grid: Grid, node_ids: Iterable[int], n_components: int, timeout: float
+    grid: Grid, node_ids: Iterable[int], config: RunConfig, width: int
 ) -> Projection:
     """Federated PCA: pool each node's embedding moments and take the top components.
 
-    The projection whitens: ``weight @ x + bias`` has zero mean and unit
-    variance per component over all clients' train rows.
+    Each reply is checked first (:mod:`server_app.stats_replies`); a refused
+    one is a failure record and its node is not bound. The projection whitens:
+    ``weight @ x + bias`` has zero mean and unit variance per component over
+    the accepted clients' train rows (robustly pooled with a robust
+    ``aggregation``).
     """
+    timeout = config.federation.round_timeout
     answers = exchange(grid, _stats_queries(node_ids), timeout)
     for answer in answers:  # a node's bad setting or data stops the run before training
         problem = config_problem(answer)
         if problem is not None:
             raise ConfigError(f"node {answer.metadata.src_node_id}: {problem}")
-    replies = [r for r in answers if not r.has_error()]
-    if not replies:
-        raise RuntimeError("no node answered the embedding-statistics query")
-    pooled: MomentStats | None = None
+    accepted, failures = checked_stats([r for r in answers if not r.has_error()], width, {}, [])
+    if not accepted:
+        reasons = "; ".join(f["reason"] for f in failures) or "no reply"
+        raise RuntimeError(f"no node answered the embedding-statistics query usably: {reasons}")
+    robust = config.policy.aggregation in ROBUST
+    pooled = pool_moments([stats for _, _, stats in accepted], robust)
     partitions: dict[int, int] = {}
     clients = []
-    for reply in replies:
-        record = reply.content.array_records[STATS_KEY]
-        stats = MomentStats.from_arrays({k: a.numpy() for k, a in record.items()})
-        pooled = stats if pooled is None else pooled + stats
-        report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
-        partitions[int(reply.metadata.src_node_id)] = report.partition_id
+    for reply, report, _ in accepted:
+        node = int(reply.metadata.src_node_id)
+        partitions[node] = report.partition_id
         info = reply.content.config_records.get(INFO_KEY, ConfigRecord({}))
         device = {"device": str(info[DEVICE_KEY])} if DEVICE_KEY in info else {}
-        clients.append({"node-id": int(reply.metadata.src_node_id), **report.to_dict(), **device})
-    assert pooled is not None
-    weight, bias = pca_projection(pooled, n_components)
+        clients.append({"node-id": node, **report.to_dict(), **device})
+    weight, bias = pca_projection(pooled, config.student.n_qubits)
     logger.info(
-        "federated PCA: %d components of %d rows pooled from %d clients",
-        n_components,
+        "federated PCA%s: %d components of %d rows pooled from %d clients",
+        " (median of the nodes' moments)" if robust else "",
+        config.student.n_qubits,
         pooled.n,
-        len(replies),
+        len(accepted),
     )
-    return Projection(weight, bias, partitions, clients, array_bytes(replies))
+    return Projection(weight, bias, partitions, clients, array_bytes(answers), failures)
+
+
+def checked_stats(
+    replies: Sequence[Message], width: int, held: Mapping[int, int], connected: Iterable[int]
+) -> tuple[list[tuple[Message, StatsReport, MomentStats]], list[dict[str, Any]]]:
+    """The statistics replies that may count, and a failure record (with one warning
+    line) for each that may not: bad moments, or a partition another node holds."""
+    good, failures = [], []
+    for reply in replies:
+        node = int(reply.metadata.src_node_id)
+        checked, problem = check_stats(reply, width)
+        if checked is None:
+            failures.append(stats_failure(node, None, problem))
+        else:
+            good.append((reply, *checked))
+    claims = [(int(r.metadata.src_node_id), report.partition_id) for r, report, _ in good]
+    _, refused = claim_partitions(held, claims, connected)
+    for node, reason in refused.items():
+        failures.append(stats_failure(node, dict(claims).get(node), reason))
+    for failure in failures:
+        logger.warning("statistics reply of node %s %s", failure["node-id"], failure["reason"])
+    accepted = [g for g in good if int(g[0].metadata.src_node_id) not in refused]
+    return accepted, failures
 
 
 def config_problem(reply: Message) -> str | None:
@@ -267,36 +294,39 @@ def evaluate_global(
     return {"loss": loss, "accuracy": accuracy}
 
 
-def identify_nodes(grid: Grid, strategy: StudentFedAvg, timeout: float) -> list[dict[str, Any]]:
+def identify_nodes(
+    grid: Grid, strategy: StudentFedAvg, timeout: float, width: int
+) -> list[dict[str, Any]]:
     """Ask connected nodes the strategy does not know yet which partition they serve.
 
     A SuperNode that restarted mid-run reconnects under a new node ID; its
     ``query.stats`` reply names its partition, so it is the same client again.
-    Returns a failure record for each node that could not say.
+    Replies are checked as before round 1 (a partition whose holder is still
+    connected stays with it). Returns a failure record for each node that
+    could not say, or whose reply was refused.
     """
-    unknown = [int(n) for n in grid.get_node_ids() if n not in strategy.partitions]
+    connected = [int(n) for n in grid.get_node_ids()]
+    unknown = [n for n in connected if n not in strategy.partitions]
     if not unknown:
         return []
     messages = _stats_queries(unknown)
     replies = exchange(grid, messages, timeout)
-    failures = []
-    for reply in replies:
-        node = reply_node(reply, messages)
-        if reply.has_error():
-            reason = str(reply.error.reason).strip().splitlines()[-1][:300]
-            failures.append(
-                {
-                    "node-id": node,
-                    "partition-id": None,
-                    "code": int(reply.error.code),
-                    "reason": reason,
-                }
-            )
-        else:
-            report = StatsReport.from_mapping(reply.content.metric_records[METRICS_KEY])
-            strategy.bind_nodes({node: report.partition_id})
-            strategy.declare_examples({report.partition_id: report.num_examples})
-    return failures
+    failures = [
+        {
+            "node-id": reply_node(reply, messages),
+            "partition-id": None,
+            "code": int(reply.error.code),
+            "reason": str(reply.error.reason).strip().splitlines()[-1][:300],
+        }
+        for reply in replies
+        if reply.has_error()
+    ]
+    answered = [r for r in replies if not r.has_error()]
+    accepted, refused = checked_stats(answered, width, strategy.partitions, connected)
+    for reply, report, _ in accepted:
+        strategy.bind_nodes({int(reply.metadata.src_node_id): report.partition_id})
+        strategy.declare_examples({report.partition_id: report.num_examples})
+    return [*failures, *refused]
 
 
 def _stats_queries(node_ids: Iterable[int]) -> list[Message]:
@@ -308,6 +338,18 @@ def _stats_queries(node_ids: Iterable[int]) -> list[Message]:
     ]
 
 
+def teacher_federation(config: RunConfig) -> TeacherFederation | None:
+    """The server's side of ``teacher-federation=fedavg`` (None when teachers stay local)."""
+    if config.teacher.federation != "fedavg":
+        return None
+    return TeacherFederation(
+        config.teacher.fedavg_rounds,
+        config.policy.aggregation,
+        config.policy.trim_fraction,
+        config.policy.krum_byzantine,
+    )
+
+
 def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     """Steps 1-4 of the module docstring; round 0 (or the resumed rounds) is written."""
     fed, student_cfg = config.federation, config.student
@@ -317,23 +359,20 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     logger.info("waiting for at least %d clients; each embeds its rows for the PCA", fed.min_nodes)
     node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
     query_started = time.perf_counter()
-    projection = fit_projection(grid, node_ids, student_cfg.n_qubits, fed.round_timeout)
+    width = data.val.features.shape[1]
+    projection = fit_projection(grid, node_ids, config, width)
     query_seconds = time.perf_counter() - query_started
     executor = make_executor(
         device_spec(student_cfg).exact,
         circuit_spec(student_cfg, data.val.num_classes),
         seed=fed.seed,
     )
-    student = build_student(student_cfg, data.val.features.shape[1], executor, fed.seed)
+    student = build_student(student_cfg, width, executor, fed.seed)
     student.set_projection(projection.weight, projection.bias)
     strategy = build_strategy(config)
     strategy.bind_nodes(projection.partitions)
     strategy.declare_examples({c["partition-id"]: c["num-examples"] for c in projection.clients})
-    teachers = (
-        TeacherFederation(config.teacher.fedavg_rounds)
-        if config.teacher.federation == "fedavg"
-        else None
-    )
+    teachers = teacher_federation(config)
     budget = QpuBudget(config, projection.clients)
     federation = Federation(
         config=config,
@@ -376,6 +415,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
         server_embed_seconds=server_embed_seconds,
         query_seconds=query_seconds,
         bytes_received=projection.bytes_received,
+        failures=projection.failures,
     )
     if config.data.test_every_round:
         record["test"] = evaluate_global(student, federation.arrays, data.test)
