@@ -53,14 +53,21 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     """Configure, send, aggregate and evaluate one round; the global student moves in ``fed``."""
     strategy, teachers, timeout = fed.strategy, fed.teachers, fed.config.federation.round_timeout
     started = time.perf_counter()
-    unidentified = identify_nodes(grid, strategy, timeout)
+    unidentified = identify_nodes(grid, strategy, timeout, fed.data.val.features.shape[1])
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
     if teachers is not None:
         teachers.attach(server_round, messages, strategy.partitions)
     replies = exchange(grid, messages, timeout)
-    teacher_bytes = (
-        teachers.collect(server_round, replies, messages, strategy.partitions) if teachers else 0
-    )
+    judged, refused, teacher_bytes = replies, [], 0
+    if teachers is not None:  # teacher arrays checked and pooled; a refused reply is out
+        collected = teachers.collect(
+            server_round, replies, messages, strategy.partitions, strategy.reply_problem
+        )
+        judged, refused, teacher_bytes = (
+            collected.kept,
+            collected.failures,
+            collected.bytes_received,
+        )
     silent = silent_nodes(messages, replies, strategy.partitions)
     if silent:
         logger.warning(
@@ -72,7 +79,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
             [f["partition-id"] for f in silent],
         )
     train_done = time.perf_counter()
-    new_arrays, _ = strategy.aggregate_train(server_round, replies)
+    new_arrays, _ = strategy.aggregate_train(server_round, judged)
     needed = min(fed.config.federation.min_train_nodes, len(messages))
     applied = new_arrays is not None and len(strategy.last_reports) >= needed
     if applied and new_arrays is not None:
@@ -98,7 +105,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         plan=strategy.last_plan,
         selection_reason=strategy.last_selection_reason,
         reports=strategy.last_reports,
-        failures=[*unidentified, *strategy.last_failures, *silent],
+        failures=[*unidentified, *refused, *strategy.last_failures, *silent],
         node_info=node_info(replies, strategy.partitions),
         applied=applied,
         val=val,

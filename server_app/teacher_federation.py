@@ -16,7 +16,9 @@ Bytes of the teacher arrays are counted apart from the student's
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,8 @@ from config.messages import (
     TEACHER_ROUND_KEY,
     TrainReport,
 )
-from strategies.student_fedavg import reply_node
+from strategies.robust import ROBUST, robust_aggregate
+from strategies.student_fedavg import REJECTED, reply_node
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +75,87 @@ def record_bytes(messages: Iterable[Message]) -> int:
     )
 
 
-class TeacherFederation:
-    """The server's side: what to send each round, and averaging what comes back."""
+#: A teacher reply's deviation from the round's coordinate-wise median is clipped to
+#: this many times the median deviation before the mean (``aggregation`` fedavg/fednova).
+TEACHER_CLIP_FACTOR = 3.0
 
-    def __init__(self, rounds: int) -> None:
+
+@dataclass
+class TeacherReplies:
+    """What :meth:`TeacherFederation.collect` made of a round's replies."""
+
+    kept: list[Message]  # the replies whose student part the strategy may now judge
+    failures: list[dict[str, Any]]  # replies refused for their teacher arrays
+    bytes_received: int
+
+
+def teacher_problem(
+    arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[tuple[int, ...], str]]
+) -> str:
+    """Why a reply's teacher arrays may not be averaged ("": they may).
+
+    ``expected`` maps each array name to its shape and dtype: the global
+    adapters', or in the first round the shapes most replies agree on.
+    """
+    if set(arrays) != set(expected):
+        extra, missing = sorted(set(arrays) - set(expected)), sorted(set(expected) - set(arrays))
+        return f"teacher arrays differ (extra {extra[:3]}, missing {missing[:3]})"
+    for name, array in arrays.items():
+        shape, dtype = expected[name]
+        if tuple(array.shape) != shape or str(array.dtype) != dtype:
+            got = f"{array.dtype}{list(array.shape)}"
+            return f"teacher array {name!r} is {got}, {dtype}{list(shape)} expected"
+        if not np.isfinite(array).all():
+            return f"teacher array {name!r} has non-finite values"
+    return ""
+
+
+def signature(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each array's shape and dtype, by name."""
+    return {k: (tuple(a.shape), str(a.dtype)) for k, a in arrays.items()}
+
+
+def clipped_mean(
+    contributions: Sequence[tuple[dict[str, np.ndarray], float]], factor: float
+) -> dict[str, np.ndarray]:
+    """The weighted mean after clipping each contribution's deviation from the
+    coordinate-wise median (L2 over all arrays) to ``factor`` x the median deviation.
+
+    With honest replies little or nothing is clipped; a reply scaled far from the
+    others moves the mean by at most ``factor`` x a typical deviation x its weight.
+    """
+    names = sorted(contributions[0][0])
+    center = {k: np.median(np.stack([a[k] for a, _ in contributions]), axis=0) for k in names}
+    gaps = [
+        math.sqrt(sum(float(np.square(a[k] - center[k]).sum()) for k in names))
+        for a, _ in contributions
+    ]
+    bound = factor * float(np.median(gaps))
+    clipped = []
+    for (arrays, weight), gap in zip(contributions, gaps, strict=True):
+        scale = min(1.0, bound / gap) if gap > 0 else 1.0
+        clipped.append(({k: center[k] + scale * (arrays[k] - center[k]) for k in names}, weight))
+    return average_arrays(clipped)
+
+
+class TeacherFederation:
+    """The server's side: what to send each round, and averaging what comes back.
+
+    Teacher replies are checked before they count (:meth:`collect`) and pooled
+    by ``aggregation``: a robust rule (median, trimmed-mean, krum) as for the
+    student, else the example-weighted mean of the replies clipped towards
+    their median (:func:`clipped_mean`).
+    """
+
+    def __init__(
+        self,
+        rounds: int,
+        aggregation: str = "fedavg",
+        trim_fraction: float = 0.2,
+        byzantine: int = 1,
+    ) -> None:
         self.rounds = rounds
+        self.aggregation, self.trim_fraction, self.byzantine = aggregation, trim_fraction, byzantine
         self.global_arrays: dict[str, np.ndarray] | None = None
         self.versions: dict[int, int] = {}  # partition -> teacher round behind its logits
 
@@ -109,18 +188,22 @@ class TeacherFederation:
         replies: Sequence[Message],
         sent: Sequence[Message],
         partitions: Mapping[int, int],
-    ) -> int:
-        """Record each client's teacher version; average the round's adapters.
+        student_problem: Callable[[Message], str | None] = lambda reply: None,
+    ) -> TeacherReplies:
+        """Record each client's teacher version; check and pool the round's adapters.
 
         Takes the teacher arrays out of the replies (the strategy aggregates the
-        student alone) and returns their bytes. A client whose reply failed is
-        sent the final average again when it next trains.
+        student alone). A reply whose student part the strategy would refuse
+        (``student_problem``) adds nothing here; one whose teacher arrays fail
+        :func:`teacher_problem` is refused whole: a failure record, one
+        warning line, and it is left out of ``kept``. A client whose reply
+        failed is sent the final average again when it next trains.
         """
         received = record_bytes(replies)
-        contributions = []
+        offered: list[tuple[Message, int, dict[str, np.ndarray], TrainReport]] = []
         for reply in replies:
             client = partitions.get(reply_node(reply, sent), -1)
-            if reply.has_error():
+            if reply.has_error() or student_problem(reply) is not None:
                 self.versions.pop(client, None)
                 continue
             report = TrainReport.from_mapping(reply.content.metric_records[METRICS_KEY])
@@ -129,16 +212,50 @@ class TeacherFederation:
                 record = reply.content.array_records[TEACHER_KEY]
                 arrays = {k: a.numpy() for k, a in record.items()}
                 del reply.content[TEACHER_KEY]
+                offered.append((reply, client, arrays, report))
+        expected = self._expected([arrays for _, _, arrays, _ in offered])
+        contributions, failures, refused = [], [], []
+        for reply, client, arrays, report in offered:
+            problem = teacher_problem(arrays, expected)
+            if problem:
+                logger.warning(
+                    "round %d: reply of client %d rejected: %s", server_round, client, problem
+                )
+                failures.append(_refusal(reply, client, problem))
+                refused.append(reply)
+                self.versions.pop(client, None)
+            else:
                 contributions.append((arrays, float(report.num_examples)))
         if contributions:
-            self.global_arrays = average_arrays(contributions)
+            self.global_arrays = self.pool(contributions)
             logger.info(
-                "round %d: teacher adapters of %d clients averaged (%d arrays)",
+                "round %d: teacher adapters of %d clients pooled (%d arrays)",
                 server_round,
                 len(contributions),
                 len(self.global_arrays),
             )
-        return received
+        kept = [r for r in replies if all(r is not bad for bad in refused)]
+        return TeacherReplies(kept, failures, received)
+
+    def _expected(
+        self, offered: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The names, shapes and dtypes a teacher reply must have: the global adapters',
+        or before there are any, those most of the round's replies share."""
+        if self.global_arrays is not None:
+            return signature(self.global_arrays)
+        seen = [signature(arrays) for arrays in offered]
+        return max(seen, key=seen.count) if seen else {}
+
+    def pool(
+        self, contributions: Sequence[tuple[dict[str, np.ndarray], float]]
+    ) -> dict[str, np.ndarray]:
+        """The global adapters from the accepted replies (see the class docstring)."""
+        if self.aggregation in ROBUST:
+            arrays = [{k: a.astype(np.float64) for k, a in c.items()} for c, _ in contributions]
+            pooled = robust_aggregate(self.aggregation, arrays, self.trim_fraction, self.byzantine)
+            return {k: np.asarray(v, dtype=np.float32) for k, v in pooled.items()}
+        return clipped_mean(contributions, TEACHER_CLIP_FACTOR)
 
     def state(self) -> dict[str, Any]:
         """The federated rounds and each client's teacher version (for the record)."""
@@ -153,3 +270,13 @@ class TeacherFederation:
         self.rounds = int(state["rounds"])
         self.versions = {}
         self.global_arrays = arrays
+
+
+def _refusal(reply: Message, client: int, problem: str) -> dict[str, Any]:
+    """A failure record (as ``rounds.jsonl`` keeps them) for a refused teacher reply."""
+    return {
+        "node-id": int(reply.metadata.src_node_id),
+        "partition-id": client,
+        "code": REJECTED,
+        "reason": f"rejected: {problem}",
+    }

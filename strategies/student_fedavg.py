@@ -260,6 +260,10 @@ class StudentFedAvg(FedAvg):
         """Record the rows each partition declared before training (a reply may not exceed it)."""
         self.declared_examples.update({int(p): int(n) for p, n in examples.items()})
 
+    def reply_problem(self, reply: Message) -> str | None:
+        """Why :meth:`aggregate_train` would refuse ``reply`` (None: it would not)."""
+        return self._check(reply)[2]
+
     def state(self) -> dict[str, Any]:
         """Everything the strategy learned, JSON-serialisable (see :meth:`load_state`)."""
         return {
