@@ -296,7 +296,8 @@ class StudentConfig:
         "max-qpu-seconds",
         0.0,
         "Cap on the run's QPU seconds on ibm: and fake: devices (billed, or estimated where "
-        "none is billed); a run estimated above it is refused, one reaching it stops. 0: off.",
+        "none is billed); a run estimated above it is refused, a round whose planned budgets "
+        "would pass it is not sent. 0: off.",
     )
     optimizer: str = _key(
         "optimizer",

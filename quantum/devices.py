@@ -202,6 +202,7 @@ def make_executor(spec: DeviceSpec, circuit: CircuitSpec, *, seed: int = 0) -> E
         seed=seed,
         simulator=not spec.is_hardware,
         mode=spec.mode,
+        billed=spec.bills_qpu,
     )
 
 

@@ -42,21 +42,37 @@ OPTIMIZATION_LEVEL = 1
 #: Assumed fixed QPU seconds of one job on IBM hardware (loading, set-up and read-out):
 #: the order of IBM's own usage estimates for a one-circuit job. An assumption, not measured.
 JOB_OVERHEAD_SECONDS = 3.0
+#: QPU seconds a shot is priced at on a billed backend whose durations cannot be read:
+#: several times a typical IBM shot (a few microseconds of gates plus the default
+#: 250 microsecond repetition delay), so a cap errs on the side of stopping early.
+FALLBACK_SHOT_SECONDS = 1e-3
 
 
-def shot_seconds(transpiled: Any, backend: Any) -> float:
+def shot_seconds(transpiled: Any, backend: Any, billed: bool = False) -> float:
     """QPU seconds one shot of ``transpiled`` holds ``backend``: circuit duration + rep delay.
 
     The duration comes from the backend's gate and measurement durations
-    (``QuantumCircuit.estimate_duration``); simulators without durations give 0.
+    (``QuantumCircuit.estimate_duration``). A simulator without durations
+    gives 0; a ``billed`` backend (IBM hardware or its fake replica) whose
+    durations cannot be read is priced at ``FALLBACK_SHOT_SECONDS`` with one
+    warning line, never at 0.
     """
     target = getattr(backend, "target", None)
     try:
         duration = float(transpiled.estimate_duration(target, unit="s"))
     except Exception as err:  # Aer's target has no durations: nothing is billed there
-        logger.debug("no circuit duration on %s: %s", type(backend).__name__, err)
-        return 0.0
-    return duration + float(getattr(backend, "default_rep_delay", 0.0) or 0.0)
+        if not billed:
+            logger.debug("no circuit duration on %s: %s", type(backend).__name__, err)
+            return 0.0
+        logger.warning(
+            "no circuit duration on %s (%s): a shot is priced at %g s, conservatively",
+            getattr(backend, "name", type(backend).__name__),
+            str(err).splitlines()[0][:120] if str(err) else type(err).__name__,
+            FALLBACK_SHOT_SECONDS,
+        )
+        return FALLBACK_SHOT_SECONDS
+    seconds = duration + float(getattr(backend, "default_rep_delay", 0.0) or 0.0)
+    return max(seconds, FALLBACK_SHOT_SECONDS) if billed and seconds <= 0 else seconds
 
 
 def job_qpu_seconds(rows: int, shots: int, seconds_per_shot: float) -> float:
@@ -101,6 +117,9 @@ class SamplerExecutor(Executor):
         ``SamplerV2`` on ``backend`` (e.g. Qiskit's reference
         ``StatevectorSampler`` with a shared generator, whose draws do not
         depend on how rows are split into jobs); ``mode`` then does not apply.
+    billed : bool
+        True for IBM devices and their fake replicas: a shot is then never
+        priced at 0 (see :func:`shot_seconds`).
     """
 
     differentiable = False
@@ -117,6 +136,7 @@ class SamplerExecutor(Executor):
         mode: str = "job",
         stack: bool = True,
         sampler: Any = None,
+        billed: bool = False,
     ) -> None:
         from qiskit.transpiler import generate_preset_pass_manager
         from qiskit_ibm_runtime import SamplerV2
@@ -143,7 +163,7 @@ class SamplerExecutor(Executor):
             backend=backend, optimization_level=OPTIMIZATION_LEVEL, seed_transpiler=seed
         )
         self.transpiled = manager.run(circuit)
-        self._seconds_per_shot = shot_seconds(self.transpiled, backend)
+        self._seconds_per_shot = shot_seconds(self.transpiled, backend, billed)
         # Column of each transpiled-circuit parameter in [inputs | weights].
         where = {p: i for i, p in enumerate(x)} | {p: spec.n_qubits + i for i, p in enumerate(w)}
         self._columns = np.array([where[p] for p in self.transpiled.parameters], dtype=np.int64)

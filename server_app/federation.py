@@ -1,7 +1,8 @@
 """The round loop (see DESIGN.md, "One round, as data").
 
 Each round: nodes the strategy does not know yet are asked their partition,
-the strategy configures one message per selected client, the replies are
+the strategy configures one message per selected client (not sent, and the
+run stops, when its planned QPU price would pass ``max-qpu-seconds``), the replies are
 aggregated (example-weighted FedAvg, or FedNova), the global student is
 evaluated on the server's validation split (and, with ``test-every-round``,
 on the test rows for the plots), the round is written and checkpointed, and
@@ -29,20 +30,35 @@ from strategies.student_fedavg import reply_node
 logger = logging.getLogger(__name__)
 
 
+class OverBudget(Exception):
+    """A planned round would take the QPU spending past ``max-qpu-seconds``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str, int]:
     """Rounds ``fed.first_round`` .. ``num-server-rounds``; returns (stop reason, rounds run)."""
     num_rounds = fed.config.federation.num_rounds
     rounds_run = fed.first_round - 1
     for server_round in range(fed.first_round, num_rounds + 1):
-        record = round_record(run_round(grid, fed, server_round))
+        try:
+            outcome = run_round(grid, fed, server_round)
+        except OverBudget as stop:  # planned, not sent: nothing of it was trained or billed
+            logger.info("stopping before round %d: %s", server_round, stop.reason)
+            return stop.reason, rounds_run
+        record = round_record(outcome)
         writer.write_round(record)
+        if fed.budget is not None:
+            fed.budget.observe(writer.rounds)
         fed.observe_val(server_round, writer.rounds)
         _checkpoint(fed, writer, server_round)
         rounds_run = server_round
         _log_round(record, num_rounds)
         reason = fed.strategy.should_stop(server_round, writer.rounds)
         if reason is None and fed.budget is not None:
-            reason = fed.budget.stop_reason(fed.strategy, server_round, writer.rounds)
+            reason = fed.budget.stop_reason(server_round)
         if reason is not None:
             logger.info("stopping after round %d: %s", server_round, reason)
             return reason, rounds_run
@@ -55,6 +71,9 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     started = time.perf_counter()
     unidentified = identify_nodes(grid, strategy, timeout, fed.data.val.features.shape[1])
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
+    over = fed.budget.round_stop(server_round, strategy.last_plan) if fed.budget else None
+    if over is not None:
+        raise OverBudget(over)
     if teachers is not None:
         teachers.attach(server_round, messages, strategy.partitions)
     replies = exchange(grid, messages, timeout)

@@ -5,16 +5,19 @@ plan gives minutes a month. Before the first round, from each node's
 ``query.stats`` reply (its device, rows and estimated seconds per shot on its
 backend), :class:`QpuBudget` prices a round and the run with
 :func:`quantum.cost.message_cost` and logs one line of jobs, shots and QPU
-seconds. The price of a round assumes the ``num_to_select`` dearest clients
-each run ``local-steps`` at the strategy's shot budget for that round; a
-guided strategy's step budgets may differ, which the check after each round
-catches.
+seconds: the ``num_to_select`` dearest clients each at ``local-steps`` and
+the strategy's shot budget (a guided strategy may plan other budgets).
 
-With ``max-qpu-seconds`` set, a run priced above it is refused before round 1
-(nothing trained, nothing billed), and a run is stopped after the round whose
-spending, or the price of the next round on top of it, would pass it. Spent
-seconds are the jobs' billed ``qpu-seconds`` where the backend reports them,
-else their ``estimated-qpu-seconds`` (local testing mode bills nothing).
+With ``max-qpu-seconds`` set, a run priced above it at ``local-steps`` is
+refused before round 1 (nothing trained, nothing billed). Each round is then
+priced at the budgets the strategy planned for it, steps and shots per
+client (:meth:`QpuBudget.round_stop`): a round whose plan would take the
+spending past the cap is not sent, and the run stops before it. Spent seconds
+are the jobs' billed ``qpu-seconds`` where the backend reports them, else
+their ``estimated-qpu-seconds`` (local testing mode bills nothing). A node on
+a billed device that reports no price per shot is priced at
+:data:`quantum.sampler.FALLBACK_SHOT_SECONDS` a shot, with one warning line:
+never at zero.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from quantum.cost import describe, message_cost
 from quantum.devices import DeviceSpec
 from quantum.metering import CostMeter
 from quantum.optimizers import resolve_optimizer
+from quantum.sampler import FALLBACK_SHOT_SECONDS
 from quantum.student import device_spec
 from strategies.student_fedavg import StudentFedAvg
 
@@ -64,15 +68,26 @@ class QpuBudget:
         self.limit = float(student.max_qpu_seconds)
         self.num_rounds = config.federation.num_rounds
         self.batch_size = student.batch_size
+        self.used = 0.0  # QPU seconds spent by the recorded rounds (see :meth:`observe`)
         self.nodes: dict[int, NodeFacts] = {}
         for client in clients:
             device = device_spec(student, str(client.get("device", "")))
-            self.nodes[int(client["partition-id"])] = NodeFacts(
+            partition = int(client["partition-id"])
+            per_shot = float(client.get("seconds-per-shot", 0.0))
+            if device.bills_qpu and not per_shot > 0:
+                logger.warning(
+                    "client %d on %s reported no QPU seconds per shot: priced at %g s a shot",
+                    partition,
+                    device.name,
+                    FALLBACK_SHOT_SECONDS,
+                )
+                per_shot = FALLBACK_SHOT_SECONDS
+            self.nodes[partition] = NodeFacts(
                 device=device,
                 optimizer=resolve_optimizer(student.optimizer, device),
                 train_rows=int(client["num-examples"]),
                 val_rows=int(client.get("val-examples", 0)),
-                seconds_per_shot=float(client.get("seconds-per-shot", 0.0)),
+                seconds_per_shot=per_shot,
             )
 
     @property
@@ -95,8 +110,8 @@ class QpuBudget:
         )
 
     def round_cost(self, strategy: StudentFedAvg, server_round: int) -> CostMeter:
-        """The price of ``server_round``: its dearest ``num_to_select`` clients at
-        ``local-steps`` and the strategy's shot budget."""
+        """The price of ``server_round`` before it is planned: its dearest
+        ``num_to_select`` clients at ``local-steps`` and the strategy's shot budget."""
         costs = [
             self.message_cost(p, strategy.local_steps, strategy.shot_budget(server_round, p)[0])
             for p in sorted(self.nodes)
@@ -108,11 +123,38 @@ class QpuBudget:
         return total
 
     def run_cost(self, strategy: StudentFedAvg, first_round: int) -> CostMeter:
-        """The price of rounds ``first_round`` .. ``num-server-rounds``."""
+        """The price of rounds ``first_round`` .. ``num-server-rounds`` (see :meth:`round_cost`)."""
         total = CostMeter()
         for server_round in range(first_round, self.num_rounds + 1):
             total = total + self.round_cost(strategy, server_round)
         return total
+
+    def plan_cost(self, plan: Mapping[int, Mapping[str, Any]]) -> CostMeter:
+        """The price of a planned round: each client at its planned steps and shots."""
+        total = CostMeter()
+        for partition, budget in plan.items():
+            if partition in self.nodes:
+                total = total + self.message_cost(
+                    partition, int(budget["steps"]), int(budget.get("shots", 0))
+                )
+        return total
+
+    def observe(self, rounds: Sequence[Mapping[str, Any]]) -> None:
+        """Take the spending of the recorded ``rounds`` (after each round is written)."""
+        self.used = self.spent(rounds)
+
+    def round_stop(self, server_round: int, plan: Mapping[int, Mapping[str, Any]]) -> str | None:
+        """Why the planned ``server_round`` must not be sent: its price at the planned
+        steps and shots would take the spending past ``max-qpu-seconds`` (None: send it)."""
+        if self.limit <= 0 or not self.priced:
+            return None
+        needed = self.plan_cost(plan).estimated_qpu_seconds
+        if self.used + needed <= self.limit:
+            return None
+        return (
+            f"max-qpu-seconds={self.limit:g}: {self.used:.1f} QPU s used and round "
+            f"{server_round} would need ~{needed:.1f} more at its planned budgets"
+        )
 
     def check_before(
         self, strategy: StudentFedAvg, first_round: int, rounds: Sequence[Mapping[str, Any]]
@@ -127,6 +169,7 @@ class QpuBudget:
         if not self.priced or first_round > self.num_rounds:
             return
         spent = self.spent(rounds)
+        self.used = spent
         per_round = self.round_cost(strategy, first_round)
         run = self.run_cost(strategy, first_round)
         rounds_left = self.num_rounds - first_round + 1
@@ -160,19 +203,11 @@ class QpuBudget:
                 total += paid if paid > 0 else float(client.get(estimated, 0.0) or 0.0)
         return total
 
-    def stop_reason(
-        self, strategy: StudentFedAvg, server_round: int, rounds: Sequence[Mapping[str, Any]]
-    ) -> str | None:
-        """Why the run must stop after ``server_round`` to stay within ``max-qpu-seconds``."""
+    def stop_reason(self, server_round: int) -> str | None:
+        """Why the run must stop after ``server_round``: ``max-qpu-seconds`` is used up.
+        (A round that would pass it is caught when planned: :meth:`round_stop`.)"""
         if self.limit <= 0 or not self.priced or server_round >= self.num_rounds:
             return None
-        spent = self.spent(rounds)
-        if spent >= self.limit:
-            return f"max-qpu-seconds={self.limit:g} reached: {spent:.1f} QPU s used"
-        following = self.round_cost(strategy, server_round + 1).estimated_qpu_seconds
-        if spent + following > self.limit:
-            return (
-                f"max-qpu-seconds={self.limit:g}: {spent:.1f} QPU s used and round "
-                f"{server_round + 1} would need ~{following:.1f} more"
-            )
+        if self.used >= self.limit:
+            return f"max-qpu-seconds={self.limit:g} reached: {self.used:.1f} QPU s used"
         return None

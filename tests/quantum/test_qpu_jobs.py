@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from qiskit.primitives import StatevectorSampler
@@ -10,7 +12,13 @@ from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 from quantum.circuits import CircuitSpec
 from quantum.cost import epoch_batches, message_cost
 from quantum.distill import evaluate_student, train_student
-from quantum.sampler import JOB_OVERHEAD_SECONDS, SamplerExecutor, job_qpu_seconds
+from quantum.sampler import (
+    FALLBACK_SHOT_SECONDS,
+    JOB_OVERHEAD_SECONDS,
+    SamplerExecutor,
+    job_qpu_seconds,
+    shot_seconds,
+)
 from quantum.student import QuantumStudent
 from strategies.shots import shot_budget
 
@@ -127,3 +135,35 @@ def test_shots_ramp_from_min_shots_to_shots() -> None:
     assert ramp == [256, 448, 640, 832, 1024]
     assert shot_budget("fixed", 1, shots=1024, min_shots=256, num_rounds=5) == (1024, "fixed")
     assert shot_budget("ramp", 1, shots=300, min_shots=300, num_rounds=1)[0] == 300
+
+
+class _NoDurations:
+    """A circuit whose duration cannot be read (a backend target without timings)."""
+
+    def estimate_duration(self, target: object, unit: str = "s") -> float:
+        raise ValueError("target has no instruction durations")
+
+
+class _ZeroDuration:
+    def estimate_duration(self, target: object, unit: str = "s") -> float:
+        return 0.0
+
+
+def test_a_billed_shot_whose_time_cannot_be_read_is_never_priced_at_zero(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = FakeManilaV2()
+    sampler_logger = logging.getLogger("quantum.sampler")
+    sampler_logger.addHandler(caplog.handler)  # seen even where a run's logging set-up
+    try:  # stopped propagation
+        assert shot_seconds(_NoDurations(), backend, billed=True) == FALLBACK_SHOT_SECONDS
+    finally:
+        sampler_logger.removeHandler(caplog.handler)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "fake_manila" in line and "conservatively" in line
+    assert shot_seconds(_ZeroDuration(), object(), billed=True) == FALLBACK_SHOT_SECONDS
+    # A simulator bills nothing: 0 there is the truth.
+    assert shot_seconds(_NoDurations(), backend, billed=False) == 0.0
+    # A readable duration is used as it is: gates + measurement + the repetition delay.
+    executor = SamplerExecutor(SPEC, backend, shots=64, billed=True)
+    assert FALLBACK_SHOT_SECONDS > executor.seconds_per_shot > backend.default_rep_delay

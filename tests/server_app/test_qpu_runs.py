@@ -19,6 +19,7 @@ from config.errors import ConfigError
 from config.messages import COST_METRICS
 from config.run_config import RunConfig
 from harness.inprocess import InProcessGrid, run_in_process
+from quantum.sampler import FALLBACK_SHOT_SECONDS
 from server_app.qpu_budget import QpuBudget
 from server_app.results import read_rounds
 from strategies import StudentFedAvg
@@ -177,3 +178,80 @@ def test_max_qpu_seconds_stops_a_run_that_would_pass_it_midway(
     assert _metered(rounds, "estimated_qpu_seconds") <= limit
     checkpoint = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert checkpoint["round"] == 2
+
+
+def _guided(shared_data: Path, results: Path, **extra: Any) -> dict[str, Any]:
+    """llm-guided whose bandit gives round 1 a budget of 3 steps to one client and
+    ``max-steps`` (30) to the other: budgets the price at ``local-steps`` never sees."""
+    guided = {
+        "strategy": "llm-guided",
+        "steps-policy": "bandit",
+        "bandit-arms": "3,30",
+        "min-steps": 3,
+        "max-steps": 30,
+        "selection": "all",
+        "student-max-epochs": 0.0,
+        "termination": "max-rounds",
+    }
+    return _config(shared_data, results, **{**guided, **extra})
+
+
+def _message_price(config: dict[str, Any], clients: list[dict[str, Any]], steps: int) -> float:
+    budget = QpuBudget(RunConfig.from_flat(config), clients)
+    return budget.message_cost(int(clients[0]["partition-id"]), steps, 0).estimated_qpu_seconds
+
+
+@pytest.mark.parametrize("rounds_within", [1, 0])
+def test_max_qpu_seconds_holds_under_llm_guided_budgets_up_to_max_steps(
+    tmp_path: Path,
+    shared_data: Path,
+    batch_run: tuple[Path, dict[str, Any], InProcessGrid, list[str]],
+    rounds_within: int,
+) -> None:
+    """The run's price at ``local-steps`` passes the cap; each round is then priced at
+    its plan (3 and 30 steps in round 1), and a round whose plan would cross the cap
+    is not sent. ``rounds_within``: the rounds the cap leaves room for."""
+    results = tmp_path / "results"
+    config = _guided(shared_data, results, **{"num-server-rounds": 2})
+    clients = read_rounds(batch_run[0] / "rounds.jsonl")[0]["clients"]
+    small, large = _message_price(config, clients, 3), _message_price(config, clients, 30)
+    at_local_steps = _price(config, clients).estimated_qpu_seconds
+    if rounds_within == 1:  # room for round 1's plan and half a round at local-steps
+        limit = small + large + small
+    else:  # the price at local-steps fits; round 1's plan does not
+        limit = 0.5 * (at_local_steps + small + large)
+        assert at_local_steps < limit < small + large  # the case this run is about
+    sent = batch_run[2].messages_sent
+    run_in_process({**config, "max-qpu-seconds": limit}, num_nodes=2, grid=batch_run[2])
+    run_dir = _run_dir(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == rounds_within, summary
+    reason = summary["stop-reason"]
+    assert reason.startswith(f"max-qpu-seconds={limit:g}: "), reason
+    assert f"round {rounds_within + 1} would need" in reason and "planned budgets" in reason
+    rounds = read_rounds(run_dir / "rounds.jsonl")
+    assert [r["budgets"] for r in rounds[1:]] == [{"0": 3, "1": 30}][:rounds_within]
+    assert _metered(rounds, "estimated_qpu_seconds") <= limit
+    if rounds_within == 0:  # planned, not sent: only the statistics query went out
+        assert batch_run[2].messages_sent - sent == 2
+
+
+def test_a_billed_node_that_reports_no_shot_time_is_priced_conservatively(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = RunConfig.from_flat(_config(shared_data, tmp_path))
+    clients = [
+        {"partition-id": p, "num-examples": 50, "val-examples": 10, "seconds-per-shot": s}
+        for p, s in ((0, 0.0), (1, 2e-4))
+    ]
+    budget_logger = logging.getLogger("server_app.qpu_budget")
+    budget_logger.addHandler(caplog.handler)  # the runs above stopped propagation
+    try:
+        budget = QpuBudget(config, clients)
+    finally:
+        budget_logger.removeHandler(caplog.handler)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith("client 0 on fake:FakeManilaV2 reported no QPU seconds per shot")
+    assert budget.nodes[0].seconds_per_shot == FALLBACK_SHOT_SECONDS
+    assert budget.nodes[1].seconds_per_shot == 2e-4
+    assert budget.message_cost(0, 3, 0).estimated_qpu_seconds > 0
