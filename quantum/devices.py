@@ -30,6 +30,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -306,7 +307,24 @@ def ibm_backend(name: str, wires: int) -> Any:
     return backend
 
 
+def ibm_tokens() -> list[str]:
+    """Every IBM Quantum token this process could use.
+
+    ``QISKIT_IBM_TOKEN`` and the token of every account saved with
+    ``QiskitRuntimeService.save_account``; an unreadable account file gives none.
+    """
+    tokens = [os.environ.get("QISKIT_IBM_TOKEN", "")]
+    try:
+        accounts = json.loads(_SAVED_ACCOUNT.read_text())
+    except (OSError, ValueError):
+        accounts = {}
+    if isinstance(accounts, dict):
+        tokens += [str(a.get("token", "")) for a in accounts.values() if isinstance(a, dict)]
+    return sorted({t for t in tokens if t}, key=len, reverse=True)
+
+
 def redact(text: str) -> str:
-    """``text`` with the IBM token, if one is set, replaced by ``***``."""
-    token = os.environ.get("QISKIT_IBM_TOKEN", "")
-    return text.replace(token, "***") if token else text
+    """``text`` with every IBM token (environment or saved account) replaced by ``***``."""
+    for token in ibm_tokens():
+        text = text.replace(token, "***")
+    return text

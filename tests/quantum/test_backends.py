@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +83,34 @@ def test_a_token_never_reaches_errors_or_logs(
     metrics = student.meter.as_metrics()
     assert metrics["quantum-jobs"] == 1 and metrics["quantum-shots"] == 3 * 64
     assert FAKE_TOKEN not in caplog.text and FAKE_TOKEN not in repr(metrics)
+
+
+class _RefusingSavedService:
+    """Stands in for QiskitRuntimeService reading a saved account; echoes that token."""
+
+    def __init__(self) -> None:
+        saved = json.loads(devices._SAVED_ACCOUNT.read_text())
+        raise RuntimeError(f"401 Client Error: invalid token {saved['work']['token']}")
+
+
+def test_a_token_from_a_saved_account_is_redacted_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No QISKIT_IBM_TOKEN: the token comes from save_account's file, and is still hidden."""
+    import qiskit_ibm_runtime
+
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    saved = tmp_path / "qiskit-ibm.json"
+    account = {"channel": "ibm_quantum_platform", "token": FAKE_TOKEN, "instance": "crn:x"}
+    saved.write_text(json.dumps({"work": account, "broken": "not an account"}))
+    monkeypatch.setattr(devices, "_SAVED_ACCOUNT", saved)
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _RefusingSavedService)
+    with pytest.raises(ConfigError) as err:
+        make_qiskit_backend(parse_device("ibm:least-busy"), 4)
+    assert "invalid token ***" in str(err.value) and FAKE_TOKEN not in str(err.value)
+    # An unreadable account file hides nothing and breaks nothing.
+    saved.write_text("{not json")
+    assert devices.redact(f"x {FAKE_TOKEN}") == f"x {FAKE_TOKEN}"
 
 
 @pytest.mark.parametrize(
