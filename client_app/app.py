@@ -2,8 +2,9 @@
 
 - ``query.stats``: moment statistics of this client's frozen-base embeddings,
   for the federated PCA the server fits once before training.
-- ``train``: on first participation fine-tune the LoRA teacher (cached for the
-  run), then train the global student for exactly ``local-steps`` steps with
+- ``train``: fine-tune the LoRA teacher for the epochs the server sent (on
+  first participation, by default; see ``client_app.node``), then train the
+  global student for exactly ``local-steps`` steps with
   ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`` (plus
   FedProx's proximal term when ``proximal-mu > 0``) and reply with its arrays
   and a :class:`~config.messages.TrainReport`: the received global student's
@@ -75,6 +76,7 @@ def stats(msg: Message, context: Context) -> Message:
         compute_seconds=node.node.slowdown * (time.perf_counter() - started),
         val_examples=len(node.splits[1]),
         seconds_per_shot=node.executor.seconds_per_shot,
+        teacher_total_steps=node.held_teacher_steps,
     )
     content = RecordDict(
         {
@@ -96,10 +98,12 @@ def _teacher(
                 "teacher-federation=fedavg: this node holds no federated teacher (its state "
                 "was lost); the server sends it the final average when it next trains"
             )
-        return node.teacher(orders.teacher_epochs), None
+        return node.teacher(orders.teacher_epochs, orders.teacher_restore_steps), None
     records = msg.content.array_records
     received = _arrays(records[TEACHER_KEY]) if TEACHER_KEY in records else None
-    return node.federated_teacher(received, orders.teacher_round, final=orders.teacher_final)
+    return node.federated_teacher(
+        received, orders.teacher_round, final=orders.teacher_final, epochs=orders.teacher_epochs
+    )
 
 
 @app.train()
@@ -155,6 +159,7 @@ def train(msg: Message, context: Context) -> Message:
         teacher_seconds=slow * teacher.seconds_this_round,
         teacher_steps=teacher.steps_this_round,
         teacher_total_steps=teacher.total_steps,
+        teacher_restore_steps=teacher.restore_steps,
         teacher_cache_hits=node.cache_hits,
         teacher_version=teacher.version,
         embed_seconds=slow * node.seconds.get("embed", 0.0),

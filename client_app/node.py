@@ -6,17 +6,18 @@ simulation and in deployment): the frozen-base embeddings of its train and
 validation rows, and its teacher's adapters, logits and figures. The teacher
 is trained in chunks: each round's instructions say how many more epochs to
 train it (``teacher_epochs``; 0 keeps it as it is), and a chunk continues
-from the adapters the last one left. With ``teacher-cache`` on, embeddings
-and every teacher chunk also go to the node's disk cache (``llm.cache``),
-keyed by everything that decides them, so a restarted client or a later run
-with the same settings reuses them.
+from the adapters the last one left. A node trains what it is told and no
+more: one that lost its teacher rebuilds it only with the restore budget the
+server sends once it learns of the loss (``teacher_restore_steps``). With
+``teacher-cache`` on, embeddings and every teacher chunk also go to the
+node's disk cache (``llm.cache``), keyed by everything that decides them, so
+a restarted client or a later run with the same settings reuses them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from flwr.app import Context
 
 from client_app.runtime import runtime
 from client_app.state import NodeState
+from config.messages import teacher_steps as epochs_to_steps
 from llm.cache import NodeCache, embeddings_key, teacher_key
 from llm.teacher import (
     TeacherOutputs,
@@ -56,11 +58,13 @@ class TeacherView:
     seconds_this_round : float
         Fine-tuning seconds spent in this message (0 when nothing was trained).
     steps_this_round : int
-        The optimizer steps this message's teacher budget asked for, trained
-        here or read from the cache (a teacher rebuilt after lost node state
-        counts none: it is the same teacher).
+        The optimizer steps of this message's new chunk, trained here or read
+        from the cache: within the budget sent.
+    restore_steps : int
+        The optimizer steps run to rebuild a teacher this node had lost (the
+        restore budget sent; 0 when it held its teacher).
     total_steps : int
-        Optimizer steps the teacher has had so far.
+        Optimizer steps the teacher it now holds has had.
     version : int
         Teacher federation: the teacher round behind the logits (0: a local teacher).
     """
@@ -72,6 +76,7 @@ class TeacherView:
     untrained_val_loss: float
     seconds_this_round: float
     steps_this_round: int
+    restore_steps: int
     total_steps: int
     version: int = 0
 
@@ -186,28 +191,46 @@ class ClientNode:
     def teacher_steps(self, epochs: float) -> int:
         """Optimizer steps that ``epochs`` over this client's train rows take."""
         train, _ = self.splits
-        return math.ceil(epochs * len(train) / self.config.teacher.batch_size) if epochs > 0 else 0
+        return epochs_to_steps(epochs, len(train), self.config.teacher.batch_size)
 
-    def teacher(self, epochs: float) -> TeacherView:
-        """The teacher after training it ``epochs`` more epochs (0: as it is).
-
-        A node with no teacher yet (or one that lost its state) trains
-        ``teacher-epochs`` whatever ``epochs`` says: the student needs a teacher.
-        """
-        numbers = self.store.numbers()
-        total = int(numbers.get("teacher-steps", 0))
-        steps = planned = self.teacher_steps(epochs)
+    @property
+    def held_teacher_steps(self) -> int:
+        """Fine-tuning steps of the teacher this node holds (0: none)."""
         if not self.store.arrays("teacher"):
-            if steps == 0:
-                steps = self.teacher_steps(self.config.teacher.epochs)
-            total = 0
-        if steps == 0:
-            self.seconds["teacher"] = 0.0
-            return self._view(0.0, 0)
-        out, trained = self._train_teacher(steps, total)
-        self._remember_teacher(out, total + steps, first=total == 0)
-        self.seconds["teacher"] = out.seconds if trained else 0.0
-        return self._view(self.seconds["teacher"], planned)
+            return 0
+        return int(self.store.numbers().get("teacher-steps", 0))
+
+    def teacher(self, epochs: float, restore_steps: int = 0) -> TeacherView:
+        """The teacher after ``epochs`` more epochs of fine-tuning (0: as it is).
+
+        A node holding fewer than ``restore_steps`` steps (it lost its state)
+        first rebuilds its teacher with that many. A node with no teacher and
+        no budget to build one refuses, before any training.
+
+        Raises
+        ------
+        RuntimeError
+            When the node holds no teacher and was sent no steps to build one.
+        """
+        held = self.held_teacher_steps
+        restore = restore_steps if held < restore_steps else 0
+        steps = self.teacher_steps(epochs)
+        if not self.store.arrays("teacher") and restore == 0 and steps == 0:
+            raise RuntimeError(
+                "this node holds no teacher (its state was lost) and was sent no steps to "
+                "build one; after this failure the server sends it a restore budget"
+            )
+        seconds = 0.0
+        total = 0 if restore else held
+        for chunk in (restore, steps):
+            if chunk == 0:
+                continue
+            out, trained = self._train_teacher(chunk, total)
+            self._remember_teacher(out, total + chunk, first=total == 0)
+            seconds += out.seconds if trained else 0.0
+            total += chunk
+        self.seconds["teacher"] = seconds
+        return self._view(seconds, steps, restore)
 
     def _train_teacher(self, steps: int, total: int) -> tuple[TeacherOutputs, bool]:
         """``steps`` more steps from the adapters left at ``total`` (the disk cache first).
@@ -282,30 +305,39 @@ class ClientNode:
         return model, tokenizer
 
     def federated_teacher(
-        self, received: dict[str, np.ndarray] | None, teacher_round: int, final: bool
+        self,
+        received: dict[str, np.ndarray] | None,
+        teacher_round: int,
+        final: bool,
+        epochs: float,
     ) -> tuple[TeacherView, dict[str, np.ndarray] | None]:
         """Teacher federation (``teacher-federation=fedavg``) for one round.
 
         Round ``teacher_round`` <= ``teacher-fedavg-rounds``: start from the
         ``received`` average (fresh, seeded alike on all clients, in round 1),
-        fine-tune for ``teacher-epochs``, keep the new logits and return the
-        trained adapters and head for the server to average. ``final``: load
-        the final average, keep its logits and return no arrays.
+        fine-tune for ``epochs`` (the budget sent; 0 only evaluates), keep the
+        new logits and return the adapters and head for the server to average.
+        ``final``: load the final average, keep its logits and return no arrays.
+        The teacher's total steps count every chunk this node trained.
         """
         train, val = self.splits
+        before = self.held_teacher_steps if received is not None else 0
+        steps = 0 if final else self.teacher_steps(epochs)
         out = finetune_teacher(
             train,
             val,
             self.config.teacher,
             seed=self._teacher_seed(),
             initial=received,
-            epochs=0.0 if final else None,
+            steps=steps,
             name=self.name,
             probe_features=self.features() if self.config.teacher.head == "probe" else None,
         )
-        self._remember_teacher(out, out.steps, first=received is None, version=teacher_round)
+        self._remember_teacher(
+            out, before + out.steps, first=received is None, version=teacher_round
+        )
         self.seconds["teacher"] = out.seconds
-        return self._view(out.seconds, out.steps), None if final else out.arrays
+        return self._view(out.seconds, out.steps, 0), None if final else out.arrays
 
     @property
     def teacher_version(self) -> int:
@@ -314,7 +346,7 @@ class ClientNode:
             return -1
         return int(self.store.numbers().get("teacher-version", 0))
 
-    def _view(self, seconds: float, steps: int) -> TeacherView:
+    def _view(self, seconds: float, steps: int, restore_steps: int) -> TeacherView:
         logits, numbers = self.store.arrays("teacher"), self.store.numbers()
         return TeacherView(
             train_logits=logits["train"],
@@ -324,6 +356,7 @@ class ClientNode:
             untrained_val_loss=numbers["teacher-untrained-val-loss"],
             seconds_this_round=seconds,
             steps_this_round=steps,
+            restore_steps=restore_steps,
             total_steps=int(numbers["teacher-steps"]),
             version=int(numbers.get("teacher-version", 0)),
         )

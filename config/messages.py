@@ -50,6 +50,12 @@ COST_METRICS = {
 _Report = TypeVar("_Report", bound="_MetricReport")
 
 
+def teacher_steps(epochs: float, rows: int, batch_size: int) -> int:
+    """Optimizer steps that ``epochs`` of teacher fine-tuning over ``rows`` train rows
+    take: the one conversion a client trains by and the server checks its reply by."""
+    return math.ceil(epochs * rows / batch_size) if epochs > 0 else 0
+
+
 def _number(record: Mapping[str, Any], key: str) -> float:
     value = record[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -132,6 +138,8 @@ class StatsReport(_MetricReport):
     compute_seconds: float = _metric("compute-seconds", 0.0)
     val_examples: int = _metric("val-examples", 0)
     seconds_per_shot: float = _metric("seconds-per-shot", 0.0)
+    #: Fine-tuning steps of the teacher the node holds (0: none, e.g. a restarted node).
+    teacher_total_steps: int = _metric("teacher-total-steps", 0)
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,9 @@ class TrainReport(_MetricReport):
     ``steps`` are the student steps the client actually ran (Adam steps, COBYLA
     evaluations, SPSA iterations) and ``evaluations`` the objective evaluations
     they took; ``teacher_steps`` the teacher's fine-tuning steps in this message
-    and ``teacher_total_steps`` all it has had.
+    (its new chunk), ``teacher_restore_steps`` the steps it ran to rebuild a
+    teacher it had lost, and ``teacher_total_steps`` all the teacher it holds
+    has had.
     """
 
     partition_id: int = _metric("partition-id")
@@ -166,6 +176,7 @@ class TrainReport(_MetricReport):
     teacher_seconds: float = _metric("teacher-seconds", 0.0)
     teacher_steps: int = _metric("teacher-steps", 0)
     teacher_total_steps: int = _metric("teacher-total-steps", 0)
+    teacher_restore_steps: int = _metric("teacher-restore-steps", 0)
     teacher_cache_hits: int = _metric("teacher-cache-hits", 0)
     teacher_version: int = _metric("teacher-version", 0)
     embed_seconds: float = _metric("embed-seconds", 0.0)
@@ -207,8 +218,13 @@ class TrainInstructions:
         FedProx: weight of ``mu/2 ||w - w_global||^2`` (0 = plain local training).
     teacher_epochs : float
         Epochs (over the client's train rows) to fine-tune its teacher further
-        this round; 0 keeps it as it is (a client with no teacher yet trains
-        ``teacher-epochs``).
+        this round (with teacher federation: the received global adapters); 0
+        keeps it as it is. The client runs :func:`teacher_steps` of them, and
+        not one more.
+    teacher_restore_steps : int
+        Steps to rebuild a teacher the client lost (a restarted node, a resumed
+        run): the steps the server knows its teacher had. A client that still
+        holds them runs none.
     teacher_round : int
         Teacher federation: the teacher round this message belongs to (0: none).
     teacher_final : bool
@@ -225,6 +241,7 @@ class TrainInstructions:
     alpha: float
     proximal_mu: float = 0.0
     teacher_epochs: float = 0.0
+    teacher_restore_steps: int = 0
     teacher_round: int = 0
     teacher_final: bool = False
     shots: int = 0
@@ -241,6 +258,7 @@ class TrainInstructions:
                 "alpha": self.alpha,
                 "proximal-mu": self.proximal_mu,
                 "teacher-epochs": self.teacher_epochs,
+                "teacher-restore-steps": self.teacher_restore_steps,
                 TEACHER_ROUND_KEY: self.teacher_round,
                 TEACHER_FINAL_KEY: self.teacher_final,
                 "shots": self.shots,
@@ -259,6 +277,11 @@ class TrainInstructions:
             alpha=float(_number(record, "alpha")),
             proximal_mu=float(_number(record, "proximal-mu")),
             teacher_epochs=float(_number(record, "teacher-epochs")),
+            teacher_restore_steps=(
+                int(_number(record, "teacher-restore-steps"))
+                if "teacher-restore-steps" in record
+                else 0
+            ),
             teacher_round=int(_number(record, TEACHER_ROUND_KEY)),
             teacher_final=bool(record[TEACHER_FINAL_KEY]),
             shots=int(_number(record, "shots")) if "shots" in record else 0,

@@ -24,7 +24,8 @@ class RoundOutcome:
     server_round : int
     plan : dict
         Partition -> ``{"steps": budget, "reason": why, "teacher-epochs": teacher
-        budget, "teacher-reason": why}`` for each selected client.
+        budget, "teacher-reason": why, "teacher-restore-steps": steps to rebuild
+        a lost teacher}`` for each selected client.
     selection_reason : str
     reports : dict
         Partition -> its train reply.
@@ -111,6 +112,11 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         },
         "teacher-reasons": {
             str(p): plan.get("teacher-reason", "") for p, plan in sorted(outcome.plan.items())
+        },
+        "teacher-restore-budgets": {
+            str(p): plan.get("teacher-restore-steps", 0)
+            for p, plan in sorted(outcome.plan.items())
+            if plan.get("teacher-restore-steps", 0)
         },
         "shot-budgets": {str(p): plan.get("shots", 0) for p, plan in sorted(outcome.plan.items())},
         "clients": clients,

@@ -326,6 +326,7 @@ def identify_nodes(
     for reply, report, _ in accepted:
         strategy.bind_nodes({int(reply.metadata.src_node_id): report.partition_id})
         strategy.declare_examples({report.partition_id: report.num_examples})
+        strategy.declare_teachers({report.partition_id: report.teacher_total_steps})
     return [*failures, *refused]
 
 
@@ -372,6 +373,9 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     strategy = build_strategy(config)
     strategy.bind_nodes(projection.partitions)
     strategy.declare_examples({c["partition-id"]: c["num-examples"] for c in projection.clients})
+    strategy.declare_teachers(
+        {c["partition-id"]: c["teacher-total-steps"] for c in projection.clients}
+    )
     teachers = teacher_federation(config)
     budget = QpuBudget(config, projection.clients)
     federation = Federation(

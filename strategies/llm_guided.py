@@ -85,7 +85,6 @@ class LLMGuidedStrategy(StudentFedAvg):
         deadline: str = "off",
         skip_epsilon: float = -1.0,
         skip_rounds: int = 2,
-        teacher_batch_size: int = 16,
         max_epochs: float = 0.0,
         student_batch_size: int = 64,
         teacher_max_steps: int = 0,
@@ -100,7 +99,6 @@ class LLMGuidedStrategy(StudentFedAvg):
         self.deadline = deadline
         self.skip_epsilon = skip_epsilon
         self.skip_rounds = skip_rounds
-        self.teacher_batch_size = teacher_batch_size
         self.max_epochs = max_epochs
         self.student_batch_size = student_batch_size
         self.teacher_max_steps = teacher_max_steps
@@ -116,7 +114,6 @@ class LLMGuidedStrategy(StudentFedAvg):
             deadline=policy.deadline,
             skip_epsilon=policy.skip_epsilon,
             skip_rounds=policy.skip_rounds,
-            teacher_batch_size=config.teacher.batch_size,
             max_epochs=policy.student_max_epochs,
             student_batch_size=config.student.batch_size,
             teacher_max_steps=policy.teacher_max_steps,

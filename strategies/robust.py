@@ -51,8 +51,13 @@ def check_reply(
     sent: ArrayRecord,
     planned_steps: int | None,
     declared_examples: int | None,
+    teacher_budget: tuple[int, int] | None = None,
 ) -> tuple[TrainReport | None, str | None]:
-    """``(report, None)`` for a reply that may count, else ``(None, reason)``."""
+    """``(report, None)`` for a reply that may count, else ``(None, reason)``.
+
+    ``teacher_budget``: the most teacher steps the client was sent for a new
+    chunk and for a restore (None: not checked).
+    """
     for key, value in metrics.items():
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
@@ -88,7 +93,29 @@ def check_reply(
         )
     if planned_steps is not None and not 0 <= report.steps <= planned_steps:
         return None, f"steps {report.steps} is outside 0..{planned_steps} (the budget sent)"
-    return report, None
+    problem = teacher_steps_problem(report, teacher_budget)
+    return (None, problem) if problem else (report, None)
+
+
+def teacher_steps_problem(report: TrainReport, budget: tuple[int, int] | None) -> str | None:
+    """Why the teacher steps a reply reports may not count (None: they may)."""
+    ran = report.teacher_steps + report.teacher_restore_steps
+    if report.teacher_total_steps < ran:
+        return (
+            f"teacher-total-steps {report.teacher_total_steps} is below the "
+            f"{ran} steps it reports running this round"
+        )
+    if budget is None:
+        return None
+    chunk, restore = budget
+    if report.teacher_steps > chunk:
+        return f"teacher-steps {report.teacher_steps} is outside 0..{chunk} (the budget sent)"
+    if report.teacher_restore_steps > restore:
+        return (
+            f"teacher-restore-steps {report.teacher_restore_steps} is outside 0..{restore} "
+            "(the restore budget sent)"
+        )
+    return None
 
 
 def clip_update(

@@ -52,12 +52,19 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, TrainInstructions, TrainReport
+from config.messages import (
+    CONFIG_KEY,
+    METRICS_KEY,
+    STUDENT_KEY,
+    TrainInstructions,
+    TrainReport,
+    teacher_steps,
+)
 from config.run_config import RunConfig
 from strategies.memory import ClientMemory
 from strategies.robust import ROBUST, check_reply, clip_update, robust_aggregate
 from strategies.shots import shot_budget
-from strategies.teacher import TeacherPolicy
+from strategies.teacher import TeacherPolicy, federated_teacher_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +124,8 @@ class StudentFedAvg(FedAvg):
         shots_policy: str = "fixed",
         min_shots: int = 256,
         num_rounds: int = 1,
+        teacher_batch_size: int = 16,
+        teacher_federated_rounds: int = 0,
     ) -> None:
         # The server evaluates the global student itself, so federated evaluation is off;
         # FedAvg warns about that on every construction, which would only be noise here.
@@ -150,11 +159,15 @@ class StudentFedAvg(FedAvg):
         self.shots_policy = shots_policy
         self.min_shots = min_shots
         self.num_rounds = num_rounds
-        self.teacher_policy = TeacherPolicy(teacher_epochs)
+        self.teacher_batch_size = teacher_batch_size
+        self.teacher_policy = TeacherPolicy(teacher_epochs, teacher_federated_rounds)
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
         # The rows each client declared before training (its query.stats reply), by partition.
         self.declared_examples: dict[int, int] = {}
+        # Teacher steps each client's node is known to hold (its statistics reply, then
+        # its accepted train replies; 0 after a failure): below the memory's, it lost them.
+        self.teacher_held: dict[int, int] = {}
         # What is known of each client (partition -> its last reply) and of the global student.
         self.clients: dict[int, ClientMemory] = {}
         self.val_history: list[dict[str, Any]] = []
@@ -193,6 +206,8 @@ class StudentFedAvg(FedAvg):
             shots_policy=config.student.shots_policy,
             min_shots=config.student.min_shots,
             num_rounds=config.federation.num_rounds,
+            teacher_batch_size=config.teacher.batch_size,
+            teacher_federated_rounds=federated_teacher_rounds(config),
         )
 
     # ------------------------------------------------------------ decisions
@@ -236,6 +251,20 @@ class StudentFedAvg(FedAvg):
         """
         return self.teacher_policy.decide(server_round, partition, self.clients.get(partition))
 
+    def restore_budget(self, partition: int) -> int:
+        """Steps to rebuild client ``partition``'s teacher if its node may have lost it:
+        the steps its teacher had by its last accepted reply, when its node is not known
+        to hold them (a restarted node, a resumed run, a failed reply); else 0.
+
+        A node that still holds them runs none. Federated teachers are never
+        restored: the server sends the global adapters again.
+        """
+        client = self.clients.get(partition)
+        known = client.teacher_total_steps if client is not None else 0
+        if self.teacher_policy.federated_rounds or self.teacher_held.get(partition, known) >= known:
+            return 0
+        return known
+
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
         return None
@@ -259,6 +288,18 @@ class StudentFedAvg(FedAvg):
     def declare_examples(self, examples: Mapping[int, int]) -> None:
         """Record the rows each partition declared before training (a reply may not exceed it)."""
         self.declared_examples.update({int(p): int(n) for p, n in examples.items()})
+
+    def declare_teachers(self, held: Mapping[int, int]) -> None:
+        """Record the teacher steps each partition's node holds (its statistics reply)."""
+        self.teacher_held.update({int(p): int(n) for p, n in held.items()})
+
+    def teacher_step_budget(self, partition: int) -> int | None:
+        """The most teacher steps client ``partition`` may report this round (None: unknown)."""
+        rows = self.declared_examples.get(partition)
+        plan = self.last_plan.get(partition)
+        if rows is None or plan is None:
+            return None
+        return teacher_steps(float(plan["teacher-epochs"]), rows, self.teacher_batch_size)
 
     def reply_problem(self, reply: Message) -> str | None:
         """Why :meth:`aggregate_train` would refuse ``reply`` (None: it would not)."""
@@ -299,6 +340,7 @@ class StudentFedAvg(FedAvg):
                     alpha=float(self.alpha),
                     proximal_mu=float(self.proximal_mu),
                     teacher_epochs=float(plan["teacher-epochs"]),
+                    teacher_restore_steps=int(plan["teacher-restore-steps"]),
                     shots=int(plan["shots"]),
                 ).to_record()
             )
@@ -313,8 +355,9 @@ class StudentFedAvg(FedAvg):
 
     def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Who trains and how much: ``{partition: {"steps", "reason", "teacher-epochs",
-        "teacher-reason", "shots", "shots-reason"}}`` from :meth:`select_clients`,
-        :meth:`step_budget`, :meth:`teacher_budget` and :meth:`shot_budget`."""
+        "teacher-reason", "teacher-restore-steps", "shots", "shots-reason"}}`` from
+        :meth:`select_clients`, :meth:`step_budget`, :meth:`teacher_budget`,
+        :meth:`restore_budget` and :meth:`shot_budget`."""
         plan = {}
         for partition in self.select_clients(server_round, partitions):
             steps, reason = self.step_budget(server_round, partition)
@@ -325,6 +368,7 @@ class StudentFedAvg(FedAvg):
                 "reason": reason,
                 "teacher-epochs": float(teacher_epochs),
                 "teacher-reason": teacher_reason,
+                "teacher-restore-steps": self.restore_budget(partition),
                 "shots": int(shots),
                 "shots-reason": shots_reason,
             }
@@ -352,6 +396,11 @@ class StudentFedAvg(FedAvg):
             else:
                 accepted.append((partition, reply, report))
         self.last_reports = {partition: report for partition, _, report in accepted}
+        for failure in self.last_failures:  # its node may have lost its teacher
+            if failure["partition-id"] is not None:
+                self.teacher_held[int(failure["partition-id"])] = 0
+        for partition, report in self.last_reports.items():
+            self.teacher_held[partition] = report.teacher_total_steps
         for partition, report in self.last_reports.items():
             self.clients[partition] = ClientMemory.from_reply(
                 report, server_round, self.clients.get(partition)
@@ -380,9 +429,17 @@ class StudentFedAvg(FedAvg):
         if metrics is None:
             return partition, None, "no metrics in the reply"
         arrays = reply.content.array_records.get(STUDENT_KEY)
-        planned = self.last_plan.get(partition, {}).get("steps")
+        plan = self.last_plan.get(partition, {})
+        teacher_budget = self.teacher_step_budget(partition)
         report, problem = check_reply(
-            arrays, metrics, self._sent, planned, self.declared_examples.get(partition)
+            arrays,
+            metrics,
+            self._sent,
+            plan.get("steps"),
+            self.declared_examples.get(partition),
+            None
+            if teacher_budget is None
+            else (teacher_budget, int(plan.get("teacher-restore-steps", 0))),
         )
         if report is not None and report.partition_id != partition:
             return partition, None, f"it names partition {report.partition_id}"

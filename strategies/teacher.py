@@ -20,6 +20,12 @@ the student matches a weak teacher early by learning the local labels, and
 on the benchmark federation (``bench/compare_strategies.py``, one seed) the
 global student then stayed 5-7 validation points below FedAvg's.
 
+With teacher federation (``teacher-federation=fedavg``) the same decisions
+apply in the K = ``teacher-fedavg-rounds`` federated rounds, where a chunk
+fine-tunes the received global adapters: :class:`TeacherOnce` gives
+``teacher-epochs`` in each of them, as every client fine-tunes the new average.
+After round K the global teacher is final and every budget is 0.
+
 Each policy has one decision method, :meth:`TeacherPolicy.decide`, and
 ``state()`` / ``load_state()`` (their decisions are functions of the client's
 memory, so the state is empty).
@@ -35,17 +41,25 @@ from strategies.memory import ClientMemory
 
 
 class TeacherPolicy:
-    """Base: ``epochs`` in a client's first round, nothing after (:class:`TeacherOnce`)."""
+    """Base: ``epochs`` in a client's first round, nothing after (:class:`TeacherOnce`).
+
+    ``federated_rounds``: K with teacher federation (0: local teachers).
+    """
 
     name = "once"
 
-    def __init__(self, epochs: float) -> None:
+    def __init__(self, epochs: float, federated_rounds: int = 0) -> None:
         self.epochs = epochs
+        self.federated_rounds = federated_rounds
 
     def decide(
         self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[float, str]:
         """``(epochs, reason)`` of teacher fine-tuning for ``partition`` this round."""
+        if self.federated_rounds:
+            if server_round > self.federated_rounds:
+                return 0.0, "the federated teacher is final"
+            return self.epochs, f"federated round {server_round} of {self.federated_rounds}"
         if client is None or client.teacher_total_steps == 0:
             return self.epochs, "first participation"
         return 0.0, "kept"
@@ -86,9 +100,14 @@ class SteeredTeacher(TeacherPolicy):
     name = "steered"
 
     def __init__(
-        self, max_epochs: float, chunk_epochs: float, min_delta: float, batch_size: int
+        self,
+        max_epochs: float,
+        chunk_epochs: float,
+        min_delta: float,
+        batch_size: int,
+        federated_rounds: int = 0,
     ) -> None:
-        super().__init__(max_epochs)
+        super().__init__(max_epochs, federated_rounds)
         self.chunk_epochs = chunk_epochs
         self.min_delta = min_delta
         self.batch_size = batch_size
@@ -96,6 +115,8 @@ class SteeredTeacher(TeacherPolicy):
     def decide(
         self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[float, str]:
+        if self.federated_rounds and server_round > self.federated_rounds:
+            return 0.0, "the federated teacher is final"
         if client is None or client.teacher_total_steps == 0:
             return min(self.chunk_epochs, self.epochs), "first chunk"
         done = teacher_epochs_done(client, self.batch_size)
@@ -116,11 +137,19 @@ TEACHER_POLICIES = {"once": TeacherPolicy, "steered": SteeredTeacher}
 def build_teacher_policy(config: Any) -> TeacherPolicy:
     """The ``teacher-policy`` of a ``RunConfig``."""
     policy, teacher = config.policy, config.teacher
+    federated = federated_teacher_rounds(config)
     if policy.teacher_policy == "steered":
         return SteeredTeacher(
             teacher.epochs,
             policy.teacher_chunk_epochs,
             policy.teacher_min_delta,
             teacher.batch_size,
+            federated,
         )
-    return TeacherPolicy(teacher.epochs)
+    return TeacherPolicy(teacher.epochs, federated)
+
+
+def federated_teacher_rounds(config: Any) -> int:
+    """K, the rounds whose teacher adapters are federated (0 with local teachers)."""
+    teacher = config.teacher
+    return int(teacher.fedavg_rounds) if teacher.federation == "fedavg" else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
@@ -69,3 +70,38 @@ def test_missing_partition_id_is_a_clear_error(shared_data: Path) -> None:
 
     with pytest.raises(ConfigError, match="--node-config"):
         ClientNode(_context(shared_data, node_config={}))
+
+
+def test_a_node_trains_its_teacher_budget_and_no_more(shared_data: Path) -> None:
+    """48 train rows, batch 16: 1 epoch is 3 steps. A node that lost its state trains
+    nothing without a restore budget, and with one rebuilds the same teacher."""
+    from client_app.node import ClientNode
+
+    def context() -> Context:
+        base = _context(shared_data)
+        run_config = {**dict(base.run_config), "teacher-cache": False, "teacher-epochs": 1.0}
+        return Context(
+            run_id=1,
+            node_id=7,
+            state=RecordDict(),
+            run_config=run_config,
+            node_config=base.node_config,
+        )
+
+    node = ClientNode(context())
+    first = node.teacher(1.0)
+    assert (first.steps_this_round, first.restore_steps, first.total_steps) == (3, 0, 3)
+    kept = node.teacher(0.0, restore_steps=3)  # it holds the 3 steps: nothing to restore
+    assert (kept.steps_this_round, kept.restore_steps, kept.total_steps) == (0, 0, 3)
+    assert kept.seconds_this_round == 0.0
+
+    restarted = context()  # the same node after a restart: its state is gone
+    lost = ClientNode(restarted)
+    with pytest.raises(RuntimeError, match="holds no teacher"):
+        lost.teacher(0.0)
+    assert not NodeState(restarted.state).arrays("teacher")  # refused before any training
+    rebuilt = lost.teacher(0.0, restore_steps=3)
+    assert (rebuilt.steps_this_round, rebuilt.restore_steps, rebuilt.total_steps) == (0, 3, 3)
+    np.testing.assert_allclose(rebuilt.val_logits, kept.val_logits, rtol=0, atol=1e-5)
+    more = lost.teacher(0.5)  # ceil(0.5 x 48 / 16) = 2 more steps, on top of the 3
+    assert (more.steps_this_round, more.restore_steps, more.total_steps) == (2, 0, 5)

@@ -52,8 +52,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[st
     base = {**GUIDED, "task": "tweeteval", "data-dir": str(shared_data / "tweeteval_sentiment")}
     root = tmp_path_factory.mktemp("resume")
     straight, grid = _run({**base, "num-server-rounds": 4}, root / "straight", None, 1)
-    # The same partitions (teachers cached in their state) under new node IDs each run,
-    # as after restarts: only the partition IDs tie a client to its checkpointed memory.
+    # The same partitions under new node IDs each run, as after restarts (their teachers in
+    # the disk cache, not in their state): only the partition IDs tie a client to its
+    # checkpointed memory.
     first, _ = _run({**base, "num-server-rounds": 2}, root / "first", grid, 2)
     resumed, _ = _run(
         {**base, "num-server-rounds": 4, "resume-from": str(first)}, root / "resumed", grid, 3
@@ -128,3 +129,25 @@ def test_resume_errors_are_one_line(
         switched = {**base, "num-server-rounds": 4, "resume-from": str(runs["first"]), key: value}
         with pytest.raises(ConfigError, match=f"{key}='{value}': the run in resume-from="):
             run_in_process({**switched, "results-dir": str(tmp_path / key)}, 3)
+
+
+def test_nodes_that_lost_their_teachers_rebuild_them_within_a_restore_budget(
+    runs: dict[str, Path],
+) -> None:
+    """A resumed run's nodes hold no teacher (their state belongs to the first run; the
+    disk cache is not their state): each client that had one is sent a restore budget
+    of the steps it had, once, and runs exactly those (the run still ends where the
+    uninterrupted one does: see the test above)."""
+    memory = json.loads((runs["first"] / "strategy.json").read_text())["clients"]
+    had = {p: int(c["teacher_total_steps"]) for p, c in memory.items()}
+    restored = {}
+    for record in read_rounds(runs["resumed"] / "rounds.jsonl")[3:]:
+        assert record["failures"] == []
+        budgets = record["teacher-restore-budgets"]
+        for client in record["clients"]:
+            partition = str(client["partition-id"])
+            assert client["teacher-restore-steps"] == budgets.get(partition, 0)
+            if budgets.get(partition):
+                assert budgets[partition] == had[partition] and partition not in restored
+                restored[partition] = budgets[partition]
+    assert restored  # the resumed rounds did meet lost teachers

@@ -20,7 +20,7 @@ from flwr.app import (
     RecordDict,
 )
 
-from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY
+from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY, teacher_steps
 from harness.inprocess import run_in_process, task_identity
 from server_app.results import read_rounds
 from server_app.teacher_federation import TeacherFederation, average_arrays
@@ -171,3 +171,49 @@ def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -
     assert state["teacher-federation"]["versions"]
     with np.load(run_dir / "checkpoint" / "student.npz") as arrays:
         assert any(name.startswith("teacher:") for name in arrays.files)
+
+
+def test_federated_teachers_train_the_budget_the_strategy_sent(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """llm-guided with federated adapters and teacher-max-steps: each federated round's
+    teacher budget is what the clients ran, the cap counts every chunk, and nothing is
+    trained once the global teacher is final."""
+    run_in_process(
+        {
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(tmp_path),
+            "num-server-rounds": 3,
+            "min-nodes": 2,
+            "max-train-rows": 120,
+            "server-val-rows": 60,
+            "test-rows": 60,
+            "teacher-epochs": 1.0,
+            "local-steps": 3,
+            "strategy": "llm-guided",
+            "selection": "all",
+            "steps-policy": "fixed",
+            "termination": "max-rounds",
+            "teacher-federation": "fedavg",
+            "teacher-fedavg-rounds": 2,
+            "teacher-max-steps": 4,  # 1 epoch of 48 rows is 3 steps: round 2 gets 1 more
+            "teacher-cache": False,
+        },
+        num_nodes=2,
+    )
+    (run_dir,) = tmp_path.iterdir()
+    rounds = read_rounds(run_dir / "rounds.jsonl")[1:]
+    assert [r["failures"] for r in rounds] == [[], [], []]
+    steps = {}
+    for record in rounds:
+        for client in record["clients"]:
+            part, rows = str(client["partition-id"]), client["num-examples"]
+            assert rows == 48
+            budget = teacher_steps(record["teacher-budgets"][part], rows, 16)
+            assert client["teacher-steps"] == budget
+            steps.setdefault(part, []).append(client["teacher-steps"])
+            assert client["teacher-total-steps"] == sum(steps[part])
+    assert steps == {"0": [3, 1, 0], "1": [3, 1, 0]}
+    assert all("capped at 4 steps" in r for r in rounds[1]["teacher-reasons"].values())
+    assert set(rounds[2]["teacher-reasons"].values()) == {"the federated teacher is final"}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 
+from config.messages import teacher_steps
 from harness.inprocess import task_identity
 from strategies import StudentFedAvg
 from strategies.robust import check_reply, clip_update
@@ -61,6 +63,38 @@ def test_a_missing_metric_is_a_reason_too() -> None:
     metrics = {k: v for k, v in GOOD.items() if k != "steps"}
     report, problem = check_reply(_arrays(), metrics, SENT, 7, 50)
     assert report is None and problem is not None and "'steps' is missing" in problem
+
+
+@pytest.mark.parametrize(
+    ("teacher", "reason"),
+    [
+        ({"teacher-steps": 4, "teacher-total-steps": 4}, None),
+        ({"teacher-steps": 5, "teacher-total-steps": 5}, "teacher-steps 5 is outside 0..4"),
+        ({"teacher-restore-steps": 9, "teacher-total-steps": 9}, None),
+        ({"teacher-restore-steps": 10, "teacher-total-steps": 10}, "outside 0..9"),
+        ({"teacher-steps": 4, "teacher-restore-steps": 9, "teacher-total-steps": 13}, None),
+        ({"teacher-steps": 3, "teacher-total-steps": 2}, "teacher-total-steps 2 is below"),
+    ],
+)
+def test_a_reply_may_not_report_more_teacher_steps_than_it_was_sent(
+    teacher: dict, reason: str | None
+) -> None:
+    """Budget (4 new steps, 9 to restore): more is refused, and so is a total below the run."""
+    report, problem = check_reply(_arrays(), {**GOOD, **teacher}, SENT, 7, 50, (4, 9))
+    if reason is None:
+        assert problem is None and report is not None
+    else:
+        assert report is None and problem is not None and reason in problem
+
+
+def test_the_client_and_the_server_count_teacher_steps_alike() -> None:
+    """ceil(epochs x rows / batch); 0 epochs is 0 steps; the budgets the policies round
+    down to 1e-4 epochs stay within the steps they were cut to."""
+    assert teacher_steps(2.0, 50, 16) == 7 and teacher_steps(0.0, 50, 16) == 0
+    assert teacher_steps(0.32, 50, 16) == 1  # a part-batch is one step
+    for left, rows in [(5, 37), (12, 240), (1, 1000)]:
+        epochs = math.floor(left * 16 / rows * 1e4) / 1e4
+        assert teacher_steps(epochs, rows, 16) <= left
 
 
 def test_clipping_scales_an_update_to_the_norm_and_leaves_small_ones() -> None:

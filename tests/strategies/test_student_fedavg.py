@@ -22,6 +22,7 @@ from flwr.app import (
 )
 
 from config import ConfigError, RunConfig
+from config.messages import TrainInstructions
 from harness.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
 from strategies.registry import check_strategy
@@ -147,7 +148,11 @@ def test_one_message_per_node_with_its_own_config() -> None:
     assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
     assert all(c["alpha"] == 0.5 and c["temperature"] == 2.0 for c in configs)
     assert len({id(c) for c in configs}) == 3  # a separate record per node
-    first = {"teacher-epochs": 2.0, "teacher-reason": "first participation"}
+    first = {
+        "teacher-epochs": 2.0,
+        "teacher-reason": "first participation",
+        "teacher-restore-steps": 0,
+    }
     own_shots = {"shots": 0, "shots-reason": "node setting"}  # built without a shots setting
     assert strategy.last_plan == {
         p: {"steps": 7, "reason": "fixed", **first, **own_shots} for p in (0, 1, 2)
@@ -304,3 +309,83 @@ def test_fedprox_sends_its_proximal_weight() -> None:
     plain.bind_nodes(PARTITIONS)
     (message,) = plain.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.0
+
+
+def _teacher_reply(node_id: int, **teacher: int) -> Message:
+    """A good reply of 48 examples whose metrics also report ``teacher`` (metric keys)."""
+    reply = _reply(node_id, [0.5, 0.5], 48)
+    metrics = dict(reply.content.metric_records["metrics"])
+    metrics.update({k.replace("_", "-"): v for k, v in teacher.items()})
+    reply.content["metrics"] = MetricRecord(metrics)
+    return reply
+
+
+def test_teacher_budgets_are_checked_and_a_lost_teacher_gets_a_restore_budget() -> None:
+    """48 rows, batch 16, 2 epochs: a first chunk of 6 steps and not one more. A node
+    that says it lost its teacher (or failed) may rebuild the 6 steps, and only then."""
+    strategy = _strategy(teacher_batch_size=16)
+    strategy.declare_examples({0: 48, 1: 48})
+    strategy.declare_teachers({0: 0, 1: 0})
+    _send(strategy, [10, 11])
+    assert {p: plan["teacher-restore-steps"] for p, plan in strategy.last_plan.items()} == {
+        0: 0,
+        1: 0,
+    }
+    strategy.aggregate_train(
+        1,
+        [
+            _teacher_reply(10, teacher_steps=6, teacher_total_steps=6),
+            _teacher_reply(11, teacher_steps=7, teacher_total_steps=7),
+        ],
+    )
+    [failure] = strategy.last_failures
+    assert failure["partition-id"] == 1 and "teacher-steps 7 is outside 0..6" in failure["reason"]
+    assert strategy.clients[0].teacher_total_steps == 6 and 1 not in strategy.clients
+
+    plan = strategy.plan_round(2, [0, 1])
+    assert (plan[0]["teacher-epochs"], plan[0]["teacher-restore-steps"]) == (0.0, 0)
+    assert (plan[1]["teacher-epochs"], plan[1]["teacher-restore-steps"]) == (2.0, 0)
+
+    strategy.declare_teachers({0: 0})  # its node restarted: the statistics reply says so
+    _send(strategy, [10])
+    assert strategy.last_plan[0]["teacher-restore-steps"] == 6
+    config = TrainInstructions.from_record(strategy._sent_messages[0].content["config"])
+    assert (config.teacher_epochs, config.teacher_restore_steps) == (0.0, 6)
+    too_much = _teacher_reply(10, teacher_restore_steps=12, teacher_total_steps=12)
+    strategy.aggregate_train(2, [too_much])
+    assert "teacher-restore-steps 12 is outside 0..6" in strategy.last_failures[0]["reason"]
+    _send(strategy, [10])  # still owed its restore: the failed reply proved nothing
+    assert strategy.last_plan[0]["teacher-restore-steps"] == 6
+    strategy.aggregate_train(
+        3, [_teacher_reply(10, teacher_restore_steps=6, teacher_total_steps=6)]
+    )
+    assert (
+        strategy.last_failures == []
+        and strategy.plan_round(4, [0])[0]["teacher-restore-steps"] == 0
+    )
+
+
+def test_federated_teachers_are_budgeted_each_federated_round_and_never_restored() -> None:
+    strategy = _strategy(teacher_batch_size=16, teacher_federated_rounds=2)
+    strategy.declare_examples({0: 48})
+    strategy.declare_teachers({0: 0})
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    for server_round, epochs, reason in [
+        (1, 2.0, "federated round 1 of 2"),
+        (2, 2.0, "federated round 2 of 2"),
+        (3, 0.0, "the federated teacher is final"),
+    ]:
+        list(strategy.configure_train(server_round, arrays, ConfigRecord({}), FakeGrid([10])))
+        plan = strategy.last_plan[0]
+        assert (plan["teacher-epochs"], plan["teacher-reason"]) == (epochs, reason)
+        assert plan["teacher-restore-steps"] == 0
+        steps = 6 if epochs else 0
+        total = 6 * min(server_round, 2)
+        strategy.aggregate_train(
+            server_round, [_teacher_reply(10, teacher_steps=steps, teacher_total_steps=total)]
+        )
+        assert strategy.last_failures == []
+    # After the federated rounds, a reply that fine-tuned anyway is refused.
+    list(strategy.configure_train(4, arrays, ConfigRecord({}), FakeGrid([10])))
+    strategy.aggregate_train(4, [_teacher_reply(10, teacher_steps=1, teacher_total_steps=13)])
+    assert "teacher-steps 1 is outside 0..0" in strategy.last_failures[0]["reason"]
