@@ -113,6 +113,43 @@ def test_a_token_from_a_saved_account_is_redacted_too(
     assert devices.redact(f"x {FAKE_TOKEN}") == f"x {FAKE_TOKEN}"
 
 
+def test_a_saved_account_token_reaches_no_log_error_or_file_of_a_run(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    shared_data: Path,
+) -> None:
+    """A federation on ``ibm:least-busy`` whose service refuses the saved account's token:
+    the run stops with one line, and the token is in no log line, error or results file."""
+    import qiskit_ibm_runtime
+
+    from harness.inprocess import run_in_process
+
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    saved = tmp_path / "account" / "qiskit-ibm.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps({"work": {"channel": "ibm_cloud", "token": FAKE_TOKEN}}))
+    monkeypatch.setattr(devices, "_SAVED_ACCOUNT", saved)
+    monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", _RefusingSavedService)
+    caplog.set_level(logging.DEBUG)
+    results = tmp_path / "results"
+    config = {
+        "task": "tweeteval",
+        "data-dir": str(shared_data / "tweeteval_sentiment"),
+        "results-dir": str(results),
+        "min-nodes": 2,
+        "max-train-rows": 60,
+        "device": "ibm:least-busy",
+        "optimizer": "spsa",
+    }
+    with pytest.raises(ConfigError) as err:
+        run_in_process(config, num_nodes=2)
+    assert "invalid token ***" in str(err.value) and "\n" not in str(err.value)
+    assert FAKE_TOKEN not in str(err.value) and FAKE_TOKEN not in caplog.text
+    written = [p for p in results.rglob("*") if p.is_file()] if results.exists() else []
+    assert not [p for p in written if FAKE_TOKEN in p.read_text(errors="replace")]
+
+
 @pytest.mark.parametrize(
     ("name", "kind", "differentiable"),
     [
