@@ -212,10 +212,10 @@ class ClientNode:
         RuntimeError
             When the node holds no teacher and was sent no steps to build one.
         """
-        held = self.held_teacher_steps
+        has_teacher, held = bool(self.store.arrays("teacher")), self.held_teacher_steps
         restore = restore_steps if held < restore_steps else 0
         steps = self.teacher_steps(epochs)
-        if not self.store.arrays("teacher") and restore == 0 and steps == 0:
+        if not has_teacher and restore == 0 and steps == 0:
             raise RuntimeError(
                 "this node holds no teacher (its state was lost) and was sent no steps to "
                 "build one; after this failure the server sends it a restore budget"

@@ -293,13 +293,15 @@ class StudentFedAvg(FedAvg):
         """Record the teacher steps each partition's node holds (its statistics reply)."""
         self.teacher_held.update({int(p): int(n) for p, n in held.items()})
 
-    def teacher_step_budget(self, partition: int) -> int | None:
-        """The most teacher steps client ``partition`` may report this round (None: unknown)."""
+    def teacher_step_budget(self, partition: int) -> tuple[int, int] | None:
+        """The most teacher steps client ``partition`` may report this round: ``(new
+        chunk, restore)``, from its plan and declared rows (None: unknown)."""
         rows = self.declared_examples.get(partition)
         plan = self.last_plan.get(partition)
         if rows is None or plan is None:
             return None
-        return teacher_steps(float(plan["teacher-epochs"]), rows, self.teacher_batch_size)
+        chunk = teacher_steps(float(plan["teacher-epochs"]), rows, self.teacher_batch_size)
+        return chunk, int(plan["teacher-restore-steps"])
 
     def reply_problem(self, reply: Message) -> str | None:
         """Why :meth:`aggregate_train` would refuse ``reply`` (None: it would not)."""
@@ -401,7 +403,6 @@ class StudentFedAvg(FedAvg):
                 self.teacher_held[int(failure["partition-id"])] = 0
         for partition, report in self.last_reports.items():
             self.teacher_held[partition] = report.teacher_total_steps
-        for partition, report in self.last_reports.items():
             self.clients[partition] = ClientMemory.from_reply(
                 report, server_round, self.clients.get(partition)
             )
@@ -429,17 +430,13 @@ class StudentFedAvg(FedAvg):
         if metrics is None:
             return partition, None, "no metrics in the reply"
         arrays = reply.content.array_records.get(STUDENT_KEY)
-        plan = self.last_plan.get(partition, {})
-        teacher_budget = self.teacher_step_budget(partition)
         report, problem = check_reply(
             arrays,
             metrics,
             self._sent,
-            plan.get("steps"),
+            self.last_plan.get(partition, {}).get("steps"),
             self.declared_examples.get(partition),
-            None
-            if teacher_budget is None
-            else (teacher_budget, int(plan.get("teacher-restore-steps", 0))),
+            self.teacher_step_budget(partition),
         )
         if report is not None and report.partition_id != partition:
             return partition, None, f"it names partition {report.partition_id}"

@@ -133,22 +133,29 @@ def test_what_the_server_sends_each_round(as_superlink: None) -> None:
     assert [TEACHER_KEY in m.content.array_records for m in sent] == [False, True]
 
 
+def _small_fedavg(results: Path, shared_data: Path) -> dict[str, object]:
+    """Two TweetEval clients of 48 train rows, federated adapters, no disk cache."""
+    return {
+        "task": "tweeteval",
+        "data-dir": str(shared_data / "tweeteval_sentiment"),
+        "results-dir": str(results),
+        "min-nodes": 2,
+        "max-train-rows": 120,
+        "server-val-rows": 60,
+        "test-rows": 60,
+        "teacher-epochs": 1.0,
+        "local-steps": 3,
+        "teacher-federation": "fedavg",
+        "teacher-cache": False,
+    }
+
+
 def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -> None:
     run_in_process(
         {
-            "task": "tweeteval",
-            "data-dir": str(shared_data / "tweeteval_sentiment"),
-            "results-dir": str(tmp_path),
+            **_small_fedavg(tmp_path, shared_data),
             "num-server-rounds": 2,
-            "min-nodes": 2,
-            "max-train-rows": 120,
-            "server-val-rows": 60,
-            "test-rows": 60,
-            "teacher-epochs": 1.0,
-            "local-steps": 3,
-            "teacher-federation": "fedavg",
             "teacher-fedavg-rounds": 1,
-            "teacher-cache": False,
         },
         num_nodes=2,
     )
@@ -181,24 +188,14 @@ def test_federated_teachers_train_the_budget_the_strategy_sent(
     trained once the global teacher is final."""
     run_in_process(
         {
-            "task": "tweeteval",
-            "data-dir": str(shared_data / "tweeteval_sentiment"),
-            "results-dir": str(tmp_path),
+            **_small_fedavg(tmp_path, shared_data),
             "num-server-rounds": 3,
-            "min-nodes": 2,
-            "max-train-rows": 120,
-            "server-val-rows": 60,
-            "test-rows": 60,
-            "teacher-epochs": 1.0,
-            "local-steps": 3,
             "strategy": "llm-guided",
             "selection": "all",
             "steps-policy": "fixed",
             "termination": "max-rounds",
-            "teacher-federation": "fedavg",
             "teacher-fedavg-rounds": 2,
             "teacher-max-steps": 4,  # 1 epoch of 48 rows is 3 steps: round 2 gets 1 more
-            "teacher-cache": False,
         },
         num_nodes=2,
     )
