@@ -7,7 +7,10 @@ server steers and plots by its validation split; every figure below is
 accuracy on the same test rows, read once per model:
 
 - majority: the test rows' majority-class rate;
-- teacher_test: each client's fine-tuned LoRA teacher on the test rows, mean over clients;
+- teacher_test: each client's fine-tuned LoRA teacher on the test rows, mean over clients
+  (with ``teacher-federation=fedavg`` every client distils from the one federated teacher,
+  so this is that teacher);
+- teacher_val: the same teachers on the server's validation rows (what levers are chosen by);
 - probe: the teacher's ceiling without fine-tuning: logistic regression on the frozen
   encoder's whole mean-pooled, L2-normalised embedding of every client's train rows
   pooled, its regularisation chosen on the server's validation rows;
@@ -23,7 +26,8 @@ accuracy on the same test rows, read once per model:
 
     python bench/quality.py                          # both shared datasets, seeds 1 2 3
     python bench/quality.py --task tweeteval --data-dir DIR --seeds 1   # any folder
-    python bench/quality.py --set teacher-head=probe teacher-keep-best=true  # a lever
+    python bench/quality.py --set teacher-head=cls                  # a lever switched
+    python bench/quality.py --variants student student_ce          # fewer federations
 
 Ends with one ``RESULT dataset=<name> <key>=<mean> <key>_sd=<sd> ...`` line per dataset.
 """
@@ -57,6 +61,7 @@ COLUMNS = [
     "majority",
     "probe",
     "teacher_test",
+    "teacher_val",
     "student",
     "student_ce",
     "student_pca",
@@ -105,8 +110,8 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
     grid: InProcessGrid | None = None
     figures: dict[str, float] = {}
     runs = {}
-    for name, overrides in VARIANTS.items():
-        grid, runs[name] = _run({**base, **overrides}, args.clients, grid)
+    for name in args.variants:
+        grid, runs[name] = _run({**base, **VARIANTS[name]}, args.clients, grid)
         figures[name] = float(_summary(runs[name])["final-test"]["accuracy"])
     assert grid is not None
     nodes = [ClientNode(context) for context in grid.contexts.values()]
@@ -115,13 +120,17 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
     test = embed_split(config, test_rows, "test")
     figures["majority"] = test.majority_rate
     figures["teacher_test"] = float(np.mean([_teacher_accuracy(n, test_rows) for n in nodes]))
+    figures["teacher_val"] = float(np.mean([_teacher_accuracy(n, val_rows) for n in nodes]))
     train_x = np.concatenate([n.features()[0] for n in nodes])
     train_y = np.concatenate([n.splits[0].labels for n in nodes])
     val = embed_split(config, val_rows, "validation")
     figures["probe"] = _probe(train_x, train_y, val, test)
-    figures["logreg"] = _logreg_on_projection(runs["student"], train_x, train_y, test)
-    figures["logreg_pca"] = _logreg_on_projection(runs["student_pca"], train_x, train_y, test)
-    print(f"{task} seed {seed}: " + " ".join(f"{c}={figures[c]:.3f}" for c in COLUMNS), flush=True)
+    if "student" in runs:
+        figures["logreg"] = _logreg_on_projection(runs["student"], train_x, train_y, test)
+    if "student_pca" in runs:
+        figures["logreg_pca"] = _logreg_on_projection(runs["student_pca"], train_x, train_y, test)
+    shown = [c for c in COLUMNS if c in figures]
+    print(f"{task} seed {seed}: " + " ".join(f"{c}={figures[c]:.3f}" for c in shown), flush=True)
     return figures
 
 
@@ -181,6 +190,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--teacher-epochs", type=float, default=2.0)
     parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="student federations to run (the teacher and probe columns come with any)",
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="more run-config settings"
     )
     args = parser.parse_args()
@@ -199,10 +215,12 @@ def main() -> None:
                 statistics.stdev(f[c] for f in per_seed) if len(per_seed) > 1 else 0.0,
             )
             for c in COLUMNS
+            if c in per_seed[0]
         }
+    columns = list(next(iter(table.values())))
     print(f"\nmeans ± sd over seeds {args.seeds}, accuracy on the same test rows")
-    print("| dataset | " + " | ".join(COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 1) + "|")
+    print("| dataset | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for name, row in table.items():
         cells = " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in row.values())
         print(f"| {name} | {cells} |")

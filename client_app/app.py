@@ -154,6 +154,7 @@ def train(msg: Message, context: Context) -> Message:
         teacher_val_loss=teacher.val_loss,
         teacher_val_accuracy=teacher.val_accuracy,
         teacher_untrained_val_loss=teacher.untrained_val_loss,
+        probe_val_accuracy=node.probe_val_accuracy(),
         teacher_train_loss=teacher_train_loss,
         student_train_loss=fit["train_loss"],
         teacher_seconds=slow * teacher.seconds_this_round,

@@ -36,6 +36,7 @@ from llm.teacher import (
     finetune_teacher,
     load_trainable_arrays,
     pooled_embeddings,
+    probe_accuracy,
 )
 from quantum.executor import Executor
 from quantum.student import QuantumStudent, build_student
@@ -182,6 +183,18 @@ class ClientNode:
             self.store.put_arrays("features", stored)
             self.seconds["embed"] = time.perf_counter() - started
         return stored["train"], stored["val"]
+
+    def probe_val_accuracy(self) -> float:
+        """A linear probe of the frozen embeddings on the validation rows; computed once."""
+        numbers = self.store.numbers()
+        if "probe-val-accuracy" not in numbers:
+            (train_x, val_x), (train, val) = self.features(), self.splits
+            accuracy = probe_accuracy(
+                (train_x, train.labels), (val_x, val.labels), train.num_classes
+            )
+            self.store.put_numbers(**{"probe-val-accuracy": accuracy})
+            return accuracy
+        return float(numbers["probe-val-accuracy"])
 
     def _teacher_seed(self) -> int:
         # Federated adapters must start alike on every client; local ones differ.

@@ -157,7 +157,9 @@ class TrainReport(_MetricReport):
     they took; ``teacher_steps`` the teacher's fine-tuning steps in this message
     (its new chunk), ``teacher_restore_steps`` the steps it ran to rebuild a
     teacher it had lost, and ``teacher_total_steps`` all the teacher it holds
-    has had.
+    has had. ``probe_val_accuracy`` is a logistic-regression probe of the frozen
+    base's embeddings of the client's train rows, on its validation rows: the
+    teacher's yardstick.
     """
 
     partition_id: int = _metric("partition-id")
@@ -171,6 +173,7 @@ class TrainReport(_MetricReport):
     teacher_val_loss: float = _metric("teacher-val-loss", math.nan)
     teacher_val_accuracy: float = _metric("teacher-val-accuracy", math.nan)
     teacher_untrained_val_loss: float = _metric("teacher-untrained-val-loss", math.nan)
+    probe_val_accuracy: float = _metric("probe-val-accuracy", math.nan)
     teacher_train_loss: float = _metric("teacher-train-loss", math.nan)
     student_train_loss: float = _metric("student-train-loss", math.nan)
     teacher_seconds: float = _metric("teacher-seconds", 0.0)

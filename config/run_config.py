@@ -222,6 +222,18 @@ class TeacherConfig:
         "Keep the teacher of the epoch (the start included) with the lowest local validation "
         "loss, not the last.",
     )
+    class_weights: bool = _key(
+        "teacher-class-weights",
+        False,
+        "Weigh the teacher's cross-entropy by the inverse class frequency of the client's "
+        "train rows (for imbalanced tasks).",
+    )
+    warmup: float = _key(
+        "teacher-warmup",
+        0.0,
+        "Share of each fine-tuning call's steps over which the learning rate rises linearly "
+        "from 0 (0 = none).",
+    )
     cache: bool = _key(
         "teacher-cache",
         True,
@@ -242,6 +254,7 @@ class TeacherConfig:
         )
         _positive(self, "epochs", "lr")
         check(0 <= self.lora_dropout < 1, "lora-dropout", self.lora_dropout, "must be in [0, 1)")
+        check(0 <= self.warmup < 1, "teacher-warmup", self.warmup, "must be in [0, 1)")
         check_choice("peft-method", self.peft_method, PEFT_METHODS)
         check_choice("teacher-federation", self.federation, TEACHER_FEDERATIONS)
         check_choice("teacher-head", self.head, TEACHER_HEADS)

@@ -163,6 +163,11 @@ class PooledClassifier(torch.nn.Module):
         return SequenceClassifierOutput(logits=self.classifier(pooled.to(self.classifier.weight)))
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (what the probe and the probe head read)."""
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+
 #: Inverse regularisation strengths tried for the probe, best on the validation rows kept.
 PROBE_CS = (0.3, 1.0, 3.0, 10.0, 30.0)
 
@@ -181,9 +186,6 @@ def probe_head(
     of zero and a bias far below the others (never predicted).
     """
     from sklearn.linear_model import LogisticRegression
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
 
     fits = [LogisticRegression(C=c, max_iter=3000).fit(unit(train_x), train_y) for c in PROBE_CS]
     seen = fits[0].classes_
@@ -207,6 +209,16 @@ def probe_head(
     else:
         weight[seen], bias[seen] = best.coef_, best.intercept_
     return weight, bias
+
+
+def probe_accuracy(
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int
+) -> float:
+    """Validation accuracy of :func:`probe_head` fitted on ``train`` (features, labels):
+    the yardstick a fine-tuned teacher should beat."""
+    weight, bias = probe_head(train[0], train[1], val[0], val[1], num_classes)
+    predicted = (unit(val[0]) @ weight.T + bias).argmax(axis=1)
+    return float((predicted == val[1]).mean()) if len(val[1]) else math.nan
 
 
 @torch.no_grad()
@@ -468,12 +480,23 @@ def _train_steps(
 ) -> None:
     """``span = (start_step, steps)`` AdamW steps of cross-entropy on ``rows[0]``.
 
+    ``teacher-warmup``: the learning rate rises linearly over that share of the
+    steps; ``teacher-class-weights``: the loss weighs classes by
+    :func:`class_weights`.
+
     One log line per epoch completed; with ``best``, the validation loss on
     ``rows[1]`` after each epoch and after the last step updates it.
     """
     (train, val), (start_step, steps) = rows, span
     started = time.perf_counter()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    warmup = math.ceil(cfg.warmup * steps)
+    schedule = (
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup))
+        if warmup
+        else None
+    )
+    weight = class_weights(train) if cfg.class_weights else None
     per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
     model.train()
     losses: list[float] = []
@@ -481,10 +504,15 @@ def _train_steps(
     for step, picked in enumerate(batches, start=start_step + 1):
         enc = encode(tokenizer, [train.texts[i] for i in picked], cfg.max_length, _device(model))
         logits = model(**enc).logits.float()
-        loss = F.cross_entropy(logits, torch.as_tensor(train.labels[picked], device=logits.device))
+        targets = torch.as_tensor(train.labels[picked], device=logits.device)
+        loss = F.cross_entropy(
+            logits, targets, weight=None if weight is None else weight.to(logits.device)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(float(loss.detach()))
         if step % per_epoch == 0:
             logger.info(
@@ -502,6 +530,15 @@ def _train_steps(
             if val_loss < best.loss:
                 best.loss, best.step, best.arrays = val_loss, step, trainable_arrays(model)
             model.train()
+
+
+def class_weights(rows: TextDataset) -> torch.Tensor:
+    """Inverse class frequency, ``rows / (classes * count)``; an absent class weighs 0."""
+    counts = np.bincount(rows.labels, minlength=rows.num_classes).astype(np.float64)
+    present = counts > 0
+    weight = np.zeros(rows.num_classes)
+    weight[present] = len(rows) / (present.sum() * counts[present])
+    return torch.as_tensor(weight, dtype=torch.float32)
 
 
 def _device(model: Any) -> torch.device:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -16,6 +17,7 @@ from server_app.preflight import preflight
 from server_app.results import ResultsWriter
 from server_app.round_record import summary_record
 from server_app.setup import evaluate_global, set_up
+from server_app.teacher_report import teacher_summary
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,13 @@ def main(grid: Grid, context: Context) -> None:
     # The mean of the last rounds' students was never scored on the validation split: score it.
     final_val = evaluate_global(fed.student, final, fed.data.val) if averaged else None
     test = evaluate_global(fed.student, final, fed.data.test)  # the one read of the test rows
+    teacher = teacher_summary(
+        config,
+        writer.rounds,
+        fed.teachers.global_arrays if fed.teachers is not None else None,
+        fed.data.val_rows,
+        fed.data.test_rows,
+    )
     summary = summary_record(
         writer.rounds,
         strategy=type(fed.strategy).__name__,
@@ -72,21 +81,30 @@ def main(grid: Grid, context: Context) -> None:
         total_seconds=time.perf_counter() - fed.started,
         server_embed_seconds=fed.server_embed_seconds,
         test_embed_seconds=fed.data.test_embed_seconds,
+        teacher=teacher,
     )
     writer.write_summary(summary)
     logger.info(
-        "run %s after %d rounds (%s): %stest acc %.3f (majority %.3f), validation acc %.3f -> "
-        "%.3f; results in %s",
+        "run %s after %d rounds (%s): %stest acc %.3f, %s (majority %.3f); validation acc "
+        "%.3f -> %.3f; results in %s",
         summary["status"],
         summary["rounds"],
         summary["stop-reason"],
         _final_name(final_round, averaged),
         summary["final-test"]["accuracy"],
+        _teacher_words(teacher),
         summary["test-majority-rate"],
         summary["initial-val"]["accuracy"],
         summary["final-val"]["accuracy"],
         writer.path,
     )
+
+
+def _teacher_words(teacher: dict[str, Any]) -> str:
+    """How the final line names the teacher's accuracy (test where the server holds it)."""
+    if teacher["test-accuracy"] is not None:
+        return f"federated teacher {teacher['test-accuracy']:.3f}"
+    return f"local teachers {teacher['clients-val-accuracy']:.3f} on their clients' validation rows"
 
 
 def _final_name(final_round: int, averaged: list[int]) -> str:

@@ -135,6 +135,7 @@ SAME_ON_RESUME = (
     "peft-method",
     "teacher-federation",
     "teacher-fedavg-rounds",
+    "teacher-head",
     # the student's arrays
     "n-qubits",
     "n-layers",

@@ -157,6 +157,7 @@ def summary_record(
     total_seconds: float,
     server_embed_seconds: float,
     test_embed_seconds: float = 0.0,
+    teacher: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``summary.json``: the run's outcome and its totals over ``rounds``.
 
@@ -166,6 +167,7 @@ def summary_record(
     the round whose global student the run ended with (-1: the last);
     ``final_val`` its validation figures where it is no round's student (the
     mean of the students of ``averaged_rounds``, ``final-model=average``).
+    ``teacher`` is what :func:`server_app.teacher_report.teacher_summary` found.
     """
     clients = [c for r in rounds for c in r["clients"]]
     final = next((r for r in rounds if r["round"] == final_round), rounds[-1])
@@ -179,6 +181,7 @@ def summary_record(
         "final-val": dict(final_val) if final_val is not None else final["val"],
         "averaged-rounds": list(averaged_rounds),
         "final-test": {"loss": test["loss"], "accuracy": test["accuracy"]},
+        "teacher": dict(teacher) if teacher is not None else None,
         "val-majority-rate": val_split["majority-rate"],
         "test-majority-rate": test["majority-rate"],
         "val-rows": val_split["rows"],

@@ -74,7 +74,8 @@ class ServerData:
         self.config = config
         self.test_embed_seconds = 0.0
         source = DataSource.from_config(config.data)
-        val_rows, self._test_rows = server_datasets(source, config.data, config.federation.seed)
+        val_rows, self.test_rows = server_datasets(source, config.data, config.federation.seed)
+        self.val_rows = val_rows
         logger.info(
             "data: %s, %d classes; server validation %d rows (%s), test %d rows (scored at "
             "the end); embedding the validation rows with the frozen %s",
@@ -82,7 +83,7 @@ class ServerData:
             val_rows.num_classes,
             len(val_rows),
             "the task's own" if source.has_split("validation") else "carved from train",
-            len(self._test_rows),
+            len(self.test_rows),
             config.teacher.model,
         )
         self.val = embed_split(config, val_rows, "val")
@@ -91,7 +92,7 @@ class ServerData:
     def test(self) -> ServerSplit:
         """The test rows (embedded on first use; the seconds go to ``test_embed_seconds``)."""
         started = time.perf_counter()
-        split = embed_split(self.config, self._test_rows, "test")
+        split = embed_split(self.config, self.test_rows, "test")
         self.test_embed_seconds = time.perf_counter() - started
         return split
 

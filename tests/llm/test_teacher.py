@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,14 @@ import pytest
 from config.errors import ConfigError
 from config.run_config import TeacherConfig
 from llm.models import load_tokenizer
-from llm.teacher import PROBE_CS, finetune_teacher, logit_metrics, pooled_embeddings, probe_head
+from llm.teacher import (
+    PROBE_CS,
+    class_weights,
+    finetune_teacher,
+    logit_metrics,
+    pooled_embeddings,
+    probe_head,
+)
 from tasks.datasets import TextDataset
 
 
@@ -134,3 +142,24 @@ def test_keep_best_never_ends_above_the_start(shared_data: Any) -> None:
     out = finetune_teacher(train, val, config, seed=0, epochs=2.0)
     assert out.steps == 6
     assert out.val_loss <= out.untrained_val_loss + 1e-6
+
+
+def test_class_weights_are_inverse_frequencies() -> None:
+    rows = TextDataset(["x"] * 8, np.array([0, 0, 0, 0, 0, 0, 1, 1]), 3, "toy")
+    # 8 rows over the 2 classes present: 8 / (2 * 6) and 8 / (2 * 2); class 2 is absent.
+    assert class_weights(rows).tolist() == pytest.approx([8 / 12, 2.0, 0.0])
+
+
+def test_class_weights_and_warmup_change_the_fine_tuning(tiny_model_dir: str) -> None:
+    """Each lever changes the teacher, and a warm-up moves the weights less at first."""
+    train = _toy(24).subset(np.r_[np.arange(0, 24, 3), np.arange(1, 24, 3), [2, 5]])
+    base = TeacherConfig(model=tiny_model_dir, lr=5e-3, batch_size=8, max_length=16, lora_r=4)
+    start = finetune_teacher(train, _toy(6), base, seed=0, steps=0).arrays
+
+    def moved(config: TeacherConfig) -> float:
+        arrays = finetune_teacher(train, _toy(6), config, seed=0, steps=2).arrays
+        return sum(float(np.abs(arrays[k] - start[k]).sum()) for k in start)
+
+    plain = moved(base)
+    assert moved(replace(base, class_weights=True)) != pytest.approx(plain)
+    assert moved(replace(base, warmup=0.9)) < plain  # steps at lr/2 and lr, not lr and lr

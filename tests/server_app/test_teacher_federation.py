@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +21,15 @@ from flwr.app import (
     RecordDict,
 )
 
+from client_app.node import ClientNode
 from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY, teacher_steps
 from harness.inprocess import run_in_process, task_identity
+from llm.teacher import logit_metrics, predict_logits
 from server_app.results import read_rounds
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies import StudentFedAvg
+from tasks.datasets import DataSource
+from tasks.splits import server_datasets
 
 
 @pytest.fixture()
@@ -150,15 +155,22 @@ def _small_fedavg(results: Path, shared_data: Path) -> dict[str, object]:
     }
 
 
-def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -> None:
-    run_in_process(
-        {
-            **_small_fedavg(tmp_path, shared_data),
-            "num-server-rounds": 2,
-            "teacher-fedavg-rounds": 1,
-        },
-        num_nodes=2,
-    )
+def test_a_two_round_federation_of_adapters(
+    tmp_path: Path, shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app_logger = logging.getLogger("server_app.app")
+    app_logger.addHandler(caplog.handler)  # seen even where a run's logging set-up
+    try:  # stops propagation
+        grid = run_in_process(
+            {
+                **_small_fedavg(tmp_path, shared_data),
+                "num-server-rounds": 2,
+                "teacher-fedavg-rounds": 1,
+            },
+            num_nodes=2,
+        )
+    finally:
+        app_logger.removeHandler(caplog.handler)
     (run_dir,) = tmp_path.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
@@ -178,6 +190,22 @@ def test_a_two_round_federation_of_adapters(tmp_path: Path, shared_data: Path) -
     assert state["teacher-federation"]["versions"]
     with np.load(run_dir / "checkpoint" / "student.npz") as arrays:
         assert any(name.startswith("teacher:") for name in arrays.files)
+    # The summary and the final line give the global teacher's test accuracy, scored by
+    # the server; each client, which loaded the same final average, scores it alike.
+    teacher = summary["teacher"]
+    node = ClientNode(next(iter(grid.contexts.values())))
+    _, test_rows = server_datasets(
+        DataSource.from_config(node.config.data), node.config.data, node.config.federation.seed
+    )
+    model, tokenizer = node.teacher_model()
+    cfg = node.config.teacher
+    logits = predict_logits(model, tokenizer, test_rows.texts, cfg.max_length, 8)
+    assert teacher["test-accuracy"] == pytest.approx(logit_metrics(logits, test_rows.labels)[1])
+    assert 0.0 <= teacher["val-accuracy"] <= 1.0 and teacher["federation"] == "fedavg"
+    assert set(teacher["per-client"]) == {"0", "1"}
+    assert all(0.0 <= c["probe-val-accuracy"] <= 1.0 for c in teacher["per-client"].values())
+    final_line = next(r.getMessage() for r in caplog.records if "after 2 rounds" in r.getMessage())
+    assert f"federated teacher {teacher['test-accuracy']:.3f}" in final_line
 
 
 def test_federated_teachers_train_the_budget_the_strategy_sent(

@@ -1,0 +1,91 @@
+"""Whether distillation had something to give: the teacher beside the student.
+
+At the end of a run the summary gives, next to the student's figures:
+
+- each client's last reported teacher and linear-probe accuracy on its own
+  validation rows (the probe: logistic regression on the frozen base's
+  embeddings of its train rows, the ceiling fine-tuning has to beat), and
+  which clients' teachers ended below their probe (one warning line names them);
+- with ``teacher-federation=fedavg``, where the server holds the one global
+  teacher every client distils from, that teacher's accuracy on the server's
+  validation rows and, read once like the student's, on the test rows. Local
+  teachers stay on their clients, so their test accuracy is not known here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from config.messages import TRAIN_KEYS
+from config.run_config import RunConfig
+from llm.teacher import build_teacher_model, load_trainable_arrays, logit_metrics, predict_logits
+from tasks.datasets import TextDataset
+
+logger = logging.getLogger(__name__)
+
+
+def clients_teacher(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each client's last reported teacher and probe validation accuracy, and their means."""
+    last: dict[int, Mapping[str, Any]] = {}
+    for record in rounds[1:]:
+        for client in record["clients"]:
+            last[int(client["partition-id"])] = client
+    teacher_key, probe_key = TRAIN_KEYS["teacher_val_accuracy"], TRAIN_KEYS["probe_val_accuracy"]
+    teacher = {p: float(c.get(teacher_key, math.nan)) for p, c in sorted(last.items())}
+    probe = {p: float(c.get(probe_key, math.nan)) for p, c in sorted(last.items())}
+    below = [p for p in teacher if teacher[p] < probe[p]]  # NaN compares False: not below
+    return {
+        "clients-val-accuracy": _mean(teacher.values()),
+        "clients-probe-val-accuracy": _mean(probe.values()),
+        "below-probe": below,
+        "per-client": {
+            str(p): {"val-accuracy": teacher[p], "probe-val-accuracy": probe[p]} for p in teacher
+        },
+    }
+
+
+def _mean(values: Any) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def global_teacher_accuracy(
+    config: RunConfig, arrays: Mapping[str, np.ndarray], rows: TextDataset
+) -> float:
+    """The federated teacher (its pooled adapters and head) scored on ``rows``."""
+    cfg = config.teacher
+    model, tokenizer = build_teacher_model(cfg, rows.num_classes, config.federation.seed)
+    load_trainable_arrays(model, dict(arrays))
+    logits = predict_logits(model, tokenizer, rows.texts, cfg.max_length, cfg.embed_batch_size)
+    return logit_metrics(logits, rows.labels)[1]
+
+
+def teacher_summary(
+    config: RunConfig,
+    rounds: Sequence[Mapping[str, Any]],
+    global_arrays: Mapping[str, np.ndarray] | None,
+    val_rows: TextDataset,
+    test_rows: TextDataset,
+) -> dict[str, Any]:
+    """``summary.json``'s ``teacher``; warns once when teachers ended below their probe."""
+    summary: dict[str, Any] = {"federation": config.teacher.federation, **clients_teacher(rounds)}
+    if global_arrays is not None:
+        summary["val-accuracy"] = global_teacher_accuracy(config, global_arrays, val_rows)
+        summary["test-accuracy"] = global_teacher_accuracy(config, global_arrays, test_rows)
+    else:
+        summary["val-accuracy"] = summary["test-accuracy"] = None
+    if summary["below-probe"]:
+        logger.warning(
+            "the teacher of client(s) %s ended below a linear probe of its frozen encoder on "
+            "its validation rows (mean %.3f against %.3f): distillation has little to give; "
+            "try teacher-head=probe, teacher-federation=fedavg or more teacher-epochs",
+            ", ".join(str(p) for p in summary["below-probe"]),
+            summary["clients-val-accuracy"],
+            summary["clients-probe-val-accuracy"],
+        )
+    return summary

@@ -1,0 +1,64 @@
+"""The run says whether distillation had something to give (server_app/teacher_report.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+
+from config.run_config import RunConfig
+from llm.teacher import probe_accuracy, probe_head, unit
+from server_app.teacher_report import clients_teacher, teacher_summary
+from tasks.datasets import TextDataset
+
+
+def _client(partition: int, teacher: float, probe: float) -> dict[str, float]:
+    return {"partition-id": partition, "teacher-val-accuracy": teacher, "probe-val-accuracy": probe}
+
+
+ROUNDS = [
+    {"round": 0, "clients": [{"partition-id": 0}, {"partition-id": 1}]},
+    {"round": 1, "clients": [_client(0, 0.50, 0.60), _client(1, 0.70, 0.60)]},
+    {"round": 2, "clients": [_client(1, 0.72, 0.60)]},  # client 0 sat this round out
+]
+
+
+def test_each_clients_last_report_is_read_and_those_below_their_probe_named() -> None:
+    found = clients_teacher(ROUNDS)
+    assert found["below-probe"] == [0]
+    assert found["per-client"]["0"] == {"val-accuracy": 0.50, "probe-val-accuracy": 0.60}
+    assert found["per-client"]["1"]["val-accuracy"] == 0.72
+    assert found["clients-val-accuracy"] == pytest.approx((0.50 + 0.72) / 2)
+    assert found["clients-probe-val-accuracy"] == pytest.approx(0.60)
+
+
+def test_one_warning_line_when_a_teacher_ends_below_its_probe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = RunConfig.from_flat({})
+    rows = TextDataset(["a"], np.array([0]), 2, "unused")
+    with caplog.at_level(logging.WARNING):
+        summary = teacher_summary(config, ROUNDS, None, rows, rows)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "client(s) 0 ended below a linear probe" in warnings[0]
+    assert summary["test-accuracy"] is None  # local teachers stay on their clients
+    caplog.clear()
+    level = [ROUNDS[0], {"round": 1, "clients": [_client(0, 0.6, 0.6), _client(1, 0.8, 0.6)]}]
+    with caplog.at_level(logging.WARNING):
+        assert teacher_summary(config, level, None, rows, rows)["below-probe"] == []
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_the_probe_accuracy_is_the_probe_heads_argmax() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8))
+    labels = rng.integers(0, 3, size=120)
+    x = centres[labels] + 0.8 * rng.normal(size=(120, 8))
+    train, val = (x[:90], labels[:90]), (x[90:], labels[90:])
+    weight, bias = probe_head(*train, *val, 3)
+    expected = float(((unit(val[0]) @ weight.T + bias).argmax(1) == val[1]).mean())
+    assert probe_accuracy(train, val, 3) == expected
+    assert expected > 0.6  # well-separated centres: far above a third
+    assert math.isnan(probe_accuracy(train, (x[:0], labels[:0]), 3))
