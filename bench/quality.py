@@ -69,7 +69,7 @@ COLUMNS = [
     "logreg",
     "logreg_pca",
 ]
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "student": {"projection": "linear"},
     "student_ce": {"projection": "linear", "alpha": 0.0},
     "student_pca": {"projection": "pca"},
@@ -119,8 +119,13 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
     val_rows, test_rows = server_datasets(DataSource.from_config(config.data), config.data, seed)
     test = embed_split(config, test_rows, "test")
     figures["majority"] = test.majority_rate
-    figures["teacher_test"] = float(np.mean([_teacher_accuracy(n, test_rows) for n in nodes]))
-    figures["teacher_val"] = float(np.mean([_teacher_accuracy(n, val_rows) for n in nodes]))
+    teacher = _summary(runs[args.variants[0]]).get("teacher") or {}
+    if teacher.get("test-accuracy") is not None:  # the federated teacher, scored by the server
+        figures["teacher_test"] = float(teacher["test-accuracy"])
+        figures["teacher_val"] = float(teacher["val-accuracy"])
+    else:
+        figures["teacher_test"] = float(np.mean([_teacher_accuracy(n, test_rows) for n in nodes]))
+        figures["teacher_val"] = float(np.mean([_teacher_accuracy(n, val_rows) for n in nodes]))
     train_x = np.concatenate([n.features()[0] for n in nodes])
     train_y = np.concatenate([n.splits[0].labels for n in nodes])
     val = embed_split(config, val_rows, "validation")
@@ -180,7 +185,9 @@ def _logreg_on_projection(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["tweeteval", "genomic"], default=None)
-    parser.add_argument("--data-dir", default="", help="a folder in the task's layout")
+    parser.add_argument(
+        "--data-dir", default="", help="a folder in the task's layout (default: the shared one)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
@@ -202,7 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("LLMQFL_CACHE_DIR", tempfile.mkdtemp(prefix="quality-cache-"))
     if args.task:
-        datasets = {args.task: (args.task, Path(args.data_dir) if args.data_dir else None)}
+        folder = Path(args.data_dir) if args.data_dir else DATASETS[args.task][1]
+        datasets = {args.task: (args.task, folder)}
     else:
         datasets = dict(DATASETS)
     table = {}
