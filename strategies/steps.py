@@ -147,6 +147,11 @@ class BanditSteps(StepPolicy):
     they took. Untried budgets are tried first (smallest first), then the
     best mean reward is exploited, except with probability ``epsilon``, when a
     random budget is tried; the draw is seeded by (seed, round, node).
+
+    A reply's reward goes to the arm picked for that client and round, even when
+    a time-aware cap or a deadline cut the steps it ran: the reward is what
+    picking that arm bought under the caps in force, and an arm that is always
+    cut still counts as tried.
     """
 
     name = "bandit"
@@ -167,13 +172,15 @@ class BanditSteps(StepPolicy):
         self.counts = {a: 0 for a in self.arms}
         self.sums = {a: 0.0 for a in self.arms}
         self._pending: dict[int, int] = {}  # picks made this round, before replies
+        self._picked: dict[tuple[int, int], int] = {}  # (round, partition) -> arm picked
         self._round = -1
 
     def decide(
         self, server_round: int, partition: int, client: ClientMemory | None
     ) -> tuple[int, str]:
-        if server_round != self._round:
+        if server_round != self._round:  # a pick whose reply never came is forgotten
             self._round, self._pending = server_round, {}
+            self._picked = {k: a for k, a in self._picked.items() if k[0] >= server_round}
         untried = [a for a in self.arms if self.counts[a] == 0]
         if untried:
             arm = min(untried, key=lambda a: (self._pending.get(a, 0), a))
@@ -187,18 +194,20 @@ class BanditSteps(StepPolicy):
             arm = max(self.arms, key=lambda a: (self.sums[a] / self.counts[a], -a))
             reason = f"bandit: best mean reward {self.sums[arm] / self.counts[arm]:.4f}/s"
         self._pending[arm] = self._pending.get(arm, 0) + 1
+        self._picked[(server_round, partition)] = arm
         return arm, reason
 
     def observe(self, partition: int, client: ClientMemory) -> None:
-        if client.budget not in self.counts:
+        arm = self._picked.pop((client.last_round, partition), client.budget)
+        if arm not in self.counts:
             return
         if not finite(client.global_val_loss, client.student_val_loss, client.student_seconds):
             return
         reward = (client.global_val_loss - client.student_val_loss) / max(
             client.student_seconds, 1e-6
         )
-        self.counts[client.budget] += 1
-        self.sums[client.budget] += reward
+        self.counts[arm] += 1
+        self.sums[arm] += reward
 
     def mean_rewards(self) -> dict[int, float]:
         """Mean reward of each tried budget."""

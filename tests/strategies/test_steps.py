@@ -143,6 +143,21 @@ def test_bandit_tries_every_arm_then_exploits_the_best_reward_per_second() -> No
     assert bandit.decide(2, BIG, None)[0] == 10
 
 
+def test_an_arm_that_a_cap_always_cuts_is_still_tried_and_rewarded() -> None:
+    """The arm of 40 steps is cut to 12 by a time cap every time: its replies report 12
+    steps, which is no arm, and still count for 40, so exploring ends."""
+    bandit = BanditSteps([5, 10, 40], 10, 5, 40, epsilon=0.0, seed=3)
+    for server_round in range(1, 5):
+        steps, reason = bandit.decide(server_round, BIG, None)
+        ran = min(steps, 12)  # the cap
+        reply = _bandit_reply(ran, 0.01 * ran, 0.1 * ran)
+        reply.last_round = server_round
+        bandit.observe(BIG, reply)
+    assert bandit.counts == {5: 2, 10: 1, 40: 1}  # 5, 10, 40 tried; then the best (5)
+    assert reason.startswith("bandit: best mean reward")
+    assert bandit.mean_rewards()[40] == pytest.approx(0.1)  # 0.12 in 1.2 s
+
+
 def test_bandit_decisions_repeat_under_a_seed_and_state_round_trips() -> None:
     def run(seed: int) -> tuple[list[int], BanditSteps]:
         bandit = BanditSteps([5, 10, 20, 40], 10, 5, 40, epsilon=0.5, seed=seed)
