@@ -41,10 +41,7 @@ import pennylane as qml
 
 from config.errors import ConfigError
 from quantum.circuits import CircuitSpec
-from quantum.executor import ClassicalExecutor, Executor, PennyLaneExecutor
-
-#: Qiskit Runtime's ways of grouping a message's jobs (``qiskit-execution-mode``).
-EXECUTION_MODES = ("job", "batch", "session")
+from quantum.executor import EXECUTION_MODES, ClassicalExecutor, Executor, PennyLaneExecutor
 
 logger = logging.getLogger(__name__)
 

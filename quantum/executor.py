@@ -22,6 +22,9 @@ import torch
 from quantum.circuits import CircuitSpec, build_qnode
 from quantum.metering import CostMeter
 
+#: Qiskit Runtime's ways of grouping a message's jobs (``qiskit-execution-mode``).
+EXECUTION_MODES = ("job", "batch", "session")
+
 
 class Executor:
     """Runs :attr:`circuit` on one device; subclasses implement :meth:`_execute`.

@@ -32,8 +32,7 @@ import numpy as np
 import torch
 
 from quantum.circuits import CircuitSpec, qiskit_circuit, readout_from_probabilities
-from quantum.devices import EXECUTION_MODES
-from quantum.executor import Executor
+from quantum.executor import EXECUTION_MODES, Executor
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import logging
 import os
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ import numpy as np
 from config.errors import ConfigError
 from config.run_config import DataConfig
 from tasks.dna import kmerize
+from tasks.embedded import embedded_csv
 
 logger = logging.getLogger(__name__)
 
@@ -229,9 +231,7 @@ def _read(
     if source.local:
         texts, labels = _read_local(source, split)
     elif source.task == "genomic" and not source.data_dir:
-        from tasks.embedded import read_embedded
-
-        texts, labels = read_embedded(split)
+        texts, labels = read_genomic_csv(io.StringIO(embedded_csv(split)), f"embedded {split}.csv")
     elif source.task == "tweeteval":
         texts, labels = _load_tweeteval_hub(source.tweeteval_task, split)
     else:
