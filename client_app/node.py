@@ -257,7 +257,7 @@ class ClientNode:
         ]
         schedule = [*schedule[: len(schedule) if total else 0], total + steps]
         key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels, schedule)
-        # A federated teacher depends on the other clients: never cached.
+        # Chunks on top of federated adapters are keyed by their start (federated_teacher).
         cache = self.cache if cfg.federation == "local" else None
         out = cache.load_teacher(key) if cache else None
         trained = out is None
@@ -331,26 +331,40 @@ class ClientNode:
         fine-tune for ``epochs`` (the budget sent; 0 only evaluates), keep the
         new logits and return the adapters and head for the server to average.
         ``final``: load the final average, keep its logits and return no arrays.
-        The teacher's total steps count every chunk this node trained.
+        The teacher's total steps count every chunk this node trained. With the
+        disk cache on, a chunk is reused when the same rows, settings, steps and
+        received adapters come again (a restarted node, a repeated run).
         """
         train, val = self.splits
+        cfg, seed = self.config.teacher, self._teacher_seed()
         before = self.held_teacher_steps if received is not None else 0
         steps = 0 if final else self.teacher_steps(epochs)
-        out = finetune_teacher(
-            train,
-            val,
-            self.config.teacher,
-            seed=self._teacher_seed(),
-            initial=received,
-            steps=steps,
-            name=self.name,
-            probe_features=self.features() if self.config.teacher.head == "probe" else None,
+        key = teacher_key(
+            cfg, seed, train.texts, train.labels, val.texts, val.labels, [steps], start=received
         )
+        out = self.cache.load_teacher(key) if self.cache else None
+        seconds = 0.0
+        if out is not None:
+            self.cache_hits += 1
+        else:
+            out = finetune_teacher(
+                train,
+                val,
+                cfg,
+                seed=seed,
+                initial=received,
+                steps=steps,
+                name=self.name,
+                probe_features=self.features() if cfg.head == "probe" else None,
+            )
+            seconds = out.seconds
+            if self.cache:
+                self.cache.save_teacher(key, out)
         self._remember_teacher(
             out, before + out.steps, first=received is None, version=teacher_round
         )
-        self.seconds["teacher"] = out.seconds
-        return self._view(out.seconds, out.steps, 0), None if final else out.arrays
+        self.seconds["teacher"] = seconds
+        return self._view(seconds, out.steps, 0), None if final else out.arrays
 
     @property
     def teacher_version(self) -> int:

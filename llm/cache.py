@@ -1,8 +1,9 @@
 """A node's on-disk cache of fine-tuned teachers and frozen-base embeddings.
 
 A teacher entry is keyed by everything that decides it: the model, the PEFT
-settings, the fine-tuning settings, the seed and the exact rows (texts and
-labels) of the client's partition. A restarted client, or a later run on the
+settings, the fine-tuning settings, the seed, the exact rows (texts and
+labels) of the client's partition and, for a federated teacher, the bytes of
+the global adapters it started from. A restarted client, or a later run on the
 same partition, reuses the adapter, head and logits instead of fine-tuning
 again. Embeddings are keyed by the model, ``max-length`` and the texts.
 
@@ -19,7 +20,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from llm.teacher import TeacherOutputs
 
 logger = logging.getLogger(__name__)
 
-_VERSION = 2  # bump when the entry format or the fine-tuning code changes its results
+_VERSION = 3  # bump when the entry format or the fine-tuning code changes its results
 
 
 def _rows_digest(texts: Sequence[str], labels: np.ndarray | None = None) -> str:
@@ -42,6 +43,15 @@ def _rows_digest(texts: Sequence[str], labels: np.ndarray | None = None) -> str:
         digest.update(b"\0")
     if labels is not None:
         digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
     return digest.hexdigest()
 
 
@@ -58,12 +68,15 @@ def teacher_key(
     val_texts: Sequence[str],
     val_labels: np.ndarray,
     schedule: Sequence[int] = (),
+    start: Mapping[str, np.ndarray] | None = None,
 ) -> str:
-    """The cache key of a locally fine-tuned teacher.
+    """The cache key of a fine-tuned teacher.
 
     ``schedule`` lists the total steps after each training chunk so far (a
     teacher trained 10 + 10 steps is not the one trained 20 at once: AdamW's
     moments restart with each chunk); empty means ``teacher-epochs`` at once.
+    ``start``: the adapters and head it started from when they came from
+    elsewhere (teacher federation's average), keyed by a digest of their bytes.
     """
     settings = {
         k: v
@@ -78,6 +91,7 @@ def teacher_key(
         "train": _rows_digest(train_texts, train_labels),
         "val": _rows_digest(val_texts, val_labels),
         "schedule": [float(s) for s in schedule] or [cfg.epochs],
+        "start": _arrays_digest(start) if start is not None else None,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 

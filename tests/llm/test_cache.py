@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from harness.inprocess import run_in_process
@@ -83,3 +84,31 @@ def test_the_cache_can_be_turned_off(tmp_path: Path, shared_data: Path) -> None:
     clients = _run(shared_data, tmp_path / "off", cache, **{"teacher-cache": False})
     assert all(c["teacher-seconds"] > 0 and c["teacher-cache-hits"] == 0 for c in clients)
     assert not cache.exists()
+
+
+def test_a_federated_teacher_is_reused_only_from_the_same_received_adapters(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Round 2 starts from the pooled adapters: a repeated run receives the same bytes and
+    reads both rounds' teachers back; the key changes with the start it was trained from."""
+    cache, two = tmp_path / "cache", {"num-server-rounds": 2, "teacher-fedavg-rounds": 2}
+    _run(shared_data, tmp_path / "first", cache, **two)
+    _run(shared_data, tmp_path / "second", cache, **two)
+    for round_ in (1, 2):
+        first, second = (_clients(tmp_path / r, round_) for r in ("first", "second"))
+        assert all(c["teacher-seconds"] > 0 for c in first)
+        assert all(c["teacher-seconds"] == 0 for c in second)
+        assert [c["teacher-cache-hits"] for c in second] == [1, 1]  # one hit a message
+        for a, b in zip(first, second, strict=True):
+            assert a["teacher-val-loss"] == b["teacher-val-loss"]
+    assert len(list((cache / "teachers").glob("*.npz"))) == 4  # 2 nodes x 2 rounds
+
+    from config.run_config import TeacherConfig
+    from llm.cache import teacher_key
+
+    rows = (["a", "b"], np.array([0, 1]))
+    keys = {
+        teacher_key(TeacherConfig(), 0, *rows, *rows, [3], start=start)
+        for start in (None, {"w": np.zeros(2)}, {"w": np.ones(2)}, {"w": np.zeros(3)})
+    }
+    assert len(keys) == 4
