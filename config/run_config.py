@@ -188,7 +188,12 @@ class TeacherConfig:
     lora_r: int = _key("lora-r", 8, "LoRA rank.")
     lora_alpha: int = _key("lora-alpha", 16, "LoRA scaling alpha.")
     lora_dropout: float = _key("lora-dropout", 0.05, "LoRA dropout.")
-    epochs: float = _key("teacher-epochs", 2.0, "Fine-tuning epochs over the client's train rows.")
+    epochs: float = _key(
+        "teacher-epochs",
+        1.0,
+        "Fine-tuning epochs over the client's train rows (with teacher-federation=fedavg: in "
+        "each of the teacher-fedavg-rounds).",
+    )
     lr: float = _key("teacher-lr", 2e-3, "Fine-tuning learning rate (AdamW).")
     batch_size: int = _key("teacher-batch-size", 16, "Fine-tuning batch size.")
     embed_batch_size: int = _key("embed-batch-size", 64, "Batch size for logits and embeddings.")
@@ -204,21 +209,22 @@ class TeacherConfig:
     )
     federation: str = _key(
         "teacher-federation",
-        "local",
-        "local (each client keeps its adapter) or fedavg (adapters and head averaged).",
+        "fedavg",
+        "fedavg (adapters and head averaged, so each teacher learns from every client's rows) "
+        "or local (each client keeps its adapter, the paper's setting).",
     )
     fedavg_rounds: int = _key(
         "teacher-fedavg-rounds", 2, "fedavg: rounds in which the teacher adapters are federated."
     )
     head: str = _key(
         "teacher-head",
-        "cls",
-        "cls (the model's own fresh classification head) or probe (a linear head on the "
-        "mean-pooled, L2-normalised encoder, started from a logistic-regression probe).",
+        "probe",
+        "probe (a linear head on the mean-pooled, L2-normalised encoder, started from a "
+        "logistic-regression probe) or cls (the model's own fresh classification head).",
     )
     keep_best: bool = _key(
         "teacher-keep-best",
-        False,
+        True,
         "Keep the teacher of the epoch (the start included) with the lowest local validation "
         "loss, not the last.",
     )

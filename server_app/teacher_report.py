@@ -83,9 +83,22 @@ def teacher_summary(
         logger.warning(
             "the teacher of client(s) %s ended below a linear probe of its frozen encoder on "
             "its validation rows (mean %.3f against %.3f): distillation has little to give; "
-            "try teacher-head=probe, teacher-federation=fedavg or more teacher-epochs",
+            "try %s",
             ", ".join(str(p) for p in summary["below-probe"]),
             summary["clients-val-accuracy"],
             summary["clients-probe-val-accuracy"],
+            _remedies(config),
         )
     return summary
+
+
+def _remedies(config: RunConfig) -> str:
+    """The teacher levers this run did not use, as settings to try."""
+    cfg = config.teacher
+    tries = [
+        "teacher-head='probe'" if cfg.head != "probe" else "",
+        "teacher-federation='fedavg'" if cfg.federation != "fedavg" else "",
+        "teacher-keep-best=true" if not cfg.keep_best else "",
+        f"teacher-epochs={2 * cfg.epochs:g}",
+    ]
+    return ", ".join(t for t in tries if t)

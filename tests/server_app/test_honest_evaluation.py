@@ -114,9 +114,10 @@ def test_a_task_of_any_number_of_classes_runs(tmp_path: Path, classes: int) -> N
     assert summary["status"] == "completed"
     assert summary["val-rows"] == 60 and summary["test-rows"] == 60
     first = read_rounds(run_dir / "rounds.jsonl")[1]["clients"]
-    # The K-way teachers learned their keywords: above chance on local validation rows.
+    # The K-way teachers learned their keywords: above chance on local validation rows
+    # (and, kept by teacher-keep-best, never below the probe they started from).
     for client in first:
-        assert client["teacher-val-loss"] < client["teacher-untrained-val-loss"]
+        assert client["teacher-val-loss"] <= client["teacher-untrained-val-loss"]
         assert client["teacher-val-accuracy"] > 1 / classes + 0.1, client
 
 

@@ -18,6 +18,7 @@ GUIDED = {
     "server-val-rows": 200,
     "test-rows": 200,
     "teacher-epochs": 1.0,
+    "teacher-federation": "local",  # the restore budget is the local teachers' path
     "seed": 11,
     "strategy": "llm-guided",
     "selection": "random-k",  # seeded draws: the generator's state must survive the restart

@@ -43,6 +43,7 @@ def test_one_warning_line_when_a_teacher_ends_below_its_probe(
         summary = teacher_summary(config, ROUNDS, None, rows, rows)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "client(s) 0 ended below a linear probe" in warnings[0]
+    assert "teacher-epochs=" in warnings[0]
     assert summary["test-accuracy"] is None  # local teachers stay on their clients
     caplog.clear()
     level = [ROUNDS[0], {"round": 1, "clients": [_client(0, 0.6, 0.6), _client(1, 0.8, 0.6)]}]
