@@ -153,6 +153,11 @@ class PooledClassifier(torch.nn.Module):
             int(encoder.config.hidden_size), num_labels, device=device
         )
 
+    @property
+    def config(self) -> Any:
+        """The encoder's configuration, where a transformers model keeps its own."""
+        return self.encoder.config
+
     def forward(self, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
         from transformers.modeling_outputs import SequenceClassifierOutput
 

@@ -68,8 +68,15 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("method", ["lora", "qlora", "none"])
 def test_each_peft_method_lowers_the_loss_on_cpu(method: str) -> None:
     rows = _toy(24)
-    config = TeacherConfig(
-        peft_method=method, epochs=6.0, lr=5e-3, batch_size=8, max_length=16, lora_r=4
+    config = TeacherConfig(  # the model's fresh head, kept last: what each method learns
+        peft_method=method,
+        epochs=6.0,
+        lr=5e-3,
+        batch_size=8,
+        max_length=16,
+        lora_r=4,
+        head="cls",
+        keep_best=False,
     )
     out = finetune_teacher(rows, rows, config, seed=0)  # the same small batch, before and after
     assert out.steps == 18
@@ -101,7 +108,14 @@ def test_a_decoder_fine_tunes_and_classifies_from_its_last_non_pad_token(
     tiny_gpt2_dir: str,
 ) -> None:
     config = TeacherConfig(
-        model=tiny_gpt2_dir, epochs=10.0, lr=1e-2, batch_size=8, max_length=16, lora_r=4
+        model=tiny_gpt2_dir,
+        epochs=10.0,
+        lr=1e-2,
+        batch_size=8,
+        max_length=16,
+        lora_r=4,
+        head="cls",
+        keep_best=False,
     )
     train = _toy(24)
     out = finetune_teacher(train, train, config, seed=0)
@@ -115,6 +129,23 @@ def test_a_decoder_fine_tunes_and_classifies_from_its_last_non_pad_token(
     alone = predict_logits(model, tokenizer, [short], 16, batch_size=1)
     padded = predict_logits(model, tokenizer, [short, long], 16, batch_size=2)
     np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)  # padding does not change it
+
+
+def test_a_decoder_under_the_probe_head_is_read_by_its_mean_and_padding_changes_nothing(
+    tiny_gpt2_dir: str,
+) -> None:
+    config = TeacherConfig(model=tiny_gpt2_dir, max_length=16, lora_r=4)  # head=probe
+    train = _toy(24)
+    out = finetune_teacher(train, train, config, seed=0, epochs=2.0)
+    assert out.val_loss <= out.untrained_val_loss  # kept from the probe onwards
+    assert any(".c_attn.lora_A" in n for n in out.arrays)
+    model, tokenizer = build_teacher_model(config, 3, seed=0)
+    load_trainable_arrays(model, out.arrays)
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    short, long = "great", "table chair window and a few more words here"
+    alone = predict_logits(model, tokenizer, [short], 16, batch_size=1)
+    padded = predict_logits(model, tokenizer, [short, long], 16, batch_size=2)
+    np.testing.assert_allclose(alone[0], padded[0], atol=1e-5)
 
 
 def test_adapters_round_trip_exactly_through_an_array_record() -> None:

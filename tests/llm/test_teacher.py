@@ -153,7 +153,9 @@ def test_class_weights_are_inverse_frequencies() -> None:
 def test_class_weights_and_warmup_change_the_fine_tuning(tiny_model_dir: str) -> None:
     """Each lever changes the teacher, and a warm-up moves the weights less at first."""
     train = _toy(24).subset(np.r_[np.arange(0, 24, 3), np.arange(1, 24, 3), [2, 5]])
-    base = TeacherConfig(model=tiny_model_dir, lr=5e-3, batch_size=8, max_length=16, lora_r=4)
+    base = TeacherConfig(
+        model=tiny_model_dir, lr=5e-3, batch_size=8, max_length=16, lora_r=4, keep_best=False
+    )
     start = finetune_teacher(train, _toy(6), base, seed=0, steps=0).arrays
 
     def moved(config: TeacherConfig) -> float:
