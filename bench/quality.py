@@ -102,7 +102,7 @@ def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> d
         "server-val-rows": args.val_rows,
         "test-rows": args.test_rows,
         "local-steps": args.steps,
-        "teacher-epochs": args.teacher_epochs,
+        **({"teacher-epochs": args.teacher_epochs} if args.teacher_epochs else {}),
         "max-length": 128 if task == "genomic" else 64,
         "seed": seed,
         **dict(_parse_setting(item) for item in args.set),
@@ -195,7 +195,9 @@ def main() -> None:
     parser.add_argument("--val-rows", type=int, default=500)
     parser.add_argument("--test-rows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--teacher-epochs", type=float, default=2.0)
+    parser.add_argument(
+        "--teacher-epochs", type=float, default=None, help="default: the run config's"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
