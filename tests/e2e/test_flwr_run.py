@@ -122,6 +122,10 @@ def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
         "server-val-rows": 100,
         "test-rows": 100,
         "teacher-epochs": 1.0,
+        # Local teachers: a resumed node rebuilds its own within a restore budget. (With
+        # teacher-federation=fedavg it reloads the final average, and the teacher steps it
+        # reports after a restart count from 0, unlike the uninterrupted run's.)
+        "teacher-federation": "local",
         "strategy": "llm-guided",
         "selection": "random-k",
         "fraction-train": 0.67,
