@@ -25,6 +25,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.host import node_host
 from client_app.node import ClientNode, TeacherView
 from config.logs import configure_logging
 from config.messages import (
@@ -46,7 +47,7 @@ from llm.teacher import logit_metrics
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
 
-app = ClientApp()
+app = ClientApp(mods=[node_host])  # one process per node on the deployment engine
 
 
 def _node(context: Context) -> ClientNode:

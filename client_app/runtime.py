@@ -5,9 +5,11 @@ actor, or the in-process harness), so :func:`runtime` keeps one
 :class:`NodeRuntime` per (run, node, settings) in this process: the
 partition's rows, the parsed device and the executor with its backend and
 transpiled circuit are built on the first message and reused after. On the
-deployment engine every message is a new process; there the backend an
-``ibm:least-busy`` device resolved to is kept in the node's ``context.state``,
-so every later message of the run uses that same QPU.
+deployment engine, where Flower starts a process per message, the node's
+messages run in one long-lived process (:mod:`client_app.host`) for the same
+effect. The backend an ``ibm:least-busy`` device resolved to is also kept in
+the node's ``context.state``, so a rebuilt runtime (a restarted node) uses the
+same QPU for the rest of the run.
 """
 
 from __future__ import annotations
@@ -98,9 +100,11 @@ def runtime(context: Context) -> NodeRuntime:
         json.dumps(dict(context.node_config), sort_keys=True, default=str),
     )
     if key not in _RUNTIMES:
-        _RUNTIMES[key] = NodeRuntime(
+        built = NodeRuntime(
             RunConfig.from_flat(context.run_config), NodeConfig.from_flat(context.node_config)
         )
+        logger.info("client %d: runtime built for run %d", built.node.partition_id, key[0])
+        _RUNTIMES[key] = built
         while len(_RUNTIMES) > MAX_RUNTIMES:
             _RUNTIMES.popitem(last=False)
     _RUNTIMES.move_to_end(key)

@@ -77,6 +77,8 @@ def test_three_supernodes_complete_a_run(
         log = deployment.procs[f"supernode-{i}"].text()
         assert log.count("Receiving: train message") == 2
         assert log.count("Receiving: query.stats message") == 1
+        # Its three messages ran in one node host, which built the runtime once (client_app.host).
+        assert deployment.procs[f"superexec-{i}"].text().count("runtime built for run") == 1
 
 
 def test_tls_and_supernode_auth_refuse_an_unregistered_key(
