@@ -35,6 +35,7 @@ from config.messages import (
     EXECUTION_MODE_KEY,
     INFO_KEY,
     METRICS_KEY,
+    PROBE_STATS_KEY,
     STATS_KEY,
     STUDENT_KEY,
     TEACHER_KEY,
@@ -43,7 +44,7 @@ from config.messages import (
     TrainInstructions,
     TrainReport,
 )
-from llm.teacher import logit_metrics
+from llm.probe import ClassMoments, logit_metrics
 from quantum.distill import evaluate_student, train_student
 from quantum.projection import MomentStats
 
@@ -65,7 +66,8 @@ def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 
 @app.query("stats")
 def stats(msg: Message, context: Context) -> Message:
-    """Reply with n, sum(x) and sum(x x^T) of the train embeddings."""
+    """Reply with n, sum(x) and sum(x x^T) of the train embeddings (and, for the pooled
+    teacher probe, the class moments of their unit-length rows)."""
     started = time.perf_counter()
     node = _node(context)
     train_features, _ = node.features()
@@ -86,6 +88,10 @@ def stats(msg: Message, context: Context) -> Message:
             INFO_KEY: ConfigRecord({DEVICE_KEY: node.runtime.device.name}),
         }
     )
+    if node.config.teacher.pooled_probe:
+        train_rows = node.splits[0]
+        classes = ClassMoments.from_rows(train_features, train_rows.labels, train_rows.num_classes)
+        content[PROBE_STATS_KEY] = _record(classes.to_arrays())
     return Message(content, reply_to=msg)
 
 

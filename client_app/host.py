@@ -9,8 +9,8 @@ and a transpilation each time).
 
 :func:`node_host` is a ClientApp mod. In a deployment ``flwr-clientapp``
 process it hands the message and the context to this node's host, a
-long-lived ``python -m client_app.host`` process started on the node's first
-message, and returns the host's reply. The host runs the same ClientApp on
+long-lived ``python -m client_app.host_process`` process started on the
+node's first message, and returns the host's reply. The host runs the same ClientApp on
 them, so every message of a run finds the runtime the first one built.
 Flower's path is unchanged: the per-message process pulls the message and
 pushes the reply and the context; the host only computes. The context's
@@ -28,7 +28,6 @@ restarted) costs one rebuild, nothing else.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -54,9 +53,9 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Context as ProtoContext
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
-from config.logs import PACKAGES, configure_logging
+from config.logs import configure_logging
 
-logger = logging.getLogger("client_app.host")  # also when run as __main__
+logger = logging.getLogger(__name__)
 
 HOST_ENV = "LLMQFL_NODE_HOST"  # "off": every message in its own process
 IDLE_ENV = "LLMQFL_NODE_HOST_IDLE"
@@ -74,8 +73,8 @@ def node_host(msg: Message, context: Context, call_next: NextHandler) -> Message
     configure_logging()
     request = (message_to_proto(msg), context_to_proto(context))
     with _connect(int(context.node_id)) as conn:
-        _send(conn, *(part.SerializeToString() for part in request))
-        head, reply_bytes, context_bytes = _receive(conn)
+        send(conn, *(part.SerializeToString() for part in request))
+        head, reply_bytes, context_bytes = receive(conn)
     header = json.loads(head)
     for name, level, text in header["logs"]:
         logging.getLogger(name).log(level, "%s", text)
@@ -130,7 +129,7 @@ def _start_host(path: Path) -> socket.socket:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_APP_ROOT), env.get("PYTHONPATH")]))
     with open(log, "ab") as out:
         host = subprocess.Popen(
-            [sys.executable, "-m", "client_app.host", str(path), str(os.getppid())],
+            [sys.executable, "-m", "client_app.host_process", str(path), str(os.getppid())],
             cwd=_APP_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -152,11 +151,11 @@ def _start_host(path: Path) -> socket.socket:
 
 
 # ------------------------------------------------------------------ wire format
-def _send(conn: socket.socket, *frames: bytes) -> None:
+def send(conn: socket.socket, *frames: bytes) -> None:
     conn.sendall(b"".join(struct.pack("!Q", len(f)) + f for f in frames))
 
 
-def _receive(conn: socket.socket, count: int = 3) -> list[bytes]:
+def receive(conn: socket.socket, count: int = 3) -> list[bytes]:
     frames = []
     for _ in range(count):
         (size,) = struct.unpack("!Q", _exactly(conn, 8))
@@ -173,93 +172,3 @@ def _exactly(conn: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
-
-
-# ------------------------------------------------------------------ the host
-class _Collect(logging.Handler):
-    """Keeps one message's log records, to send back with its reply."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[tuple[str, int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        self.records.append((record.name, record.levelno, text))
-
-
-def _handle(conn: socket.socket) -> None:
-    """Run one message through the ClientApp and send back reply, context and logs."""
-    from client_app.app import app
-
-    message_bytes, context_bytes = _receive(conn, 2)
-    msg = message_from_proto(ProtoMessage.FromString(message_bytes))
-    context = context_from_proto(ProtoContext.FromString(context_bytes))
-    collect = _Collect()
-    loggers = [logging.getLogger(), *map(logging.getLogger, PACKAGES)]  # packages don't propagate
-    for each in loggers:
-        each.addHandler(collect)
-    error, reply_bytes = "", b""
-    try:
-        reply_bytes = message_to_proto(app(msg, context)).SerializeToString()
-    except Exception as err:  # noqa: BLE001 - the message's process raises it for Flower
-        logger.exception("the ClientApp raised")
-        error = f"{type(err).__name__}: {err}"
-    finally:
-        for each in loggers:
-            each.removeHandler(collect)
-    head = json.dumps({"error": error, "logs": collect.records}).encode()
-    _send(conn, head, reply_bytes, context_to_proto(context).SerializeToString())
-
-
-def serve(path: Path, watch_pid: int, idle: float) -> None:
-    """Answer messages on ``path`` until ``watch_pid`` exits or ``idle`` seconds pass."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    listener.settimeout(1.0)
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < idle and _alive(watch_pid):
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(None)
-                try:
-                    _handle(conn)
-                except (ConnectionError, OSError) as err:
-                    logger.warning("node host: a message's process went away (%s)", err)
-            last = time.monotonic()
-    finally:
-        listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("socket", type=Path)
-    parser.add_argument("watch_pid", type=int)
-    args = parser.parse_args(argv)
-    configure_logging()
-    idle = float(os.environ.get(IDLE_ENV, IDLE_SECONDS))
-    logger.info("node host %d on %s (idle limit %.0f s)", os.getpid(), args.socket, idle)
-    serve(args.socket, args.watch_pid, idle)
-
-
-if __name__ == "__main__":
-    main()

@@ -30,13 +30,13 @@ from client_app.runtime import runtime
 from client_app.state import NodeState
 from config.messages import teacher_steps as epochs_to_steps
 from llm.cache import NodeCache, embeddings_key, teacher_key
+from llm.probe import is_head, probe_accuracy
 from llm.teacher import (
     TeacherOutputs,
     build_teacher_model,
     finetune_teacher,
     load_trainable_arrays,
     pooled_embeddings,
-    probe_accuracy,
 )
 from quantum.executor import Executor
 from quantum.student import QuantumStudent, build_student
@@ -327,7 +327,8 @@ class ClientNode:
         """Teacher federation (``teacher-federation=fedavg``) for one round.
 
         Round ``teacher_round`` <= ``teacher-fedavg-rounds``: start from the
-        ``received`` average (fresh, seeded alike on all clients, in round 1),
+        ``received`` average (fresh, seeded alike on all clients, in round 1;
+        with the server's pooled probe head when it sends one),
         fine-tune for ``epochs`` (the budget sent; 0 only evaluates), keep the
         new logits and return the adapters and head for the server to average.
         ``final``: load the final average, keep its logits and return no arrays.
@@ -337,7 +338,8 @@ class ClientNode:
         """
         train, val = self.splits
         cfg, seed = self.config.teacher, self._teacher_seed()
-        before = self.held_teacher_steps if received is not None else 0
+        fresh = received is None or is_head(received)  # round 1: no adapters yet
+        before = 0 if fresh else self.held_teacher_steps
         steps = 0 if final else self.teacher_steps(epochs)
         key = teacher_key(
             cfg, seed, train.texts, train.labels, val.texts, val.labels, [steps], start=received
@@ -355,14 +357,12 @@ class ClientNode:
                 initial=received,
                 steps=steps,
                 name=self.name,
-                probe_features=self.features() if cfg.head == "probe" else None,
+                probe_features=self.features() if cfg.head == "probe" and fresh else None,
             )
             seconds = out.seconds
             if self.cache:
                 self.cache.save_teacher(key, out)
-        self._remember_teacher(
-            out, before + out.steps, first=received is None, version=teacher_round
-        )
+        self._remember_teacher(out, before + out.steps, first=fresh, version=teacher_round)
         self.seconds["teacher"] = seconds
         return self._view(seconds, out.steps, 0), None if final else out.arrays
 

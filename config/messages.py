@@ -26,6 +26,9 @@ TEACHER_FINAL_KEY = "teacher-final"  # load the final average, do not train
 #: The ArrayRecord of the student in train messages and replies, and of the statistics.
 STUDENT_KEY = "arrays"
 STATS_KEY = "stats"
+#: A ``query.stats`` reply's class moments of its unit embeddings (``llm.probe.ClassMoments``),
+#: sent when the run's teachers start from the pooled probe (``teacher-probe=pooled``).
+PROBE_STATS_KEY = "probe-stats"
 METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
 #: A train reply's ConfigRecord of text facts: ``backend``, what ran its circuits.

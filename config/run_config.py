@@ -29,6 +29,7 @@ from config.errors import ConfigError
 PEFT_METHODS = ("lora", "qlora", "none")
 TEACHER_FEDERATIONS = ("local", "fedavg")
 TEACHER_HEADS = ("cls", "probe")
+TEACHER_PROBES = ("pooled", "local")
 PROJECTIONS = ("pca", "linear")
 AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 QISKIT_EXECUTIONS = ("batched", "per-sample")
@@ -222,6 +223,13 @@ class TeacherConfig:
         "probe (a linear head on the mean-pooled, L2-normalised encoder, started from a "
         "logistic-regression probe) or cls (the model's own fresh classification head).",
     )
+    probe: str = _key(
+        "teacher-probe",
+        "pooled",
+        "With teacher-head=probe and teacher-federation=fedavg: pooled (the server fits the "
+        "probe from every client's class moments of its embeddings) or local (each client "
+        "fits its own; local teachers always do).",
+    )
     keep_best: bool = _key(
         "teacher-keep-best",
         True,
@@ -264,6 +272,12 @@ class TeacherConfig:
         check_choice("peft-method", self.peft_method, PEFT_METHODS)
         check_choice("teacher-federation", self.federation, TEACHER_FEDERATIONS)
         check_choice("teacher-head", self.head, TEACHER_HEADS)
+        check_choice("teacher-probe", self.probe, TEACHER_PROBES)
+
+    @property
+    def pooled_probe(self) -> bool:
+        """Whether the server fits the teachers' starting head from pooled class moments."""
+        return self.head == "probe" and self.federation == "fedavg" and self.probe == "pooled"
 
     @property
     def target_modules(self) -> tuple[str, ...]:

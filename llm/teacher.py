@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from config.run_config import TeacherConfig
 from llm.models import load_base, load_classifier, load_encoder, load_tokenizer
 from llm.presets import HEAD_NAMES, find_target_modules
+from llm.probe import PROBE_HEAD, is_head, logit_metrics, probe_head
 from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
@@ -58,15 +59,6 @@ class TeacherOutputs:
     steps: int
     seconds: float
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def logit_metrics(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy in nats and accuracy of ``logits`` (rows, classes)."""
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    labels_t = torch.as_tensor(labels, dtype=torch.long)
-    loss = F.cross_entropy(logits_t, labels_t).item()
-    accuracy = (logits_t.argmax(dim=1) == labels_t).double().mean().item()
-    return float(loss), float(accuracy)
 
 
 def encode(
@@ -166,64 +158,6 @@ class PooledClassifier(torch.nn.Module):
         ).last_hidden_state
         pooled = F.normalize(mean_pool(hidden, attention_mask).float(), dim=-1)
         return SequenceClassifierOutput(logits=self.classifier(pooled.to(self.classifier.weight)))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (what the probe and the probe head read)."""
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-
-
-#: Inverse regularisation strengths tried for the probe, best on the validation rows kept.
-PROBE_CS = (0.3, 1.0, 3.0, 10.0, 30.0)
-
-
-def probe_head(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    num_classes: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A linear probe on L2-normalised embeddings as ``(weight (K, d), bias (K,))``.
-
-    Multinomial logistic regression, its ``C`` chosen from :data:`PROBE_CS` by
-    the cross-entropy on ``val``. Classes absent from ``train_y`` get a weight
-    of zero and a bias far below the others (never predicted).
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    fits = [LogisticRegression(C=c, max_iter=3000).fit(unit(train_x), train_y) for c in PROBE_CS]
-    seen = fits[0].classes_
-    val_seen = np.isin(val_y, seen)
-
-    def val_loss(fit: Any) -> float:
-        if not val_seen.any():
-            return 0.0
-        proba = fit.predict_proba(unit(val_x[val_seen])).clip(min=1e-12)
-        columns = np.searchsorted(seen, val_y[val_seen])
-        return float(-np.log(proba[np.arange(len(columns)), columns]).mean())
-
-    best = min(fits, key=val_loss)
-    weight = np.zeros((num_classes, train_x.shape[1]), dtype=np.float32)
-    bias = np.full(num_classes, -30.0, dtype=np.float32)
-    if len(seen) == 2:  # sklearn keeps one row for two classes: split it evenly
-        weight[seen[0]], weight[seen[1]] = -best.coef_[0] / 2, best.coef_[0] / 2
-        bias[seen[0]], bias[seen[1]] = -best.intercept_[0] / 2, best.intercept_[0] / 2
-    elif len(seen) == 1:
-        bias[seen[0]] = 0.0
-    else:
-        weight[seen], bias[seen] = best.coef_, best.intercept_
-    return weight, bias
-
-
-def probe_accuracy(
-    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int
-) -> float:
-    """Validation accuracy of :func:`probe_head` fitted on ``train`` (features, labels):
-    the yardstick a fine-tuned teacher should beat."""
-    weight, bias = probe_head(train[0], train[1], val[0], val[1], num_classes)
-    predicted = (unit(val[0]) @ weight.T + bias).argmax(axis=1)
-    return float((predicted == val[1]).mean()) if len(val[1]) else math.nan
 
 
 @torch.no_grad()
@@ -385,7 +319,13 @@ def set_probe_head(
             batch_size=cfg.embed_batch_size,
         )
         features = embed(texts=train.texts), embed(texts=val.texts)
-    weight, bias = probe_head(features[0], train.labels, features[1], val.labels, train.num_classes)
+    set_head(
+        model, *probe_head(features[0], train.labels, features[1], val.labels, train.num_classes)
+    )
+
+
+def set_head(model: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Set a :class:`PooledClassifier`'s linear head."""
     with torch.no_grad():
         model.classifier.weight.copy_(torch.as_tensor(weight))
         model.classifier.bias.copy_(torch.as_tensor(bias))
@@ -407,10 +347,11 @@ def finetune_teacher(
     """Fine-tune a teacher on ``train`` and return its outputs.
 
     Starts from ``initial`` trained parameters when given (a teacher trained in
-    earlier rounds, or the averaged adapters of teacher federation), else from
-    the seeded fresh adapters and head; with ``teacher-head=probe`` that head
-    is set from the probe (:func:`set_probe_head`, reading ``probe_features``
-    when given). Runs ``steps`` AdamW steps (default
+    earlier rounds, or the averaged adapters of teacher federation; a probe
+    head alone, the server's pooled probe, goes on the seeded fresh adapters),
+    else from the seeded fresh adapters and head; with ``teacher-head=probe``
+    that head is set from the local probe (:func:`set_probe_head`, reading
+    ``probe_features`` when given). Runs ``steps`` AdamW steps (default
     ``ceil(epochs * len(train) / teacher-batch-size)``, ``epochs`` defaulting to
     ``teacher-epochs``; 0 only evaluates) on :func:`teacher_batches` from
     ``start_step``. AdamW's moments start afresh with each call. With
@@ -420,7 +361,9 @@ def finetune_teacher(
     """
     started = time.perf_counter()
     model, tokenizer = build_teacher_model(cfg, train.num_classes, seed)
-    if initial is not None:
+    if initial is not None and is_head(initial):  # the pooled probe: fresh adapters, its head
+        set_head(model, *(initial[name] for name in PROBE_HEAD))
+    elif initial is not None:
         load_trainable_arrays(model, initial)
     elif cfg.head == "probe":
         set_probe_head(model, train, val, cfg, probe_features)

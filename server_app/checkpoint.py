@@ -136,6 +136,7 @@ SAME_ON_RESUME = (
     "teacher-federation",
     "teacher-fedavg-rounds",
     "teacher-head",
+    "teacher-probe",
     # the student's arrays
     "n-qubits",
     "n-layers",

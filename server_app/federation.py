@@ -23,7 +23,12 @@ from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, recent_arrays, sa
 from server_app.messaging import exchange
 from server_app.results import ResultsWriter
 from server_app.round_record import RoundOutcome, round_record
-from server_app.setup import Federation, array_bytes, evaluate_global, identify_nodes
+from server_app.setup import (
+    Federation,
+    array_bytes,
+    evaluate_global,
+    identify_nodes,
+)
 from server_app.teacher_federation import record_bytes
 from strategies.student_fedavg import reply_node
 
@@ -69,7 +74,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     """Configure, send, aggregate and evaluate one round; the global student moves in ``fed``."""
     strategy, teachers, timeout = fed.strategy, fed.teachers, fed.config.federation.round_timeout
     started = time.perf_counter()
-    unidentified = identify_nodes(grid, strategy, timeout, fed.data.val.features.shape[1])
+    unidentified = identify_nodes(grid, strategy, fed.config, fed.data.val)
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
     over = fed.budget.round_stop(server_round, strategy.last_plan) if fed.budget else None
     if over is not None:

@@ -2,7 +2,9 @@
 
 1. Embed the server's held-out split with the frozen base model.
 2. Wait for ``min-nodes`` nodes, ask each for its embedding statistics
-   (``query.stats``) and fit the federated PCA of the pooled data.
+   (``query.stats``) and fit the federated PCA of the pooled data (and, with
+   ``teacher-probe=pooled``, the teachers' starting head from the pooled
+   class moments).
 3. Initialise the global student with that projection, build the strategy
    and, with ``teacher-federation=fedavg``, the teacher federation.
 4. Resume from a checkpoint, or evaluate the initial student and write round 0.
@@ -30,6 +32,7 @@ from config.messages import (
     StatsReport,
 )
 from config.run_config import RunConfig
+from llm.probe import head_arrays, pool_class_moments, pooled_probe_head
 from llm.teacher import pooled_embeddings
 from quantum.devices import make_executor
 from quantum.distill import evaluate_student
@@ -40,7 +43,13 @@ from server_app.messaging import exchange
 from server_app.qpu_budget import QpuBudget
 from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
-from server_app.stats_replies import check_stats, claim_partitions, pool_moments, stats_failure
+from server_app.stats_replies import (
+    check_stats,
+    claim_partitions,
+    class_moments,
+    pool_moments,
+    stats_failure,
+)
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies.registry import build_strategy
 from strategies.robust import ROBUST
@@ -116,6 +125,12 @@ class Projection:
     clients: list[dict[str, Any]]  # each node's query report, with its node ID
     bytes_received: int
     failures: list[dict[str, Any]]  # refused statistics replies
+    probe_head: dict[str, np.ndarray] | None = None  # teacher-probe=pooled: the teachers' start
+
+
+def stats_classes(config: RunConfig, val: ServerSplit) -> int | None:
+    """The classes a statistics reply's class moments must have (None: it sends none)."""
+    return val.num_classes if config.teacher.pooled_probe else None
 
 
 @dataclass
@@ -192,7 +207,7 @@ def wait_for_nodes(grid: Grid, min_nodes: int, timeout: float) -> list[int]:
 
 
 def fit_projection(
-    grid: Grid, node_ids: Iterable[int], config: RunConfig, width: int
+    grid: Grid, node_ids: Iterable[int], config: RunConfig, val: ServerSplit
 ) -> Projection:
     """Federated PCA: pool each node's embedding moments and take the top components.
 
@@ -200,15 +215,19 @@ def fit_projection(
     one is a failure record and its node is not bound. The projection whitens:
     ``weight @ x + bias`` has zero mean and unit variance per component over
     the accepted clients' train rows (robustly pooled with a robust
-    ``aggregation``).
+    ``aggregation``). With ``teacher-probe=pooled`` the class moments are
+    pooled the same way into the teachers' starting head, its shrinkage chosen
+    on ``val`` (the server's validation rows).
     """
+    width, classes = val.features.shape[1], stats_classes(config, val)
     timeout = config.federation.round_timeout
     answers = exchange(grid, _stats_queries(node_ids), timeout)
     for answer in answers:  # a node's bad setting or data stops the run before training
         problem = config_problem(answer)
         if problem is not None:
             raise ConfigError(f"node {answer.metadata.src_node_id}: {problem}")
-    accepted, failures = checked_stats([r for r in answers if not r.has_error()], width, {}, [])
+    answered = [r for r in answers if not r.has_error()]
+    accepted, failures = checked_stats(answered, width, {}, [], classes)
     if not accepted:
         reasons = "; ".join(f["reason"] for f in failures) or "no reply"
         raise RuntimeError(f"no node answered the embedding-statistics query usably: {reasons}")
@@ -230,18 +249,35 @@ def fit_projection(
         pooled.n,
         len(accepted),
     )
-    return Projection(weight, bias, partitions, clients, array_bytes(answers), failures)
+    head = None
+    if classes is not None:
+        moments = pool_class_moments([class_moments(reply) for reply, _, _ in accepted], robust)
+        probe_weight, probe_bias, shrinkage = pooled_probe_head(moments, val.features, val.labels)
+        head = head_arrays(probe_weight, probe_bias)
+        logger.info(
+            "pooled teacher probe: class moments of %d rows from %d clients, shrinkage %.2f",
+            moments.n,
+            len(accepted),
+            shrinkage,
+        )
+    received = array_bytes(answers)
+    return Projection(weight, bias, partitions, clients, received, failures, head)
 
 
 def checked_stats(
-    replies: Sequence[Message], width: int, held: Mapping[int, int], connected: Iterable[int]
+    replies: Sequence[Message],
+    width: int,
+    held: Mapping[int, int],
+    connected: Iterable[int],
+    classes: int | None = None,
 ) -> tuple[list[tuple[Message, StatsReport, MomentStats]], list[dict[str, Any]]]:
     """The statistics replies that may count, and a failure record (with one warning
-    line) for each that may not: bad moments, or a partition another node holds."""
+    line) for each that may not: bad moments, or a partition another node holds.
+    ``classes``: see :func:`~server_app.stats_replies.check_stats`."""
     good, failures = [], []
     for reply in replies:
         node = int(reply.metadata.src_node_id)
-        checked, problem = check_stats(reply, width)
+        checked, problem = check_stats(reply, width, classes)
         if checked is None:
             failures.append(stats_failure(node, None, problem))
         else:
@@ -296,7 +332,7 @@ def evaluate_global(
 
 
 def identify_nodes(
-    grid: Grid, strategy: StudentFedAvg, timeout: float, width: int
+    grid: Grid, strategy: StudentFedAvg, config: RunConfig, val: ServerSplit
 ) -> list[dict[str, Any]]:
     """Ask connected nodes the strategy does not know yet which partition they serve.
 
@@ -311,7 +347,7 @@ def identify_nodes(
     if not unknown:
         return []
     messages = _stats_queries(unknown)
-    replies = exchange(grid, messages, timeout)
+    replies = exchange(grid, messages, config.federation.round_timeout)
     failures = [
         {
             "node-id": reply_node(reply, messages),
@@ -323,7 +359,8 @@ def identify_nodes(
         if reply.has_error()
     ]
     answered = [r for r in replies if not r.has_error()]
-    accepted, refused = checked_stats(answered, width, strategy.partitions, connected)
+    width, classes = val.features.shape[1], stats_classes(config, val)
+    accepted, refused = checked_stats(answered, width, strategy.partitions, connected, classes)
     for reply, report, _ in accepted:
         strategy.bind_nodes({int(reply.metadata.src_node_id): report.partition_id})
         strategy.declare_examples({report.partition_id: report.num_examples})
@@ -340,8 +377,11 @@ def _stats_queries(node_ids: Iterable[int]) -> list[Message]:
     ]
 
 
-def teacher_federation(config: RunConfig) -> TeacherFederation | None:
-    """The server's side of ``teacher-federation=fedavg`` (None when teachers stay local)."""
+def teacher_federation(
+    config: RunConfig, start: dict[str, np.ndarray] | None = None
+) -> TeacherFederation | None:
+    """The server's side of ``teacher-federation=fedavg`` (None when teachers stay local);
+    ``start`` is the teachers' first head (the pooled probe), if any."""
     if config.teacher.federation != "fedavg":
         return None
     return TeacherFederation(
@@ -349,6 +389,7 @@ def teacher_federation(config: RunConfig) -> TeacherFederation | None:
         config.policy.aggregation,
         config.policy.trim_fraction,
         config.policy.krum_byzantine,
+        start=start,
     )
 
 
@@ -362,7 +403,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     node_ids = wait_for_nodes(grid, fed.min_nodes, fed.node_wait_seconds)
     query_started = time.perf_counter()
     width = data.val.features.shape[1]
-    projection = fit_projection(grid, node_ids, config, width)
+    projection = fit_projection(grid, node_ids, config, data.val)
     query_seconds = time.perf_counter() - query_started
     executor = make_executor(
         device_spec(student_cfg).exact,
@@ -377,7 +418,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     strategy.declare_teachers(
         {c["partition-id"]: c["teacher-total-steps"] for c in projection.clients}
     )
-    teachers = teacher_federation(config)
+    teachers = teacher_federation(config, projection.probe_head)
     budget = QpuBudget(config, projection.clients)
     federation = Federation(
         config=config,

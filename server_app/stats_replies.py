@@ -13,7 +13,11 @@ reply counts only if (:func:`check_stats`):
   node scales its sums (a scaled ``total`` grows with the square of the scale
   in ``mean mean^T`` and only linearly in ``outer / n``);
 - the partition it names is not already held by another connected node
-  (:func:`claim_partitions`): the node that held it first keeps it.
+  (:func:`claim_partitions`): the node that held it first keeps it;
+- when the run's teachers start from the pooled probe, its class moments
+  (``llm.probe.ClassMoments``) are of the task's classes and the embedding
+  width, for exactly the declared rows, and bear the marks of unit rows
+  (:meth:`~llm.probe.ClassMoments.problem`).
 
 A node that lies consistently (sums of invented rows) passes these checks.
 Against that, with a robust ``aggregation`` the moments are pooled robustly
@@ -31,7 +35,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from config.messages import METRICS_KEY, STATS_KEY, StatsReport
+from config.messages import METRICS_KEY, PROBE_STATS_KEY, STATS_KEY, StatsReport
+from llm.probe import ClassMoments
 from quantum.projection import MomentStats
 from strategies.student_fedavg import REJECTED
 
@@ -42,10 +47,14 @@ PSD_TOLERANCE = 1e-6
 SYMMETRY_TOLERANCE = 1e-5
 
 
-def check_stats(reply: Message, width: int) -> tuple[tuple[StatsReport, MomentStats] | None, str]:
+def check_stats(
+    reply: Message, width: int, classes: int | None = None
+) -> tuple[tuple[StatsReport, MomentStats] | None, str]:
     """``((report, moments), "")`` for a reply whose moments may count, else ``(None, reason)``.
 
-    ``width`` is the server's embedding size ``d`` (the frozen base's hidden size).
+    ``width`` is the server's embedding size ``d`` (the frozen base's hidden size);
+    ``classes``, when the reply must carry class moments (the pooled probe), the
+    task's number of classes.
     """
     metrics = reply.content.metric_records.get(METRICS_KEY)
     record = reply.content.array_records.get(STATS_KEY)
@@ -62,7 +71,25 @@ def check_stats(reply: Message, width: int) -> tuple[tuple[StatsReport, MomentSt
     if report.num_examples < 1:
         return None, f"num-examples {report.num_examples} is below 1"
     problem = moment_problem(stats, width, report.num_examples)
+    if not problem and classes is not None:
+        problem = _class_moments_problem(reply, width, classes, report.num_examples)
     return (None, problem) if problem else ((report, stats), "")
+
+
+def class_moments(reply: Message) -> ClassMoments:
+    """The class moments of a reply that :func:`check_stats` accepted with ``classes``."""
+    record = reply.content.array_records[PROBE_STATS_KEY]
+    return ClassMoments.from_arrays({k: a.numpy() for k, a in record.items()})
+
+
+def _class_moments_problem(reply: Message, width: int, classes: int, rows: int) -> str:
+    if PROBE_STATS_KEY not in reply.content.array_records:
+        return "no class moments in the reply (teacher-probe=pooled needs them)"
+    try:
+        moments = class_moments(reply)
+    except (ValueError, KeyError) as err:
+        return f"class moments: {err}"
+    return moments.problem(width, classes, rows)
 
 
 def moment_problem(stats: MomentStats, width: int, rows: int) -> str:

@@ -1,8 +1,10 @@
 """Federated fine-tuning of the teachers' LoRA adapters (``teacher-federation=fedavg``).
 
 For the first K = ``teacher-fedavg-rounds`` rounds every train message also
-carries the global adapters and head (none in round 1: the clients start from
-the same seeded initialisation); each client fine-tunes them on its rows for
+carries the global adapters and head (in round 1 no adapters: the clients
+start from the same seeded initialisation, and with ``teacher-probe=pooled``
+from the head the server fitted on the pooled class moments, sent alone);
+each client fine-tunes them on its rows for
 ``teacher-epochs``, distils its student from the updated teacher and replies
 with its trained adapters and head, which the server averages weighted by
 examples. After round K, each client receives the final average once (in the
@@ -153,8 +155,10 @@ class TeacherFederation:
         aggregation: str = "fedavg",
         trim_fraction: float = 0.2,
         byzantine: int = 1,
+        start: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.rounds = rounds
+        self.start = start  # the head the teachers start from (pooled probe), if any
         self.aggregation, self.trim_fraction, self.byzantine = aggregation, trim_fraction, byzantine
         self.global_arrays: dict[str, np.ndarray] | None = None
         self.versions: dict[int, int] = {}  # partition -> teacher round behind its logits
@@ -177,10 +181,9 @@ class TeacherFederation:
                 teacher_round, final = 0, False
             config[TEACHER_ROUND_KEY] = teacher_round
             config[TEACHER_FINAL_KEY] = final
-            if teacher_round and self.global_arrays is not None:
-                message.content[TEACHER_KEY] = ArrayRecord(
-                    {k: Array(v) for k, v in self.global_arrays.items()}
-                )
+            arrays = self.global_arrays if self.global_arrays is not None else self.start
+            if teacher_round and arrays is not None:
+                message.content[TEACHER_KEY] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
     def collect(
         self,

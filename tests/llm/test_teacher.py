@@ -11,14 +11,8 @@ import pytest
 from config.errors import ConfigError
 from config.run_config import TeacherConfig
 from llm.models import load_tokenizer
-from llm.teacher import (
-    PROBE_CS,
-    class_weights,
-    finetune_teacher,
-    logit_metrics,
-    pooled_embeddings,
-    probe_head,
-)
+from llm.probe import PROBE_CS, logit_metrics, probe_head
+from llm.teacher import class_weights, finetune_teacher, pooled_embeddings
 from tasks.datasets import TextDataset
 
 

@@ -175,8 +175,11 @@ def test_a_two_round_federation_of_adapters(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 2
     first, second = read_rounds(run_dir / "rounds.jsonl")[1:]
-    # Round 1: each client fine-tuned from the common start and sent its adapters and head.
-    assert first["teacher-bytes-sent"] == 0 and first["teacher-bytes-received"] > 0
+    # Round 1: each client was sent the pooled probe head alone (3 classes x 384 weights
+    # and 3 biases, float32), fine-tuned fresh adapters on it and sent adapters and head.
+    head_bytes = 2 * (3 * 384 + 3) * 4
+    assert head_bytes <= first["teacher-bytes-sent"] < head_bytes + 1024
+    assert first["teacher-bytes-received"] > 10 * first["teacher-bytes-sent"]
     assert all(c["teacher-version"] == 1 and c["teacher-seconds"] > 0 for c in first["clients"])
     # Round 2: the average went out (as many bytes as one client's arrays, to each of 2)...
     assert second["teacher-bytes-sent"] == first["teacher-bytes-received"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from config.run_config import RunConfig
-from llm.teacher import probe_accuracy, probe_head, unit
+from llm.probe import probe_accuracy, probe_head, unit
 from server_app.teacher_report import clients_teacher, teacher_summary
 from tasks.datasets import TextDataset
 

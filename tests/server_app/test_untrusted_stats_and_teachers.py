@@ -22,8 +22,9 @@ from flwr.app import (
 )
 
 from client_app.app import app as client_app
-from config.messages import METRICS_KEY, STATS_KEY, TEACHER_KEY
+from config.messages import METRICS_KEY, PROBE_STATS_KEY, STATS_KEY, TEACHER_KEY
 from harness.inprocess import run_in_process, task_identity
+from llm.probe import ClassMoments
 from quantum.projection import MomentStats
 from server_app.results import read_rounds
 from server_app.stats_replies import check_stats, claim_partitions, pool_moments
@@ -81,6 +82,34 @@ def test_honest_statistics_pass_and_each_hostile_kind_is_refused_with_its_reason
     }
     for reason, (stats, examples) in cases.items():
         checked, problem = check_stats(_stats_reply(stats, examples), WIDTH)
+        assert checked is None and reason in problem, (reason, problem)
+
+
+def test_class_moments_are_required_and_checked_when_the_probe_is_pooled() -> None:
+    """teacher-probe=pooled: a statistics reply also carries class moments (2 classes
+    here); missing, scaled or miscounted ones refuse the reply whole."""
+    rows, labels = _rows(0), np.arange(40) % 2
+    honest = MomentStats.from_features(rows)
+    classes = ClassMoments.from_rows(rows, labels, 2).to_arrays()
+
+    def reply(**changes: Any) -> Message:
+        message = _stats_reply(honest, 40)
+        message.content[PROBE_STATS_KEY] = ArrayRecord(
+            {k: Array(np.asarray(v)) for k, v in {**classes, **changes}.items()}
+        )
+        return message
+
+    checked, problem = check_stats(reply(), WIDTH, classes=2)
+    assert checked is not None and problem == ""
+    assert "no class moments" in check_stats(_stats_reply(honest, 40), WIDTH, classes=2)[1]
+    cases = {
+        "not the 40 unit rows": reply(outer=classes["outer"] * 100),
+        "declared num-examples 40": reply(counts=classes["counts"] * 2),
+        "shapes": reply(sums=classes["sums"][:, :3]),
+        "longer than its count": reply(sums=classes["sums"] * 5),
+    }
+    for reason, message in cases.items():
+        checked, problem = check_stats(message, WIDTH, classes=2)
         assert checked is None and reason in problem, (reason, problem)
 
 
