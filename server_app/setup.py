@@ -252,13 +252,14 @@ def fit_projection(
     head = None
     if classes is not None:
         moments = pool_class_moments([class_moments(reply) for reply, _, _ in accepted], robust)
-        probe_weight, probe_bias, shrinkage = pooled_probe_head(moments, val.features, val.labels)
+        probe_weight, probe_bias, chosen = pooled_probe_head(moments, val.features, val.labels)
         head = head_arrays(probe_weight, probe_bias)
         logger.info(
-            "pooled teacher probe: class moments of %d rows from %d clients, shrinkage %.2f",
+            "pooled teacher probe: class moments of %d rows from %d clients, shrinkage %.2f, "
+            "temperature %.2f",
             moments.n,
             len(accepted),
-            shrinkage,
+            *chosen,
         )
     received = array_bytes(answers)
     return Projection(weight, bias, partitions, clients, received, failures, head)
