@@ -217,6 +217,12 @@ class TeacherConfig:
     fedavg_rounds: int = _key(
         "teacher-fedavg-rounds", 2, "fedavg: rounds in which the teacher adapters are federated."
     )
+    fedavg_early_end: bool = _key(
+        "teacher-fedavg-early-end",
+        True,
+        "fedavg: end the federated rounds early, the average then final, after a round in "
+        "which fine-tuning lowered no client's validation loss.",
+    )
     head: str = _key(
         "teacher-head",
         "probe",

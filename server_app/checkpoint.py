@@ -137,6 +137,7 @@ SAME_ON_RESUME = (
     "teacher-fedavg-rounds",
     "teacher-head",
     "teacher-probe",
+    "teacher-fedavg-early-end",
     # the student's arrays
     "n-qubits",
     "n-layers",

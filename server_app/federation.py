@@ -75,6 +75,8 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
     strategy, teachers, timeout = fed.strategy, fed.teachers, fed.config.federation.round_timeout
     started = time.perf_counter()
     unidentified = identify_nodes(grid, strategy, fed.config, fed.data.val)
+    if teachers is not None:  # the federated rounds may have ended early (teacher budgets)
+        strategy.teacher_policy.federated_rounds = teachers.rounds
     messages = list(strategy.configure_train(server_round, fed.arrays, ConfigRecord({}), grid))
     over = fed.budget.round_stop(server_round, strategy.last_plan) if fed.budget else None
     if over is not None:
@@ -87,11 +89,8 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         collected = teachers.collect(
             server_round, replies, messages, strategy.partitions, strategy.reply_problem
         )
-        judged, refused, teacher_bytes = (
-            collected.kept,
-            collected.failures,
-            collected.bytes_received,
-        )
+        judged, refused = collected.kept, collected.failures
+        teacher_bytes = collected.bytes_received
     silent = silent_nodes(messages, replies, strategy.partitions)
     if silent:
         logger.warning(

@@ -391,6 +391,7 @@ def teacher_federation(
         config.policy.trim_fraction,
         config.policy.krum_byzantine,
         start=start,
+        early_end=config.teacher.fedavg_early_end,
     )
 
 

@@ -9,7 +9,10 @@ each client fine-tunes them on its rows for
 with its trained adapters and head, which the server averages weighted by
 examples. After round K, each client receives the final average once (in the
 first round it is selected), loads it, and distils from that global teacher
-from then on. The student is federated as usual throughout.
+from then on. With ``teacher-fedavg-early-end`` the federated rounds end
+early, after a round in which fine-tuning lowered no client's validation
+loss (every client kept its start, or ended above it): the average is final
+then, and the later rounds' fine-tuning is saved. The student is federated as usual throughout.
 
 Bytes of the teacher arrays are counted apart from the student's
 (``teacher-bytes-sent`` / ``teacher-bytes-received`` in ``rounds.jsonl``).
@@ -156,8 +159,10 @@ class TeacherFederation:
         trim_fraction: float = 0.2,
         byzantine: int = 1,
         start: dict[str, np.ndarray] | None = None,
+        early_end: bool = False,
     ) -> None:
         self.rounds = rounds
+        self.early_end = early_end
         self.start = start  # the head the teachers start from (pooled probe), if any
         self.aggregation, self.trim_fraction, self.byzantine = aggregation, trim_fraction, byzantine
         self.global_arrays: dict[str, np.ndarray] | None = None
@@ -218,6 +223,7 @@ class TeacherFederation:
                 offered.append((reply, client, arrays, report))
         expected = self._expected([arrays for _, _, arrays, _ in offered])
         contributions, failures, refused = [], [], []
+        improved: list[bool] = []
         for reply, client, arrays, report in offered:
             problem = teacher_problem(arrays, expected)
             if problem:
@@ -229,6 +235,14 @@ class TeacherFederation:
                 self.versions.pop(client, None)
             else:
                 contributions.append((arrays, float(report.num_examples)))
+                improved.append(report.teacher_val_loss < report.teacher_untrained_val_loss)
+        if contributions and self.early_end and server_round < self.rounds and not any(improved):
+            logger.info(
+                "round %d: fine-tuning lowered no client's teacher validation loss; the "
+                "federated teacher is final (teacher-fedavg-early-end)",
+                server_round,
+            )
+            self.rounds = server_round
         if contributions:
             self.global_arrays = self.pool(contributions)
             logger.info(

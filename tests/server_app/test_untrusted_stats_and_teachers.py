@@ -194,6 +194,28 @@ def test_hostile_teacher_replies_are_refused_and_a_scaled_one_is_bounded(
     assert float(median.global_arrays["lora_A"][0]) == pytest.approx(1.2)
 
 
+def test_the_federated_rounds_end_early_when_fine_tuning_lowered_no_validation_loss(
+    as_superlink: None,
+) -> None:
+    """teacher-fedavg-early-end: a round in which every client kept its start (or ended
+    above it) makes the average final; one client that improved keeps the rounds going."""
+
+    def round_of(losses: list[tuple[float, float]], early_end: bool = True) -> int:
+        federation = TeacherFederation(rounds=3, early_end=early_end)
+        replies = []
+        for node, (after, before) in enumerate(losses):
+            reply = _teacher_reply(node, _adapters(1.0))
+            metrics = reply.content.metric_records[METRICS_KEY]
+            metrics["teacher-val-loss"], metrics["teacher-untrained-val-loss"] = after, before
+            replies.append(reply)
+        federation.collect(1, replies, [], {n: n for n in range(len(losses))})
+        return federation.rounds
+
+    assert round_of([(0.6, 0.6), (0.7, 0.65)]) == 1  # kept the start; worse
+    assert round_of([(0.6, 0.6), (0.6, 0.65)]) == 3  # one client improved
+    assert round_of([(0.6, 0.6), (0.7, 0.65)], early_end=False) == 3
+
+
 # --- in a real federation: bad statistics at set-up
 
 
