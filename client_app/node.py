@@ -331,11 +331,17 @@ class ClientNode:
         with the server's pooled probe head when it sends one),
         fine-tune for ``epochs`` (the budget sent; 0 only evaluates), keep the
         new logits and return the adapters and head for the server to average.
-        ``final``: load the final average, keep its logits and return no arrays.
+        ``final``: load the final average, keep its logits and return no arrays (a
+        node whose last adapters are that average already, as when every client
+        kept its start, keeps what it has and computes nothing).
         The teacher's total steps count every chunk this node trained. With the
         disk cache on, a chunk is reused when the same rows, settings, steps and
         received adapters come again (a restarted node, a repeated run).
         """
+        if final and received is not None and self._holds(received):
+            self.store.put_numbers(**{"teacher-version": teacher_round})
+            self.seconds["teacher"] = 0.0
+            return self._view(0.0, 0, 0), None
         train, val = self.splits
         cfg, seed = self.config.teacher, self._teacher_seed()
         fresh = received is None or is_head(received)  # round 1: no adapters yet
@@ -365,6 +371,11 @@ class ClientNode:
         self._remember_teacher(out, before + out.steps, first=fresh, version=teacher_round)
         self.seconds["teacher"] = seconds
         return self._view(seconds, out.steps, 0), None if final else out.arrays
+
+    def _holds(self, arrays: Mapping[str, np.ndarray]) -> bool:
+        """Whether this node's teacher has exactly these adapters and head."""
+        held = self.store.arrays("adapters")
+        return set(held) == set(arrays) and all(np.array_equal(held[k], arrays[k]) for k in arrays)
 
     @property
     def teacher_version(self) -> int:

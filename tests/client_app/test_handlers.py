@@ -105,3 +105,22 @@ def test_a_node_trains_its_teacher_budget_and_no_more(shared_data: Path) -> None
     np.testing.assert_allclose(rebuilt.val_logits, kept.val_logits, rtol=0, atol=1e-5)
     more = lost.teacher(0.5)  # ceil(0.5 x 48 / 16) = 2 more steps, on top of the 3
     assert (more.steps_this_round, more.restore_steps, more.total_steps) == (2, 0, 5)
+
+
+def test_a_node_that_holds_the_final_average_keeps_its_teacher(shared_data: Path) -> None:
+    """teacher-federation=fedavg: when the final average is exactly this node's adapters
+    (every client kept its start), the node keeps its teacher and computes nothing; any
+    other average is loaded and scored."""
+    from client_app.node import ClientNode
+
+    node = ClientNode(_context(shared_data))
+    first, arrays = node.federated_teacher(None, 1, final=False, epochs=0.0)
+    assert arrays is not None and first.version == 1
+    kept, none = node.federated_teacher(arrays, 2, final=True, epochs=0.0)
+    assert none is None and kept.version == 2 and kept.seconds_this_round == 0.0
+    assert np.array_equal(kept.train_logits, first.train_logits)
+    moved = {k: v + np.float32(0.01) for k, v in arrays.items()}
+    loaded, _ = node.federated_teacher(moved, 2, final=True, epochs=0.0)
+    assert loaded.seconds_this_round > 0.0 and not np.array_equal(
+        loaded.train_logits, first.train_logits
+    )
