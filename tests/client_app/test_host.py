@@ -35,7 +35,7 @@ def clientapp_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     short = Path(tempfile.mkdtemp(prefix="lqh", dir="/tmp"))  # a Unix socket path is short
     monkeypatch.setattr(sys, "argv", ["flwr-clientapp", "--token", "1"])
     monkeypatch.setattr(tempfile, "tempdir", str(short))
-    monkeypatch.setenv(host.IDLE_ENV, "20")  # the hosts of these tests end soon after them
+    monkeypatch.setenv(host.IDLE_ENV, "5")  # the hosts of these tests end soon after them
     monkeypatch.setattr(runtime, "_RUNTIMES", collections.OrderedDict())
     with task_identity():
         yield short / f"llmqfl-hosts-{os.getuid()}"
