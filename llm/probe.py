@@ -192,10 +192,7 @@ def pool_class_moments(moments: Sequence[ClassMoments], robust: bool) -> ClassMo
     if not moments:
         raise ValueError("no class moments to pool")
     if not robust:
-        pooled = moments[0]
-        for more in moments[1:]:
-            pooled = pooled + more
-        return pooled
+        return sum(moments[1:], moments[0])
     counts = np.sum([m.counts for m in moments], axis=0)
     sums = np.zeros_like(moments[0].sums)
     for k in np.flatnonzero(counts):

@@ -121,10 +121,7 @@ def pool_moments(stats: Sequence[MomentStats], robust: bool) -> MomentStats:
     if not stats:
         raise ValueError("no moments to pool")
     if not robust:
-        pooled = stats[0]
-        for more in stats[1:]:
-            pooled = pooled + more
-        return pooled
+        return sum(stats[1:], stats[0])
     rows = sum(s.n for s in stats)
     mean = np.median(np.stack([s.total / s.n for s in stats]), axis=0)
     second = np.median(np.stack([s.outer / s.n for s in stats]), axis=0)
