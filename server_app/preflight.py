@@ -10,7 +10,8 @@ checkpoint to resume from. Each failure is one line naming the key and the fix.
 
 from __future__ import annotations
 
-from config.run_config import RunConfig, check_choice
+from config.fields import check_choice
+from config.run_config import RunConfig
 from llm.presets import check_model
 from quantum.optimizers import check_cobyla_budget, resolve_optimizer
 from quantum.student import circuit_spec, device_spec, gradient_free_parameters

@@ -6,7 +6,8 @@ import importlib
 from typing import Any
 
 from config.errors import ConfigError
-from config.run_config import RunConfig, check, check_choice
+from config.fields import check, check_choice
+from config.run_config import RunConfig
 from strategies.llm_guided import FedProx, LLMGuidedStrategy, LLMQFLReference
 from strategies.selection import SELECTIONS
 from strategies.steps import RATIO_RULES, STEP_POLICIES, parse_arms
