@@ -6,7 +6,7 @@ For each dataset (the embedded genomic default and TweetEval sentiment from
 turn (the median is reported, so that a busy moment hits every way alike):
 
 - embeddings, the clients' and the server's frozen-base pass
-  (``llm.teacher.pooled_embeddings``), with the texts padded to
+  (``llm.inference.pooled_embeddings``), with the texts padded to
   ``max-length`` in row order (``fixed``), padded to each batch's longest
   (``dynamic``) and, the default, sorted by length first (``bucketed``);
 - teacher fine-tuning: seconds per LoRA step (forward and backward on 16
@@ -38,7 +38,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import llm.teacher as teacher  # noqa: E402
+import llm.inference as inference  # noqa: E402
+import llm.teacher_model as teacher_model  # noqa: E402
 from config.run_config import RunConfig  # noqa: E402
 from llm.models import load_tokenizer  # noqa: E402
 from tasks.datasets import DataSource  # noqa: E402
@@ -48,9 +49,9 @@ MAX_LENGTH, BATCH = 64, 16
 
 
 def embed_seconds(texts: list[str], way: str) -> float:
-    teacher.BATCHING = way
+    inference.BATCHING = way
     started = time.perf_counter()
-    teacher.pooled_embeddings("minilm", texts, MAX_LENGTH, BATCH)
+    inference.pooled_embeddings("minilm", texts, MAX_LENGTH, BATCH)
     return time.perf_counter() - started
 
 
@@ -69,7 +70,7 @@ def step_seconds(
     times = []
     for _ in range(steps):
         rows = rng.choice(len(texts), BATCH, replace=False)
-        enc = teacher.encode(tokenizer, [texts[i] for i in rows], MAX_LENGTH, padding=padding)
+        enc = inference.encode(tokenizer, [texts[i] for i in rows], MAX_LENGTH, padding=padding)
         started = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(
             model(**enc).logits, torch.as_tensor(labels[rows], dtype=torch.long)
@@ -92,9 +93,9 @@ def measure(name: str, texts: list[str], labels: np.ndarray, repeats: int) -> No
         for way in ways:
             runs[way].append(embed_seconds(texts, way))
     embed = {w: statistics.median(runs[w]) for w in ways}
-    teacher.BATCHING = "bucketed"
+    inference.BATCHING = "bucketed"
     config = RunConfig.from_flat({"teacher-epochs": 1.0}).teacher
-    model, tok = teacher.build_teacher_model(config, int(labels.max()) + 1, seed=0)
+    model, tok = teacher_model.build_teacher_model(config, int(labels.max()) + 1, seed=0)
     rng = np.random.default_rng(0)
     step_seconds(model, tok, texts, True, labels, 3, rng)  # warm-up
     steps = {"fixed": [], "dynamic": []}  # type: dict[str, list[float]]

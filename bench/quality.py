@@ -47,7 +47,8 @@ from sklearn.linear_model import LogisticRegression
 
 from client_app.node import ClientNode
 from harness.inprocess import InProcessGrid, run_in_process
-from llm.teacher import logit_metrics, predict_logits
+from llm.inference import predict_logits
+from llm.probe import logit_metrics
 from server_app.setup import ServerSplit, embed_split
 from tasks.datasets import DataSource
 from tasks.splits import server_datasets

@@ -121,7 +121,9 @@ def measure(method: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from config.run_config import TeacherConfig
-    from llm.teacher import build_teacher_model, encode, finetune_teacher, trainable_arrays
+    from llm.inference import encode
+    from llm.teacher import finetune_teacher
+    from llm.teacher_model import build_teacher_model, trainable_arrays
     from tasks.datasets import DataSource
 
     rows = DataSource("tweeteval", str(args.data_dir)).load("train")

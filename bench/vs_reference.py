@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llm.teacher import pooled_embeddings  # noqa: E402
+from llm.inference import pooled_embeddings  # noqa: E402
 from quantum.distill import evaluate_student, train_student  # noqa: E402
 from quantum.projection import MomentStats, pca_projection  # noqa: E402
 from quantum.student import make_student  # noqa: E402

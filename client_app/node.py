@@ -30,14 +30,10 @@ from client_app.runtime import runtime
 from client_app.state import NodeState
 from config.messages import teacher_steps as epochs_to_steps
 from llm.cache import NodeCache, embeddings_key, teacher_key
+from llm.inference import pooled_embeddings
 from llm.probe import is_head, probe_accuracy
-from llm.teacher import (
-    TeacherOutputs,
-    build_teacher_model,
-    finetune_teacher,
-    load_trainable_arrays,
-    pooled_embeddings,
-)
+from llm.teacher import TeacherOutputs, finetune_teacher
+from llm.teacher_model import build_teacher_model, load_trainable_arrays
 from quantum.executor import Executor
 from quantum.student import QuantumStudent, build_student
 from tasks.datasets import TextDataset

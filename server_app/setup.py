@@ -32,8 +32,8 @@ from config.messages import (
     StatsReport,
 )
 from config.run_config import RunConfig
+from llm.inference import pooled_embeddings
 from llm.probe import head_arrays, pool_class_moments, pooled_probe_head
-from llm.teacher import pooled_embeddings
 from quantum.devices import make_executor
 from quantum.distill import evaluate_student
 from quantum.projection import MomentStats, pca_projection

@@ -23,7 +23,9 @@ import numpy as np
 
 from config.messages import TRAIN_KEYS
 from config.run_config import RunConfig
-from llm.teacher import build_teacher_model, load_trainable_arrays, logit_metrics, predict_logits
+from llm.inference import predict_logits
+from llm.probe import logit_metrics
+from llm.teacher_model import build_teacher_model, load_trainable_arrays
 from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)

@@ -9,15 +9,11 @@ from flwr.app import Array, ArrayRecord
 
 from config.errors import ConfigError
 from config.run_config import RunConfig, TeacherConfig
+from llm.inference import predict_logits
 from llm.models import load_tokenizer
 from llm.presets import PRESETS, find_target_modules
-from llm.teacher import (
-    build_teacher_model,
-    finetune_teacher,
-    load_trainable_arrays,
-    predict_logits,
-    trainable_arrays,
-)
+from llm.teacher import finetune_teacher
+from llm.teacher_model import build_teacher_model, load_trainable_arrays, trainable_arrays
 from tasks.datasets import TextDataset
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from config.run_config import TeacherConfig
+from llm.inference import pooled_embeddings
 from llm.probe import (
     ABSENT_BIAS,
     ClassMoments,
@@ -17,7 +18,7 @@ from llm.probe import (
     pooled_probe_head,
     unit,
 )
-from llm.teacher import finetune_teacher, pooled_embeddings
+from llm.teacher import finetune_teacher
 from tasks.datasets import TextDataset
 
 

@@ -10,9 +10,10 @@ import pytest
 
 from config.errors import ConfigError
 from config.run_config import TeacherConfig
+from llm.inference import pooled_embeddings
 from llm.models import load_tokenizer
 from llm.probe import PROBE_CS, logit_metrics, probe_head
-from llm.teacher import class_weights, finetune_teacher, pooled_embeddings
+from llm.teacher import class_weights, finetune_teacher
 from tasks.datasets import TextDataset
 
 
@@ -84,14 +85,14 @@ def test_offline_hub_model_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch)
 def test_length_bucketed_batches_give_each_text_its_own_row(
     tiny_model_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import llm.teacher as teacher
+    import llm.inference as inference
 
     words = "table chair window lamp door floor wall roof".split()
     texts = [" ".join(words[: 1 + (i * 5) % 8]) for i in range(11)]  # lengths out of order
     per_text = np.stack([pooled_embeddings(tiny_model_dir, [t], 16, 1)[0] for t in texts])
-    monkeypatch.setattr(teacher, "BATCHING", "bucketed")
+    monkeypatch.setattr(inference, "BATCHING", "bucketed")
     bucketed = pooled_embeddings(tiny_model_dir, texts, 16, 4)
-    monkeypatch.setattr(teacher, "BATCHING", "fixed")
+    monkeypatch.setattr(inference, "BATCHING", "fixed")
     fixed = pooled_embeddings(tiny_model_dir, texts, 16, 4)
     np.testing.assert_allclose(bucketed, per_text, atol=1e-5)
     np.testing.assert_allclose(fixed, per_text, atol=1e-5)

@@ -24,7 +24,8 @@ from flwr.app import (
 from client_app.node import ClientNode
 from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY, teacher_steps
 from harness.inprocess import run_in_process, task_identity
-from llm.teacher import logit_metrics, predict_logits
+from llm.inference import predict_logits
+from llm.probe import logit_metrics
 from server_app.results import read_rounds
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies import StudentFedAvg
