@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,48 +141,31 @@ def train_student(
     ----------
     student : nn.Module
         Maps (batch, in_features) float32 to (batch, n_classes) logits; trained in place.
-    features : np.ndarray
-        Shape (rows, in_features).
-    labels : np.ndarray
-        Shape (rows,), class indices.
-    teacher_logits : np.ndarray
-        Shape (rows, n_classes).
-    steps : int
-        Optimizer steps, >= 0 (0 changes nothing).
-    lr : float
-        Adam learning rate of the circuit and readout.
-    projection_lr : float, optional
-        Adam learning rate of a trainable ``projection`` (default ``lr``).
-    batch_size : int
-        Minibatch rows, >= 1; see :func:`minibatches`.
+    features, labels, teacher_logits : np.ndarray
+        Shapes (rows, in_features), (rows,) class indices, (rows, n_classes).
+    steps, batch_size : int
+        Optimizer steps, >= 0 (0 changes nothing); minibatch rows, >= 1 (:func:`minibatches`).
+    lr, projection_lr : float
+        Adam learning rates of the circuit and readout, and of a trainable
+        ``projection`` (default ``lr``).
     temperature, alpha : float
-        See :func:`kd_loss`.
-    seed : int or sequence of int
-        Seeds the minibatch order.
+        See :func:`kd_loss`; ``seed`` seeds the minibatch order.
     proximal_mu : float
         FedProx: adds ``mu/2 * ||w - w_start||^2``, ``w_start`` the global model.
     optimizer : {"adam", "cobyla", "spsa"}
-        Resolved name (see :func:`quantum.optimizers.resolve_optimizer`).
-        ``cobyla`` makes exactly ``steps`` evaluations on all the train rows
-        (and refuses a budget below its floor of parameters + 2); ``spsa``
-        runs ``steps`` iterations of two evaluations each, a fresh minibatch
-        per iteration. Both tune the circuit and readout only.
+        Resolved name (:func:`quantum.optimizers.resolve_optimizer`); for
+        ``cobyla`` and ``spsa`` see :func:`_train_gradient_free`.
 
     Returns
     -------
     dict of str to float
-        ``steps``, the steps actually run (Adam steps, COBYLA evaluations, SPSA
-        iterations); ``evaluations``, the objective evaluations they took;
-        ``train_loss``, the mean loss (nats) of the last ``min(steps, 5)``
-        steps, NaN when ``steps`` is 0; ``seconds``, wall time.
+        ``steps`` actually run (Adam steps, COBYLA evaluations, SPSA iterations),
+        ``evaluations`` of the objective, ``train_loss`` (mean nats of the last
+        ``min(steps, 5)`` steps, NaN for 0) and wall ``seconds``.
     """
     started = time.perf_counter()
     _check_training_inputs(features, labels, teacher_logits, steps, batch_size)
-    data = (
-        torch.as_tensor(features, dtype=torch.float32),
-        torch.as_tensor(labels, dtype=torch.long),
-        torch.as_tensor(teacher_logits, dtype=torch.float32),
-    )
+    data = _tensors(features, labels, teacher_logits)
     batches = minibatches(len(features), batch_size, seed)
     student.train()
     if optimizer == "adam":
@@ -195,6 +178,17 @@ def train_student(
     result = _fit_result(losses, 2 if optimizer == "spsa" else 1, started)
     logger.debug("student trained: %s", result)
     return result
+
+
+def _tensors(
+    features: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features and teacher logits as float32, labels as long."""
+    return (
+        torch.as_tensor(features, dtype=torch.float32),
+        torch.as_tensor(labels, dtype=torch.long),
+        torch.as_tensor(teacher_logits, dtype=torch.float32),
+    )
 
 
 def _fit_result(losses: list[float], evaluations_per_step: int, started: float) -> dict[str, float]:
@@ -252,9 +246,11 @@ def _train_gradient_free(
 ) -> list[float]:
     """COBYLA or SPSA over the circuit and readout parameters; returns each evaluation's loss.
 
-    COBYLA scores every evaluation on all the client's train rows (a fixed,
-    deterministic objective, as COBYLA's model of it assumes); SPSA scores both
-    evaluations of an iteration on a fresh minibatch.
+    COBYLA makes exactly ``steps`` evaluations, each on all the client's train
+    rows (a fixed, deterministic objective, as COBYLA's model of it assumes),
+    and refuses a budget below its floor of parameters + 2; SPSA runs ``steps``
+    iterations of two evaluations each, both on a fresh minibatch. Neither
+    tunes a trainable projection.
     """
     from quantum.optimizers import cobyla, spsa
 
@@ -265,7 +261,6 @@ def _train_gradient_free(
     skip = {id(p) for p in projection.parameters()} if projection is not None else set()
     params = [p for p in student.parameters() if p.requires_grad and id(p) not in skip]
     start = nn.utils.parameters_to_vector(params).double().numpy()
-    fresh: dict[int, torch.Tensor] = {}
 
     def loss_of(theta: np.ndarray, logits: torch.Tensor, rows: torch.Tensor) -> float:
         loss = kd_loss(logits, t[rows], y[rows], temperature, alpha)
@@ -281,33 +276,53 @@ def _train_gradient_free(
         every_row = torch.arange(len(x))
         best, losses = cobyla(lambda theta: loss_at(theta, every_row), start, steps)
     else:
-
-        def minibatch(k: int) -> torch.Tensor:
-            if k not in fresh:
-                fresh.clear()
-                fresh[k] = torch.as_tensor(next(batches))
-            return fresh[k]
-
-        circuit: Any = student  # a QuantumStudent: angles -> executor -> logits, split apart
-
-        def loss_pair(plus: np.ndarray, minus: np.ndarray, k: int) -> tuple[float, float]:
-            """Both perturbations on one minibatch, in one executor call (one job)."""
-            rows = minibatch(k)
-            angles = circuit.angles(x[rows])
-            weights = []
-            for theta in (plus, minus):
-                nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
-                weights.append(circuit.weights.detach().to(torch.float64).clone())
-            readouts = circuit.executor.run_many(angles, weights)
-            found = []
-            for theta, readout in zip((plus, minus), readouts, strict=True):
-                nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), params)
-                found.append(loss_of(theta, circuit.logits(readout), rows))
-            return found[0], found[1]
-
-        best, losses = spsa(loss_pair, start, steps, lr, [int(s) for s in np.atleast_1d(seed)])
+        pair = _SpsaPair(student, params, x, batches, loss_of)
+        best, losses = spsa(pair, start, steps, lr, [int(s) for s in np.atleast_1d(seed)])
     nn.utils.vector_to_parameters(torch.as_tensor(best, dtype=torch.float32), params)
     return losses
+
+
+class _SpsaPair:
+    """SPSA's two perturbations on one minibatch, in one executor call (one job).
+
+    The student is a QuantumStudent, split apart: angles -> executor -> logits.
+    Iteration ``k`` draws its minibatch once, for both evaluations.
+    """
+
+    def __init__(
+        self,
+        student: Any,
+        params: list[nn.Parameter],
+        x: torch.Tensor,
+        batches: Iterator[np.ndarray],
+        loss_of: Callable[[np.ndarray, torch.Tensor, torch.Tensor], float],
+    ) -> None:
+        self.student, self.params, self.x = student, params, x
+        self.batches, self.loss_of = batches, loss_of
+        self.fresh: dict[int, torch.Tensor] = {}
+
+    def minibatch(self, k: int) -> torch.Tensor:
+        if k not in self.fresh:
+            self.fresh.clear()
+            self.fresh[k] = torch.as_tensor(next(self.batches))
+        return self.fresh[k]
+
+    def set(self, theta: np.ndarray) -> None:
+        nn.utils.vector_to_parameters(torch.as_tensor(theta, dtype=torch.float32), self.params)
+
+    def __call__(self, plus: np.ndarray, minus: np.ndarray, k: int) -> tuple[float, float]:
+        rows, circuit = self.minibatch(k), self.student
+        angles = circuit.angles(self.x[rows])
+        weights = []
+        for theta in (plus, minus):
+            self.set(theta)
+            weights.append(circuit.weights.detach().to(torch.float64).clone())
+        readouts = circuit.executor.run_many(angles, weights)
+        found = []
+        for theta, readout in zip((plus, minus), readouts, strict=True):
+            self.set(theta)
+            found.append(self.loss_of(theta, circuit.logits(readout), rows))
+        return found[0], found[1]
 
 
 @torch.no_grad()
