@@ -20,6 +20,7 @@ on this node's device: its node config may set ``device`` for itself.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -132,21 +133,7 @@ def train(msg: Message, context: Context) -> Message:
     teacher_train_loss, _ = logit_metrics(teacher.train_logits, train_rows.labels)
     with student.executor.scope():  # one Runtime Batch or Session for the message's jobs
         global_val = evaluate_student(student, val_features, val_rows.labels)
-        fit = train_student(
-            student,
-            train_features,
-            train_rows.labels,
-            teacher.train_logits,
-            steps=orders.local_steps,
-            lr=orders.student_lr,
-            projection_lr=orders.projection_lr,
-            batch_size=node.config.student.batch_size,
-            temperature=orders.temperature,
-            alpha=orders.alpha,
-            seed=(node.config.federation.seed, orders.server_round, node.partition_id),
-            proximal_mu=orders.proximal_mu,
-            optimizer=node.optimizer,
-        )
+        fit = _distil(node, student, teacher.train_logits, orders)
         val_loss, val_accuracy = evaluate_student(student, val_features, val_rows.labels)
     global_val_loss, global_val_accuracy = global_val
     report = TrainReport(
@@ -175,6 +162,36 @@ def train(msg: Message, context: Context) -> Message:
         compute_seconds=slow * (time.perf_counter() - started),
         cost=student.meter.totals(),
     )
+    return _train_reply(msg, student, report, adapters)
+
+
+def _distil(
+    node: ClientNode, student: Any, teacher_logits: np.ndarray, orders: TrainInstructions
+) -> dict[str, float]:
+    """The round's local distillation steps on the node's train rows (``train_student``)."""
+    train_rows, _ = node.splits
+    train_features, _ = node.features()
+    return train_student(
+        student,
+        train_features,
+        train_rows.labels,
+        teacher_logits,
+        steps=orders.local_steps,
+        lr=orders.student_lr,
+        projection_lr=orders.projection_lr,
+        batch_size=node.config.student.batch_size,
+        temperature=orders.temperature,
+        alpha=orders.alpha,
+        seed=(node.config.federation.seed, orders.server_round, node.partition_id),
+        proximal_mu=orders.proximal_mu,
+        optimizer=node.optimizer,
+    )
+
+
+def _train_reply(
+    msg: Message, student: Any, report: TrainReport, adapters: dict[str, np.ndarray] | None
+) -> Message:
+    """The train reply: the local student, its report, its backend and, if sent, adapters."""
     content = RecordDict(
         {
             STUDENT_KEY: _record(student.get_arrays()),

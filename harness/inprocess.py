@@ -152,16 +152,7 @@ def run_in_process(
             client_app, num_nodes, run_config, run_id=run_id, fail_nodes=fail_nodes
         )
     else:
-        fail = {int(grid.contexts[n].node_config["partition-id"]) for n in grid.fail_nodes}
-        grid.contexts = {
-            node_id(int(c.node_config["partition-id"]), run_id): c for c in grid.contexts.values()
-        }
-        for new_id, context in grid.contexts.items():
-            context.run_config = dict(run_config)
-            context.run_id, context.node_id = run_id, new_id
-            context.state = RecordDict()
-        grid.fail_nodes = {node_id(p, run_id) for p in fail}
-        grid.run_id = run_id
+        _new_run(grid, run_config, run_id)
     for context in grid.contexts.values():
         partition = int(context.node_config["partition-id"])
         context.node_config = {
@@ -179,6 +170,20 @@ def run_in_process(
     with task_identity(run_id):
         server_app(grid, context)
     return grid
+
+
+def _new_run(grid: InProcessGrid, run_config: Mapping[str, Any], run_id: int) -> None:
+    """Ready ``grid``'s nodes for run ``run_id``: its config, new node IDs, empty state."""
+    fail = {int(grid.contexts[n].node_config["partition-id"]) for n in grid.fail_nodes}
+    grid.contexts = {
+        node_id(int(c.node_config["partition-id"]), run_id): c for c in grid.contexts.values()
+    }
+    for new_id, context in grid.contexts.items():
+        context.run_config = dict(run_config)
+        context.run_id, context.node_id = run_id, new_id
+        context.state = RecordDict()
+    grid.fail_nodes = {node_id(p, run_id) for p in fail}
+    grid.run_id = run_id
 
 
 @contextlib.contextmanager

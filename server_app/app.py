@@ -16,7 +16,7 @@ from server_app.federation import run_rounds
 from server_app.preflight import preflight
 from server_app.results import ResultsWriter
 from server_app.round_record import summary_record
-from server_app.setup import evaluate_global, set_up
+from server_app.setup import Federation, evaluate_global, set_up
 from server_app.teacher_report import teacher_summary
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,32 @@ def main(grid: Grid, context: Context) -> None:
     )
     fed = set_up(grid, config, writer)
     stop_reason, rounds_run = run_rounds(grid, fed, writer)
+    summary, final_name, teacher = _finish(fed, writer, stop_reason, rounds_run)
+    logger.info(
+        "run %s after %d rounds (%s): %stest acc %.3f, %s (majority %.3f); validation acc "
+        "%.3f -> %.3f; results in %s",
+        summary["status"],
+        summary["rounds"],
+        summary["stop-reason"],
+        final_name,
+        summary["final-test"]["accuracy"],
+        _teacher_words(teacher),
+        summary["test-majority-rate"],
+        summary["initial-val"]["accuracy"],
+        summary["final-val"]["accuracy"],
+        writer.path,
+    )
+
+
+def _finish(
+    fed: Federation, writer: ResultsWriter, stop_reason: str, rounds_run: int
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Save the final student and the strategy's state, score the test rows once, summarise.
+
+    Returns the summary written, how the final line names the final student,
+    and the teacher's summary.
+    """
+    config = fed.config
     final, final_round = fed.final_student()
     writer.save_arrays("student.npz", {k: a.numpy() for k, a in final.items()})
     writer.write_json(
@@ -84,20 +110,7 @@ def main(grid: Grid, context: Context) -> None:
         teacher=teacher,
     )
     writer.write_summary(summary)
-    logger.info(
-        "run %s after %d rounds (%s): %stest acc %.3f, %s (majority %.3f); validation acc "
-        "%.3f -> %.3f; results in %s",
-        summary["status"],
-        summary["rounds"],
-        summary["stop-reason"],
-        _final_name(final_round, averaged),
-        summary["final-test"]["accuracy"],
-        _teacher_words(teacher),
-        summary["test-majority-rate"],
-        summary["initial-val"]["accuracy"],
-        summary["final-val"]["accuracy"],
-        writer.path,
-    )
+    return summary, _final_name(final_round, averaged), teacher
 
 
 def _teacher_words(teacher: dict[str, Any]) -> str:

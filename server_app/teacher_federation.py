@@ -208,19 +208,7 @@ class TeacherFederation:
         failed is sent the final average again when it next trains.
         """
         received = record_bytes(replies)
-        offered: list[tuple[Message, int, dict[str, np.ndarray], TrainReport]] = []
-        for reply in replies:
-            client = partitions.get(reply_node(reply, sent), -1)
-            if reply.has_error() or student_problem(reply) is not None:
-                self.versions.pop(client, None)
-                continue
-            report = TrainReport.from_mapping(reply.content.metric_records[METRICS_KEY])
-            self.versions[client] = report.teacher_version
-            if TEACHER_KEY in reply.content.array_records:
-                record = reply.content.array_records[TEACHER_KEY]
-                arrays = {k: a.numpy() for k, a in record.items()}
-                del reply.content[TEACHER_KEY]
-                offered.append((reply, client, arrays, report))
+        offered = self._offered(replies, sent, partitions, student_problem)
         expected = self._expected([arrays for _, _, arrays, _ in offered])
         contributions, failures, refused = [], [], []
         improved: list[bool] = []
@@ -253,6 +241,29 @@ class TeacherFederation:
             )
         kept = [r for r in replies if all(r is not bad for bad in refused)]
         return TeacherReplies(kept, failures, received)
+
+    def _offered(
+        self,
+        replies: Sequence[Message],
+        sent: Sequence[Message],
+        partitions: Mapping[int, int],
+        student_problem: Callable[[Message], str | None],
+    ) -> list[tuple[Message, int, dict[str, np.ndarray], TrainReport]]:
+        """Each usable reply's teacher arrays, taken out of it; records every teacher version."""
+        offered = []
+        for reply in replies:
+            client = partitions.get(reply_node(reply, sent), -1)
+            if reply.has_error() or student_problem(reply) is not None:
+                self.versions.pop(client, None)
+                continue
+            report = TrainReport.from_mapping(reply.content.metric_records[METRICS_KEY])
+            self.versions[client] = report.teacher_version
+            if TEACHER_KEY in reply.content.array_records:
+                record = reply.content.array_records[TEACHER_KEY]
+                arrays = {k: a.numpy() for k, a in record.items()}
+                del reply.content[TEACHER_KEY]
+                offered.append((reply, client, arrays, report))
+        return offered
 
     def _expected(
         self, offered: Sequence[Mapping[str, np.ndarray]]
