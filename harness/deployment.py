@@ -17,96 +17,25 @@ and the bridge's /24 is one that no route or address here covers
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.launch import RunOutcome, flwr_run
+from harness.network import free_port, free_subnet, healthy, ip_command, namespaces_problem
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SUBNET = "10.231.{}.0/24"  # a private /24 per cluster, the first that is free here
-
-
-def healthy(url: str, cafile: Path | None = None, timeout: float = 5.0) -> bool:
-    """Whether ``url`` (a SuperLink's ``/health``) answers 2xx; HTTPS is verified by ``cafile``.
-
-    Python's own HTTP client, so that no ``curl`` is needed on the host.
-    """
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
-            return 200 <= int(answer.status) < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def free_port(host: str = "") -> int:
-    """A TCP port that nothing listens on now (on ``host``; every address by default)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def used_networks() -> list[ipaddress.IPv4Network]:
-    """The IPv4 networks of this machine's routes and addresses (``ip -4 route``/``addr``)."""
-    found: list[ipaddress.IPv4Network] = []
-    for args in (["route", "show", "table", "all"], ["-o", "addr"]):
-        out = subprocess.run(["ip", "-4", *args], capture_output=True, text=True).stdout
-        for word in out.split():
-            try:
-                network = ipaddress.ip_network(word, strict=False)
-            except ValueError:
-                continue
-            if isinstance(network, ipaddress.IPv4Network) and network.prefixlen > 0:
-                found.append(network)
-    return found
-
-
-def free_subnet(pattern: str = SUBNET, start: int = 1) -> ipaddress.IPv4Network:
-    """The first ``pattern.format(k)`` /24 (k = start .. 254, then from 1) that overlaps no
-    route or address of this machine."""
-    used = used_networks()
-    for k in [*range(start, 255), *range(1, start)]:
-        subnet = ipaddress.IPv4Network(pattern.format(k))
-        if not any(subnet.overlaps(network) for network in used):
-            return subnet
-    raise RuntimeError(f"every /24 of {pattern.format('k')} is in use on this machine")
-
-
-def namespaces_problem() -> str | None:
-    """Why this process cannot make network namespaces (root and ``ip netns``), or None."""
-    if os.geteuid() != 0:
-        return "needs root to make network namespaces (ip netns add)"
-    if shutil.which("ip") is None:
-        return "needs the ip command (Debian's iproute2)"
-    name = f"lqprobe{secrets.token_hex(2)}"
-    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if made.returncode != 0:
-        return f"ip netns add failed: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
-    return None
-
-
-def _ip(*args: str, netns: str | None = None) -> None:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
 
 
 @dataclass
@@ -196,22 +125,22 @@ class Cluster:
         free = free_subnet(start=int(self._tag, 16) % 250 + 1)
         subnet = str(free.network_address).rsplit(".", 1)[0] + "."
         bridge = f"lq{self._tag}br"
-        _ip("link", "add", bridge, "type", "bridge")
+        ip_command("link", "add", bridge, "type", "bridge")
         self._namespaces.append(f"@bridge:{bridge}")
-        _ip("addr", "add", f"{subnet}1/24", "dev", bridge)
-        _ip("link", "set", bridge, "up")
+        ip_command("addr", "add", f"{subnet}1/24", "dev", bridge)
+        ip_command("link", "set", bridge, "up")
         self.host = f"{subnet}1"
         for i in range(self.nodes + 1):  # one spare for a rogue SuperNode
             ns, outer, inner = f"lq{self._tag}n{i}", f"lq{self._tag}h{i}", f"lq{self._tag}c{i}"
-            _ip("netns", "add", ns)
+            ip_command("netns", "add", ns)
             self._namespaces.append(ns)
-            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-            _ip("link", "set", inner, "netns", ns)
-            _ip("link", "set", outer, "master", bridge)
-            _ip("link", "set", outer, "up")
-            _ip("addr", "add", f"{subnet}{10 + i}/24", "dev", inner, netns=ns)
-            _ip("link", "set", inner, "up", netns=ns)
-            _ip("link", "set", "lo", "up", netns=ns)
+            ip_command("link", "add", outer, "type", "veth", "peer", "name", inner)
+            ip_command("link", "set", inner, "netns", ns)
+            ip_command("link", "set", outer, "master", bridge)
+            ip_command("link", "set", outer, "up")
+            ip_command("addr", "add", f"{subnet}{10 + i}/24", "dev", inner, netns=ns)
+            ip_command("link", "set", inner, "up", netns=ns)
+            ip_command("link", "set", "lo", "up", netns=ns)
         self.network = f"namespaces: SuperLink {self.host}, SuperNodes {subnet}10-{10 + self.nodes}"
 
     @property

@@ -35,16 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.deployment import (
-    BIN,
-    REPO,
-    add_profile,
-    flwr_cli,
-    free_port,
-    free_subnet,
-    healthy,
-)
+from harness.deployment import BIN, REPO, add_profile, flwr_cli
 from harness.launch import RunOutcome, flwr_run
+from harness.network import free_port, free_subnet, healthy
 
 #: Debian's binaries (a docker CLI elsewhere on the PATH is not used), and their packages.
 DOCKERD, DOCKER, COMPOSE = "/usr/sbin/dockerd", "/usr/bin/docker", "/usr/bin/docker-compose"

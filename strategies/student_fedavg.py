@@ -35,8 +35,9 @@ the global student's figures on the server's validation split per round
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,15 +62,28 @@ from config.messages import (
     teacher_steps,
 )
 from config.run_config import RunConfig
+from strategies.aggregation import combine_arrays
 from strategies.memory import ClientMemory
-from strategies.robust import ROBUST, check_reply, clip_update, robust_aggregate
+from strategies.replies import REJECTED, failure_record, reply_node, step_mismatches
+from strategies.robust import check_reply
 from strategies.shots import shot_budget
 from strategies.teacher import TeacherPolicy, federated_teacher_rounds
 
 logger = logging.getLogger(__name__)
 
-#: The ``code`` of a failure record for a reply that arrived but failed the checks.
-REJECTED = -1
+__all__ = ["REJECTED", "StudentFedAvg", "reply_node"]
+
+
+@contextlib.contextmanager
+def _flwr_quiet() -> Iterator[None]:
+    """Flower's logger at ERROR for the duration (FedAvg's construction warnings)."""
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        flwr_logger.setLevel(level)
 
 
 class StudentFedAvg(FedAvg):
@@ -129,10 +143,7 @@ class StudentFedAvg(FedAvg):
     ) -> None:
         # The server evaluates the global student itself, so federated evaluation is off;
         # FedAvg warns about that on every construction, which would only be noise here.
-        flwr_logger = logging.getLogger("flwr")
-        level = flwr_logger.level
-        flwr_logger.setLevel(logging.ERROR)
-        try:
+        with _flwr_quiet():
             super().__init__(
                 fraction_train=fraction_train,
                 fraction_evaluate=0.0,
@@ -142,8 +153,6 @@ class StudentFedAvg(FedAvg):
                 arrayrecord_key=STUDENT_KEY,
                 configrecord_key=CONFIG_KEY,
             )
-        finally:
-            flwr_logger.setLevel(level)
         self.local_steps = local_steps
         self.student_lr = student_lr
         self.projection_lr = projection_lr
@@ -161,6 +170,10 @@ class StudentFedAvg(FedAvg):
         self.num_rounds = num_rounds
         self.teacher_batch_size = teacher_batch_size
         self.teacher_policy = TeacherPolicy(teacher_epochs, teacher_federated_rounds)
+        self._know_nothing()
+
+    def _know_nothing(self) -> None:
+        """The strategy's books, empty."""
         # Which node serves which client (partition): told by the server, kept up to date.
         self.partitions: dict[int, int] = {}
         # The rows each client declared before training (its query.stats reply), by partition.
@@ -443,17 +456,11 @@ class StudentFedAvg(FedAvg):
         return partition, report, problem
 
     def _failure(self, reply: Message, code: int, reason: str) -> dict[str, Any]:
-        node = reply_node(reply, self._sent_messages)
-        return {
-            "node-id": node,
-            "partition-id": self.partitions.get(node),
-            "code": code,
-            "reason": reason.strip().splitlines()[-1][:300] if reason.strip() else "",
-        }
+        return failure_record(reply, self._sent_messages, self.partitions, code, reason)
 
     def combine(self, accepted: Sequence[tuple[int, Message, TrainReport]]) -> ArrayRecord:
         """The new global arrays from the accepted replies: each update clipped to
-        ``max-update-norm`` (when set), then ``aggregation`` (see :mod:`strategies.robust`)."""
+        ``max-update-norm`` (when set), then ``aggregation`` (:func:`combine_arrays`)."""
         assert self._sent is not None
         start = {k: a.numpy().astype(np.float64) for k, a in self._sent.items()}
         arrays = [
@@ -463,75 +470,16 @@ class StudentFedAvg(FedAvg):
             }
             for _, r, _ in accepted
         ]
-        if self.max_update_norm > 0:
-            arrays = [clip_update(start, a, self.max_update_norm) for a in arrays]
-        examples = [report.num_examples for _, _, report in accepted]
-        if self.aggregation == "fednova":
-            steps = [int(self.last_plan.get(p, {}).get("steps", 0)) for p, _, _ in accepted]
-            combined = fednova(start, arrays, examples, steps)
-        elif self.aggregation in ROBUST:
-            combined = robust_aggregate(
-                self.aggregation, arrays, self.trim_fraction, self.krum_byzantine
-            )
-        else:
-            weights = np.asarray(examples, dtype=np.float64) / float(sum(examples))
-            combined = {
-                k: sum(w * a[k] for w, a in zip(weights, arrays, strict=True)) for k in start
-            }
+        combined = combine_arrays(
+            self.aggregation,
+            start,
+            arrays,
+            examples=[report.num_examples for _, _, report in accepted],
+            steps=[int(self.last_plan.get(p, {}).get("steps", 0)) for p, _, _ in accepted],
+            max_update_norm=self.max_update_norm,
+            trim_fraction=self.trim_fraction,
+            krum_byzantine=self.krum_byzantine,
+        )
         return ArrayRecord(
             {k: Array(np.asarray(v).astype(self._sent[k].dtype)) for k, v in combined.items()}
         )
-
-
-def step_mismatches(
-    plan: Mapping[int, Mapping[str, Any]], reports: Mapping[int, TrainReport]
-) -> list[dict[str, int]]:
-    """``{"partition-id", "planned", "ran"}`` for each report whose steps differ from its plan."""
-    return [
-        {"partition-id": partition, "planned": int(plan[partition]["steps"]), "ran": report.steps}
-        for partition, report in sorted(reports.items())
-        if partition in plan and report.steps != int(plan[partition]["steps"])
-    ]
-
-
-def fednova(
-    start: Mapping[str, np.ndarray],
-    arrays: Sequence[Mapping[str, np.ndarray]],
-    examples: Sequence[int],
-    steps: Sequence[int],
-) -> dict[str, np.ndarray]:
-    """FedNova's normalised average (Wang et al., 2020) of the replies' arrays.
-
-    With ``p_i = n_i / sum n`` (``num-examples``) and ``tau_i`` the steps the
-    server planned for client ``i`` (``steps``, one per reply), the new model is
-    ``w - tau_eff * sum_i p_i (w - w_i) / tau_i`` with ``tau_eff = sum_i p_i
-    tau_i``. With equal steps this is FedAvg; with unequal steps a client that
-    ran many steps no longer pulls the average further than its share. Replies
-    planned for 0 steps changed nothing and are left out (all of them: ``start``).
-    """
-    used = [(a, n, tau) for a, n, tau in zip(arrays, examples, steps, strict=True) if tau > 0]
-    if not used:
-        return dict(start)
-    weights = np.array([float(n) for _, n, _ in used])
-    weights /= weights.sum()
-    taus = np.array([float(tau) for _, _, tau in used])
-    tau_eff = float(weights @ taus)
-    return {
-        key: w0
-        - tau_eff
-        * sum(
-            p * (w0 - a[key]) / tau for p, tau, (a, _, _) in zip(weights, taus, used, strict=True)
-        )
-        for key, w0 in start.items()
-    }
-
-
-def reply_node(reply: Message, instructions: Iterable[Message]) -> int:
-    """The node a reply is about: its sender, or, for an error reply the SuperLink
-    wrote itself (e.g. "Node Unavailable", sent from the SuperLink's own ID), the
-    destination of the instruction it answers."""
-    for instruction in instructions:
-        message_id = instruction.metadata.message_id
-        if message_id and message_id == reply.metadata.reply_to_message_id:
-            return int(instruction.metadata.dst_node_id)
-    return int(reply.metadata.src_node_id)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.deployment import namespaces_problem
 from harness.docker_run import compose_host_problem
+from harness.network import namespaces_problem
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")

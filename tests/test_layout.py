@@ -1,4 +1,5 @@
-"""The layout's rules, read from the code: who may import whom, and how long a function may be.
+"""The layout's rules, read from the code: who may import whom, and how long a function or
+a module may be.
 
 - config imports no other project folder (it is the ground floor);
 - quantum never imports llm, and llm never imports quantum;
@@ -6,7 +7,10 @@
 - strategies never imports client_app or llm;
 - the two apps never import each other; only the harness imports both.
 
-Late imports inside functions count as imports.
+Late imports inside functions count as imports. No function is over 60 lines
+and no module over 400, except the round loop and the server's set-up, which
+are to move into Flower's own ``Strategy.start`` flow; those two are named
+below with the length they may not grow past.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ FORBIDDEN = {
     "server_app": {"client_app", "harness"},
     "harness": set(),
 }
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+#: Known to be too long, with the length each may not grow past (see the docstring).
+LONG_FUNCTIONS = {"server_app/federation.py:run_round": 77, "server_app/setup.py:set_up": 80}
+LONG_MODULES = {"server_app/setup.py": 477, "strategies/student_fedavg.py": 485}
 
 
 def imports(package: str, root: Path = REPO) -> list[tuple[str, str, int]]:
@@ -85,79 +93,53 @@ def test_the_checks_catch_what_they_forbid(tmp_path: Path) -> None:
     (tmp_path / "config" / "bad.py").write_text(f"def f():\n    from strategies import x\n{body}")
     assert forbidden_imports("config", tmp_path) == ["config -> strategies (config/bad.py:2)"]
     assert long_functions(tmp_path) == [f"config/bad.py:f ({MAX_FUNCTION_LINES + 2} lines)"]
+    (tmp_path / "config" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert long_modules(tmp_path) == [f"config/big.py ({MAX_MODULE_LINES + 1} lines)"]
 
 
 def long_functions(root: Path) -> list[str]:
-    """``"file:function (n lines)"`` for each function longer than the limit."""
+    """``"file:function (n lines)"`` for each function longer than the limit (or, if it is
+    one of ``LONG_FUNCTIONS``, than its stated length)."""
     found = []
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     lines = (node.end_lineno or node.lineno) - node.lineno + 1
-                    if lines > MAX_FUNCTION_LINES:
-                        found.append(f"{path.relative_to(root)}:{node.name} ({lines} lines)")
+                    name = f"{path.relative_to(root)}:{node.name}"
+                    if lines > LONG_FUNCTIONS.get(name, MAX_FUNCTION_LINES):
+                        found.append(f"{name} ({lines} lines)")
     return found
 
 
-def test_no_function_in_the_packages_is_over_80_lines() -> None:
+def long_modules(root: Path) -> list[str]:
+    """``"file (n lines)"`` for each module longer than the limit (or its stated length)."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            name = str(path.relative_to(root))
+            if lines > LONG_MODULES.get(name, MAX_MODULE_LINES):
+                found.append(f"{name} ({lines} lines)")
+    return found
+
+
+def test_no_function_in_the_packages_is_over_60_lines() -> None:
     assert long_functions(REPO) == []
 
 
-def module_graph(root: Path = REPO) -> dict[str, set[str]]:
-    """Project module -> the project modules it imports (late imports included).
-
-    ``from a.b import c`` names module ``a.b.c`` where that is a module, else ``a.b``.
-    """
-    files = {
-        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
-        for package in PACKAGES
-        for path in sorted((root / package).rglob("*.py"))
-    }
-    graph: dict[str, set[str]] = {}
-    for module, path in files.items():
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets |= {
-                    f"{node.module}.{alias.name}"
-                    if f"{node.module}.{alias.name}" in files
-                    else node.module
-                    for alias in node.names
-                }
-        graph[module] = {t for t in targets if t in files and t != module}
-    return graph
+def test_no_module_in_the_packages_is_over_400_lines() -> None:
+    assert long_modules(REPO) == []
 
 
-def import_circles(root: Path = REPO) -> list[list[str]]:
-    """Each circle of module imports once, as the modules around it."""
-    graph, circles, done = module_graph(root), [], set()
-
-    def visit(module: str, path: list[str]) -> None:
-        for target in sorted(graph[module]):
-            if target in path:
-                circle = path[path.index(target) :]
-                if frozenset(circle) not in done:
-                    done.add(frozenset(circle))
-                    circles.append(circle)
-            elif target not in seen:
-                seen.add(target)
-                visit(target, [*path, target])
-
-    for start in sorted(graph):
-        seen = {start}
-        visit(start, [start])
-    return circles
-
-
-def test_no_module_import_circle() -> None:
-    assert import_circles() == []
-
-
-def test_an_import_circle_is_found(tmp_path: Path) -> None:
-    (tmp_path / "quantum").mkdir()
-    (tmp_path / "quantum" / "a.py").write_text("def f():\n    from quantum.b import g\n")
-    (tmp_path / "quantum" / "b.py").write_text("from quantum import a\n")
-    assert import_circles(tmp_path) == [["quantum.a", "quantum.b"]]
+def test_the_known_long_ones_are_still_long() -> None:
+    """An exception that is no longer needed is taken off the list, not left as slack."""
+    for name in LONG_FUNCTIONS:
+        file, function = name.split(":")
+        tree = ast.parse((REPO / file).read_text(encoding="utf-8"))
+        (node,) = [
+            n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function
+        ]
+        assert (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES, name
+    for name in LONG_MODULES:
+        assert len((REPO / name).read_text(encoding="utf-8").splitlines()) > MAX_MODULE_LINES, name

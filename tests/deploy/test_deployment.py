@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness.deployment import healthy
 from harness.launch import COMPLETED
+from harness.network import healthy
 from server_app.results import read_rounds
 
 pytestmark = pytest.mark.slow

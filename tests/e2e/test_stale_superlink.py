@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.deployment import free_port
 from harness.launch import (
     COMPLETED,
     LOCAL_PORT_VARIABLE,
@@ -30,6 +29,7 @@ from harness.launch import (
     local_superlinks,
     run_status,
 )
+from harness.network import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SETTING = SUPERLINK_SETTINGS[0]
