@@ -143,3 +143,62 @@ def test_the_known_long_ones_are_still_long() -> None:
         assert (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES, name
     for name in LONG_MODULES:
         assert len((REPO / name).read_text(encoding="utf-8").splitlines()) > MAX_MODULE_LINES, name
+
+
+def module_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (late imports included).
+
+    ``from a.b import c`` names module ``a.b.c`` where that is a module, else ``a.b``.
+    """
+    files = {
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {
+                    f"{node.module}.{alias.name}"
+                    if f"{node.module}.{alias.name}" in files
+                    else node.module
+                    for alias in node.names
+                }
+        graph[module] = {t for t in targets if t in files and t != module}
+    return graph
+
+
+def import_circles(root: Path = REPO) -> list[list[str]]:
+    """Each circle of module imports once, as the modules around it."""
+    graph, circles, done = module_graph(root), [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in path:
+                circle = path[path.index(target) :]
+                if frozenset(circle) not in done:
+                    done.add(frozenset(circle))
+                    circles.append(circle)
+            elif target not in seen:
+                seen.add(target)
+                visit(target, [*path, target])
+
+    for start in sorted(graph):
+        seen = {start}
+        visit(start, [start])
+    return circles
+
+
+def test_no_module_import_circle() -> None:
+    assert import_circles() == []
+
+
+def test_an_import_circle_is_found(tmp_path: Path) -> None:
+    (tmp_path / "quantum").mkdir()
+    (tmp_path / "quantum" / "a.py").write_text("def f():\n    from quantum.b import g\n")
+    (tmp_path / "quantum" / "b.py").write_text("from quantum import a\n")
+    assert import_circles(tmp_path) == [["quantum.a", "quantum.b"]]
