@@ -135,6 +135,7 @@ class Cluster:
             ip_command("netns", "add", ns)
             self._namespaces.append(ns)
             ip_command("link", "add", outer, "type", "veth", "peer", "name", inner)
+            self._namespaces.append(f"@link:{outer}")  # deleted now, not when its netns goes
             ip_command("link", "set", inner, "netns", ns)
             ip_command("link", "set", outer, "master", bridge)
             ip_command("link", "set", outer, "up")
@@ -333,7 +334,7 @@ class Cluster:
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         for name in reversed(self._namespaces):
-            if name.startswith("@bridge:"):
+            if name.startswith(("@bridge:", "@link:")):
                 subprocess.run(
                     ["ip", "link", "del", name.split(":", 1)[1]], capture_output=True, check=False
                 )
