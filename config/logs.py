@@ -20,9 +20,11 @@ Other warnings pass untouched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 
 PACKAGES = (
     "client_app",
@@ -96,3 +98,15 @@ def configure_logging(level: int = logging.INFO) -> None:
                 package_logger.removeHandler(handler)
             package_logger.addHandler(console_handler)
             package_logger.propagate = False
+
+
+@contextlib.contextmanager
+def quiet(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Logger ``name`` at ``level`` for the duration (e.g. a library's construction warnings)."""
+    found = logging.getLogger(name)
+    before = found.level
+    found.setLevel(level)
+    try:
+        yield
+    finally:
+        found.setLevel(before)

@@ -42,6 +42,13 @@ class FederationConfig:
     fraction_train: float = setting(
         "fraction-train", 1.0, "Fraction of connected nodes that train each round, in (0, 1]."
     )
+    fraction_evaluate: float = setting(
+        "fraction-evaluate",
+        0.0,
+        "Fraction of connected nodes that score each round's new global student on their own "
+        "validation rows (Flower's evaluate phase; federated-val in rounds.jsonl), in [0, 1]; "
+        "0 = off.",
+    )
     min_nodes: int = setting(
         "min-nodes", 2, "Nodes to wait for before starting (never longer than node-wait-seconds)."
     )
@@ -74,6 +81,12 @@ class FederationConfig:
         positive(self, "node_wait_seconds", "round_timeout")
         check(
             0 < self.fraction_train <= 1, "fraction-train", self.fraction_train, "must be in (0, 1]"
+        )
+        check(
+            0 <= self.fraction_evaluate <= 1,
+            "fraction-evaluate",
+            self.fraction_evaluate,
+            "must be in [0, 1]",
         )
 
 

@@ -30,7 +30,7 @@ from server_app.setup import (
     identify_nodes,
 )
 from server_app.teacher_federation import record_bytes
-from strategies.student_fedavg import reply_node
+from strategies.replies import reply_node
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +91,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         )
         judged, refused = collected.kept, collected.failures
         teacher_bytes = collected.bytes_received
-    silent = silent_nodes(messages, replies, strategy.partitions)
-    if silent:
-        logger.warning(
-            "round %d: %d of %d nodes did not reply within round-timeout=%s: partitions %s",
-            server_round,
-            len(silent),
-            len(messages),
-            timeout,
-            [f["partition-id"] for f in silent],
-        )
+    silent = silent_nodes(messages, replies, strategy.partitions, server_round, timeout)
     train_done = time.perf_counter()
     new_arrays, _ = strategy.aggregate_train(server_round, judged)
     needed = min(fed.config.federation.min_train_nodes, len(messages))
@@ -122,6 +113,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         if fed.config.data.test_every_round
         else None
     )
+    federated = federated_val(grid, fed, server_round)
     done = time.perf_counter()
     return RoundOutcome(
         server_round=server_round,
@@ -133,6 +125,7 @@ def run_round(grid: Grid, fed: Federation, server_round: int) -> RoundOutcome:
         applied=applied,
         val=val,
         test=test,
+        federated_val=federated,
         step_mismatches=strategy.last_step_mismatches,
         seconds={
             "total": done - started,
@@ -162,11 +155,15 @@ def node_info(replies: list[Message], partitions: dict[int, int]) -> dict[int, d
 
 
 def silent_nodes(
-    messages: list[Message], replies: list[Message], partitions: dict[int, int]
+    messages: list[Message],
+    replies: list[Message],
+    partitions: dict[int, int],
+    server_round: int,
+    timeout: float,
 ) -> list[dict[str, Any]]:
-    """A failure record for each node that was sent work and never replied."""
+    """A failure record for each node that was sent work and never replied (logged)."""
     answered = {reply_node(r, messages) for r in replies}
-    return [
+    silent = [
         {
             "node-id": node,
             "partition-id": partitions.get(node),
@@ -176,6 +173,34 @@ def silent_nodes(
         for node in (int(m.metadata.dst_node_id) for m in messages)
         if node not in answered
     ]
+    if silent:
+        logger.warning(
+            "round %d: %d of %d nodes did not reply within round-timeout=%s: partitions %s",
+            server_round,
+            len(silent),
+            len(messages),
+            timeout,
+            [f["partition-id"] for f in silent],
+        )
+    return silent
+
+
+def federated_val(grid: Grid, fed: Federation, server_round: int) -> dict[str, Any] | None:
+    """Flower's evaluate phase on the new global student (``fraction-evaluate``; None: off).
+
+    The figures go to ``rounds.jsonl`` as ``federated-val``; nothing decides by them.
+    """
+    strategy = fed.strategy
+    messages = list(strategy.configure_evaluate(server_round, fed.arrays, ConfigRecord({}), grid))
+    if not messages:
+        return None
+    timeout = fed.config.federation.round_timeout
+    replies = exchange(grid, messages, timeout)
+    strategy.aggregate_evaluate(server_round, replies)
+    evaluation = dict(strategy.last_evaluation or {})
+    silent = silent_nodes(messages, replies, strategy.partitions, server_round, timeout)
+    evaluation["failures"] = [*evaluation.get("failures", []), *silent]
+    return evaluation
 
 
 def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> None:

@@ -38,6 +38,9 @@ class RoundOutcome:
         validation split.
     test : dict or None
         The same on the test rows, with ``test-every-round`` (plots only).
+    federated_val : dict or None
+        Flower's evaluate phase (``fraction-evaluate``): the new global student on
+        the asked clients' own validation rows (:mod:`strategies.evaluation`).
     step_mismatches : list of dict
         ``{"partition-id", "planned", "ran"}`` per client that ran other steps than planned.
     node_info : dict
@@ -61,6 +64,7 @@ class RoundOutcome:
     test: Mapping[str, float] | None = None
     step_mismatches: Sequence[Mapping[str, int]] = ()
     node_info: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    federated_val: Mapping[str, Any] | None = None
 
 
 def initial_record(
@@ -136,6 +140,8 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
     }
     if outcome.test is not None:
         record["test"] = dict(outcome.test)
+    if outcome.federated_val is not None:
+        record["federated-val"] = dict(outcome.federated_val)
     return record
 
 

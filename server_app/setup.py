@@ -52,8 +52,9 @@ from server_app.stats_replies import (
 )
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies.registry import build_strategy
+from strategies.replies import failure_record
 from strategies.robust import ROBUST
-from strategies.student_fedavg import StudentFedAvg, reply_node
+from strategies.student_fedavg import StudentFedAvg
 from tasks.datasets import DataSource, TextDataset
 from tasks.splits import server_datasets
 
@@ -349,13 +350,8 @@ def identify_nodes(
         return []
     messages = _stats_queries(unknown)
     replies = exchange(grid, messages, config.federation.round_timeout)
-    failures = [
-        {
-            "node-id": reply_node(reply, messages),
-            "partition-id": None,
-            "code": int(reply.error.code),
-            "reason": str(reply.error.reason).strip().splitlines()[-1][:300],
-        }
+    failures = [  # no partition: the node could not say which it serves
+        failure_record(reply, messages, {}, int(reply.error.code), str(reply.error.reason))
         for reply in replies
         if reply.has_error()
     ]
@@ -364,8 +360,7 @@ def identify_nodes(
     accepted, refused = checked_stats(answered, width, strategy.partitions, connected, classes)
     for reply, report, _ in accepted:
         strategy.bind_nodes({int(reply.metadata.src_node_id): report.partition_id})
-        strategy.declare_examples({report.partition_id: report.num_examples})
-        strategy.declare_teachers({report.partition_id: report.teacher_total_steps})
+        strategy.declare_clients([report.to_dict()])
     return [*failures, *refused]
 
 
@@ -416,10 +411,7 @@ def set_up(grid: Grid, config: RunConfig, writer: ResultsWriter) -> Federation:
     student.set_projection(projection.weight, projection.bias)
     strategy = build_strategy(config)
     strategy.bind_nodes(projection.partitions)
-    strategy.declare_examples({c["partition-id"]: c["num-examples"] for c in projection.clients})
-    strategy.declare_teachers(
-        {c["partition-id"]: c["teacher-total-steps"] for c in projection.clients}
-    )
+    strategy.declare_clients(projection.clients)
     teachers = teacher_federation(config, projection.probe_head)
     budget = QpuBudget(config, projection.clients)
     federation = Federation(

@@ -38,7 +38,7 @@ from flwr.app import Message
 from config.messages import METRICS_KEY, PROBE_STATS_KEY, STATS_KEY, StatsReport
 from llm.probe import ClassMoments
 from quantum.projection import MomentStats
-from strategies.student_fedavg import REJECTED
+from strategies.replies import REJECTED
 
 #: The most negative covariance eigenvalue allowed, relative to the covariance's
 #: trace (rounding of float64 sums of float32 rows stays far inside it).

@@ -37,8 +37,8 @@ from config.messages import (
     TEACHER_ROUND_KEY,
     TrainReport,
 )
+from strategies.replies import REJECTED, reply_node
 from strategies.robust import ROBUST, robust_aggregate
-from strategies.student_fedavg import REJECTED, reply_node
 
 logger = logging.getLogger(__name__)
 

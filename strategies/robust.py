@@ -58,14 +58,9 @@ def check_reply(
     ``teacher_budget``: the most teacher steps the client was sent for a new
     chunk and for a restore (None: not checked).
     """
-    for key, value in metrics.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-            return None, f"metric {key!r} is not a finite number: {value!r}"
-        if key.endswith("-accuracy") and not all(0.0 <= v <= 1.0 for v in values):
-            return None, f"metric {key!r} = {value!r} is outside [0, 1]"
-        if not all(v >= 0 for v in values):
-            return None, f"metric {key!r} = {value!r} is negative"
+    problem = metrics_problem(metrics)
+    if problem:
+        return None, problem
     try:
         report = TrainReport.from_mapping(metrics)
     except ValueError as err:
@@ -95,6 +90,20 @@ def check_reply(
         return None, f"steps {report.steps} is outside 0..{planned_steps} (the budget sent)"
     problem = teacher_steps_problem(report, teacher_budget)
     return (None, problem) if problem else (report, None)
+
+
+def metrics_problem(metrics: Mapping[str, Any]) -> str | None:
+    """Why a reply's metrics may not count: a value not a finite number, negative, or an
+    accuracy outside [0, 1]; None if none."""
+    for key, value in metrics.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return f"metric {key!r} is not a finite number: {value!r}"
+        if key.endswith("-accuracy") and not all(0.0 <= v <= 1.0 for v in values):
+            return f"metric {key!r} = {value!r} is outside [0, 1]"
+        if not all(v >= 0 for v in values):
+            return f"metric {key!r} = {value!r} is negative"
+    return None
 
 
 def teacher_steps_problem(report: TrainReport, budget: tuple[int, int] | None) -> str | None:

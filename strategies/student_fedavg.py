@@ -20,12 +20,10 @@ declared, more steps than its budget or metrics out of range is recorded as
 a failure, like a crashed client.
 
 Each selected client gets its own ``Message`` with its own ``ConfigRecord``
-(:class:`~config.messages.TrainInstructions`). Aggregation is FedAvg's
-example-weighted mean of the replies' arrays (weighted by ``num-examples``),
-or, with ``aggregation="fednova"``, FedNova's normalised averaging, which
-stays unbiased when clients ran different numbers of steps; it divides by the
-steps the server planned, and any reply that ran a different number is
-logged and recorded (:attr:`StudentFedAvg.last_step_mismatches`).
+(:class:`~config.messages.TrainInstructions`). The accepted arrays are
+combined by ``aggregation`` (:mod:`strategies.aggregation`); a reply that ran
+other steps than planned is logged and recorded (``last_step_mismatches``).
+Flower's evaluate phase is :class:`~strategies.evaluation.FederatedEvaluation`.
 
 The strategy remembers each client's last reply (:class:`ClientMemory`) and
 the global student's figures on the server's validation split per round
@@ -35,9 +33,8 @@ the global student's figures on the server's validation split per round
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +50,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from config.logs import quiet
 from config.messages import (
     CONFIG_KEY,
     METRICS_KEY,
@@ -63,30 +61,17 @@ from config.messages import (
 )
 from config.run_config import RunConfig
 from strategies.aggregation import combine_arrays
+from strategies.evaluation import FederatedEvaluation
 from strategies.memory import ClientMemory
-from strategies.replies import REJECTED, failure_record, reply_node, step_mismatches
+from strategies.replies import REJECTED, failure_record, step_mismatches
 from strategies.robust import check_reply
 from strategies.shots import shot_budget
 from strategies.teacher import TeacherPolicy, federated_teacher_rounds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REJECTED", "StudentFedAvg", "reply_node"]
 
-
-@contextlib.contextmanager
-def _flwr_quiet() -> Iterator[None]:
-    """Flower's logger at ERROR for the duration (FedAvg's construction warnings)."""
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        flwr_logger.setLevel(level)
-
-
-class StudentFedAvg(FedAvg):
+class StudentFedAvg(FederatedEvaluation, FedAvg):
     """FedAvg of the student with per-node messages and a fixed step budget.
 
     Parameters
@@ -126,6 +111,7 @@ class StudentFedAvg(FedAvg):
         temperature: float,
         alpha: float,
         fraction_train: float = 1.0,
+        fraction_evaluate: float = 0.0,
         min_train_nodes: int = 1,
         seed: int = 42,
         aggregation: str = "fedavg",
@@ -141,12 +127,11 @@ class StudentFedAvg(FedAvg):
         teacher_batch_size: int = 16,
         teacher_federated_rounds: int = 0,
     ) -> None:
-        # The server evaluates the global student itself, so federated evaluation is off;
-        # FedAvg warns about that on every construction, which would only be noise here.
-        with _flwr_quiet():
+        # FedAvg warns at construction when fraction_evaluate=0 (the default): noise here.
+        with quiet("flwr"):
             super().__init__(
                 fraction_train=fraction_train,
-                fraction_evaluate=0.0,
+                fraction_evaluate=fraction_evaluate,
                 min_train_nodes=min_train_nodes,
                 min_evaluate_nodes=0,
                 min_available_nodes=1,
@@ -184,6 +169,7 @@ class StudentFedAvg(FedAvg):
         # What is known of each client (partition -> its last reply) and of the global student.
         self.clients: dict[int, ClientMemory] = {}
         self.val_history: list[dict[str, Any]] = []
+        self._reset_evaluation()
         # What the last round decided and received (by partition), for the results writer.
         self.last_selection_reason = ""
         self.last_plan: dict[int, dict[str, Any]] = {}
@@ -208,6 +194,7 @@ class StudentFedAvg(FedAvg):
             temperature=config.student.temperature,
             alpha=config.student.alpha,
             fraction_train=config.federation.fraction_train,
+            fraction_evaluate=config.federation.fraction_evaluate,
             min_train_nodes=config.federation.min_train_nodes,
             seed=config.federation.seed,
             aggregation=config.policy.aggregation,
@@ -302,6 +289,15 @@ class StudentFedAvg(FedAvg):
         """Record the rows each partition declared before training (a reply may not exceed it)."""
         self.declared_examples.update({int(p): int(n) for p, n in examples.items()})
 
+    def declare_clients(self, clients: Sequence[Mapping[str, Any]]) -> None:
+        """Record what each client's statistics reply declared (``partition-id``,
+        ``num-examples``, ``val-examples``, ``teacher-total-steps``)."""
+        for client in clients:
+            partition = int(client["partition-id"])
+            self.declare_examples({partition: int(client["num-examples"])})
+            self.declare_val_examples({partition: int(client.get("val-examples", 0))})
+            self.declare_teachers({partition: int(client.get("teacher-total-steps", 0))})
+
     def declare_teachers(self, held: Mapping[int, int]) -> None:
         """Record the teacher steps each partition's node holds (its statistics reply)."""
         self.teacher_held.update({int(p): int(n) for p, n in held.items()})
@@ -326,6 +322,7 @@ class StudentFedAvg(FedAvg):
             "clients": {str(p): c.to_dict() for p, c in self.clients.items()},
             "val-history": list(self.val_history),
             "declared-examples": {str(p): n for p, n in self.declared_examples.items()},
+            "declared-val-examples": {str(p): n for p, n in self.declared_val_examples.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -333,6 +330,9 @@ class StudentFedAvg(FedAvg):
         self.clients = {int(p): ClientMemory.from_dict(c) for p, c in state["clients"].items()}
         self.val_history = [dict(r) for r in state["val-history"]]
         self.declare_examples({int(p): n for p, n in state.get("declared-examples", {}).items()})
+        self.declare_val_examples(
+            {int(p): n for p, n in state.get("declared-val-examples", {}).items()}
+        )
 
     # ------------------------------------------------------------ Flower phases
     def configure_train(

@@ -46,7 +46,7 @@ MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 #: Known to be too long, with the length each may not grow past (see the docstring).
 LONG_FUNCTIONS = {"server_app/federation.py:run_round": 77, "server_app/setup.py:set_up": 80}
-LONG_MODULES = {"server_app/setup.py": 477, "strategies/student_fedavg.py": 485}
+LONG_MODULES = {"server_app/setup.py": 469, "strategies/student_fedavg.py": 485}
 
 
 def imports(package: str, root: Path = REPO) -> list[tuple[str, str, int]]:

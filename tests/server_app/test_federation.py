@@ -408,3 +408,44 @@ def test_tensorboard_scalars_read_back_as_rounds_jsonl_says(guided_run: Path) ->
     steps = [t for t in tags if t.startswith("budget/steps/")]
     assert len({v for tag in steps for v in series(tag).values()}) > 1
     assert any(t.startswith("budget/teacher-epochs/") for t in tags)
+
+
+def test_federated_evaluation_scores_the_new_student_on_the_asked_clients_rows(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    """fraction-evaluate=0.67: 2 of 3 clients score each round's new global student through
+    Flower's evaluate phase. A client's figure is what its next train reply reports as the
+    global student's loss on its rows, before its local steps."""
+    assert all(
+        "federated-val" not in r for r in read_rounds(tweeteval_fedavg[0] / "rounds.jsonl")
+    )  # off by default
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "local-steps": 5,
+            "fraction-evaluate": 0.67,
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
+    )
+    rounds = read_rounds(_run_dir(results) / "rounds.jsonl")
+    val_rows = {c["partition-id"]: c["val-examples"] for c in rounds[0]["clients"]}
+    for record in rounds[1:]:
+        federated = record["federated-val"]
+        assert len(federated["asked"]) == 2 and federated["failures"] == []
+        assert sorted(int(p) for p in federated["clients"]) == federated["asked"]
+        assert federated["examples"] == sum(val_rows[p] for p in federated["asked"])
+        figures = federated["clients"].values()
+        assert (
+            min(c["loss"] for c in figures) <= federated["loss"] <= max(c["loss"] for c in figures)
+        )
+        assert 0.0 <= federated["accuracy"] <= 1.0
+    trained_next = {c["partition-id"]: c for c in rounds[2]["clients"]}
+    for partition, figures in rounds[1]["federated-val"]["clients"].items():
+        assert trained_next[int(partition)]["global-val-loss"] == pytest.approx(
+            figures["loss"], abs=1e-6
+        )

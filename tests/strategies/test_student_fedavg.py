@@ -26,7 +26,7 @@ from config.messages import TrainInstructions
 from harness.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
 from strategies.registry import check_strategy
-from strategies.student_fedavg import reply_node
+from strategies.replies import reply_node
 
 
 @pytest.fixture(autouse=True)
