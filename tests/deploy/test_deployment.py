@@ -76,10 +76,18 @@ def test_tls_and_supernode_auth_refuse_an_unregistered_key(
     assert "Failed to activate SuperNode" in rogue.text(), rogue.text()
 
     results = tmp_path / "results"
-    outcome = deployment.run(_run_config(shared_data, results, **{"num-server-rounds": 1}))
+    config = _run_config(shared_data, results, **{"num-server-rounds": 1, "fraction-evaluate": 1.0})
+    outcome = deployment.run(config)
     assert outcome.status == COMPLETED, deployment.logs()
     rounds = _check_completed(results, rounds=1)
     assert sorted(c["partition-id"] for c in rounds[1]["clients"]) == [0, 1, 2]
+    # Flower's evaluate phase ran on every SuperNode, through its node host.
+    federated = rounds[1]["federated-val"]
+    assert sorted(int(p) for p in federated["clients"]) == [0, 1, 2], federated
+    assert federated["failures"] == [] and 0.0 <= federated["accuracy"] <= 1.0
+    for i in range(3):
+        log = deployment.procs[f"supernode-{i}"].text()
+        assert log.count("Receiving: evaluate message") == 1
     listed = json.loads(deployment.flwr("supernode", "list", "dep", "--format", "json"))
     assert sum(n["status"] == "online" for n in listed["nodes"]) == 3  # not the rogue
 
