@@ -66,7 +66,16 @@ class FederationConfig:
     strategy: str = setting(
         "strategy",
         "fedavg",
-        "fedavg, fedprox, llm-guided, llmqfl-reference, or package.module:Class.",
+        "fedavg, fedprox, llm-guided, llmqfl-reference, flwr:<a Flower strategy> (FedAdam, "
+        "FedYogi, FedAvgM, QFedAvg, FedMedian, DifferentialPrivacyServerSide*, ...: it "
+        "aggregates the student) or package.module:Class (a StudentFedAvg or a Flower "
+        "Strategy subclass).",
+    )
+    strategy_options: str = setting(
+        "strategy-options",
+        "{}",
+        "flwr: and Flower-Strategy classes: their constructor keywords as a JSON object, e.g. "
+        '{"eta": 0.05}; "strategy" names the strategy a DP wrapper wraps ("flwr:FedAvg").',
     )
     seed: int = setting("seed", 42, "Seed of partitioning, initialisation and sampling.")
     resume_from: str = setting(

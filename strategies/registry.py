@@ -1,4 +1,5 @@
-"""Strategies by name: the built-in ones, or ``package.module:Class``."""
+"""Strategies by name: the built-in ones, ``flwr:Name`` (a Flower strategy aggregating the
+student, :mod:`strategies.flower_aggregator`), or ``package.module:Class``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from typing import Any
 from config.errors import ConfigError
 from config.fields import check, check_choice
 from config.run_config import RunConfig
+from strategies.flower_aggregator import (
+    FlowerAggregated,
+    build_aggregator,
+    flower_class,
+    strategy_options,
+)
 from strategies.llm_guided import FedProx, LLMGuidedStrategy, LLMQFLReference
 from strategies.selection import SELECTIONS
 from strategies.steps import RATIO_RULES, STEP_POLICIES, parse_arms
@@ -45,6 +52,14 @@ def check_strategy(config: RunConfig) -> None:
     """
     resolve_strategy(config.federation.strategy)
     policy, strategy = config.policy, config.federation.strategy
+    if flower_class(strategy) is not None:
+        build_aggregator(strategy, strategy_options(config.federation.strategy_options))
+        check(
+            policy.aggregation == "fedavg",
+            "aggregation",
+            policy.aggregation,
+            f"strategy={strategy!r} aggregates the student itself; leave aggregation at fedavg",
+        )
     check_choice("steps-policy", policy.steps_policy, STEP_POLICIES)
     bounds = f"[min-steps, max-steps] = [{policy.min_steps}, {policy.max_steps}]"
     if policy.bandit_arms:
@@ -73,17 +88,19 @@ def resolve_strategy(name: str) -> Any:
     """The strategy class for a built-in name or ``package.module:Class``."""
     if name in BUILTIN:
         return BUILTIN[name]
+    if flower_class(name) is not None:
+        return FlowerAggregated
     if ":" in name:
         cls = _import_class(name)
         if not hasattr(cls, "from_config"):
             raise ConfigError(
                 f"strategy={name!r}: the class needs a from_config(config) classmethod "
-                "(subclass strategies.StudentFedAvg)"
+                "(subclass strategies.StudentFedAvg, or Flower's flwr.serverapp.strategy.Strategy)"
             )
         return cls
     raise ConfigError(
         f"strategy={name!r}: unknown; use one of {', '.join(sorted(BUILTIN))} "
-        "or 'package.module:Class'"
+        "flwr:<a Flower strategy> or 'package.module:Class'"
     )
 
 

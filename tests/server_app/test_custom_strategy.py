@@ -42,3 +42,39 @@ def test_module_class_from_run_config_runs(tmp_path: Path, shared_data: Path) ->
     assert first["budgets"] == {"0": 3, "1": 3} and second["budgets"] == {"0": 6}
     assert [c["steps"] for c in second["clients"]] == [6]
     assert second["clients"][0]["budget-reason"] == "grows with the round"
+
+
+def test_a_flower_users_fedavg_subclass_runs_the_whole_pipeline(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """strategies.flower_example:ServerStepFedAvg subclasses Flower's FedAvg and knows
+    nothing of the project: teachers, distillation and results run around it, and it
+    makes each round's global student from the accepted replies."""
+    run_in_process(
+        {
+            "strategy": "strategies.flower_example:ServerStepFedAvg",
+            "strategy-options": '{"server_lr": 0.5}',
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(tmp_path),
+            "num-server-rounds": 2,
+            "max-train-rows": 120,
+            "server-val-rows": 50,
+            "test-rows": 50,
+            "teacher-epochs": 1.0,
+        },
+        num_nodes=2,
+    )
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 2
+    strategy = json.loads((run_dir / "strategy.json").read_text())
+    assert strategy["aggregator"] == "ServerStepFedAvg"
+    first, second = read_rounds(run_dir / "rounds.jsonl")[1:]
+    assert first["participants"] == second["participants"] == [0, 1]
+    assert all(c["teacher-steps"] > 0 for c in first["clients"])  # real teachers
+    assert all(c["steps"] > 0 for c in first["clients"] + second["clients"])
+    # the global student moved: round 2's clients received another student than round 1's
+    before = {c["partition-id"]: c["global-val-loss"] for c in first["clients"]}
+    after = {c["partition-id"]: c["global-val-loss"] for c in second["clients"]}
+    assert all(after[p] != before[p] for p in before)

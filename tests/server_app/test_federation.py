@@ -449,3 +449,37 @@ def test_federated_evaluation_scores_the_new_student_on_the_asked_clients_rows(
         assert trained_next[int(partition)]["global-val-loss"] == pytest.approx(
             figures["loss"], abs=1e-6
         )
+
+
+def test_flower_fedadam_aggregates_the_student_through_the_whole_pipeline(
+    tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
+) -> None:
+    """strategy=flwr:FedAdam on the FedAvg run's nodes, seed and plan: round 1's replies are
+    the same students (same start, seeds and cached teachers), and Flower's FedAdam, not the
+    example-weighted mean, makes the new global one of them."""
+    results = tmp_path / "results"
+    run_in_process(
+        {
+            **BASE,
+            "task": "tweeteval",
+            "data-dir": str(shared_data / "tweeteval_sentiment"),
+            "results-dir": str(results),
+            "strategy": "flwr:FedAdam",
+            "strategy-options": '{"eta": 0.05}',
+            "num-server-rounds": 1,
+        },
+        num_nodes=3,
+        grid=tweeteval_fedavg[1],
+    )
+    run_dir = _run_dir(results)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 1
+    assert math.isfinite(summary["final-test"]["loss"])
+    strategy = json.loads((run_dir / "strategy.json").read_text())
+    assert strategy["class"] == "FlowerAggregated" and strategy["aggregator"] == "FedAdam"
+    adam, fedavg = (read_rounds(d / "rounds.jsonl") for d in (run_dir, tweeteval_fedavg[0]))
+    for mine, theirs in zip(adam[1]["clients"], fedavg[1]["clients"], strict=True):
+        assert mine["partition-id"] == theirs["partition-id"]
+        assert mine["student-val-loss"] == pytest.approx(theirs["student-val-loss"], abs=1e-6)
+        assert mine["teacher-val-loss"] == pytest.approx(theirs["teacher-val-loss"], abs=1e-6)
+    assert adam[1]["val"]["loss"] != pytest.approx(fedavg[1]["val"]["loss"], abs=1e-4)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import reply
 from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
     Message,
-    MessageType,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -80,18 +78,9 @@ def _reply(instruction: Message, value: float | None, examples: int, version: in
     )
     if value is not None:
         content[TEACHER_KEY] = ArrayRecord({"a": Array(np.full(2, value, dtype=np.float32))})
-    metadata = Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=instruction.metadata.dst_node_id,
-        dst_node_id=1,
-        reply_to_message_id=instruction.metadata.message_id,
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=MessageType.TRAIN,
+    return reply(
+        content, instruction.metadata.dst_node_id, reply_to=instruction.metadata.message_id
     )
-    return Message(content, metadata=metadata)
 
 
 def _send(

@@ -3,20 +3,19 @@ reasons, bounded where they pass, and the honest node keeps its partition."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fakes import reply
 from flwr.app import (
     Array,
     ArrayRecord,
     Context,
     Message,
     MessageType,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -40,18 +39,7 @@ def as_superlink() -> Iterator[None]:
 
 
 def _message(content: RecordDict, node: int, kind: str = "query.stats") -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node,
-        dst_node_id=1,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=kind,
-    )
-    return Message(content, metadata=metadata)
+    return reply(content, node, kind, reply_to="")
 
 
 def _stats_reply(stats: MomentStats, examples: int, partition: int = 0) -> Message:

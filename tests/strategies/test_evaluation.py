@@ -3,19 +3,18 @@ what counts, and the weighted figures."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from fakes import reply
 from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
     Message,
     MessageType,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
@@ -62,18 +61,8 @@ def _ask(strategy: StudentFedAvg, server_round: int = 1) -> list[Message]:
 
 
 def _reply(node: int, metrics: dict[str, Any]) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node,
-        dst_node_id=1,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=MessageType.EVALUATE,
-    )
-    return Message(RecordDict({METRICS_KEY: MetricRecord(metrics)}), metadata=metadata)
+    content = RecordDict({METRICS_KEY: MetricRecord(metrics)})
+    return reply(content, node, MessageType.EVALUATE, reply_to="")
 
 
 def _figures(examples: int, loss: float, accuracy: float) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from fakes import reply
 
 from config import ConfigError, RunConfig
 from harness.inprocess import task_identity
@@ -83,15 +84,12 @@ def _fake_round(
     ``extra(position, round, config)`` adds metrics to a node's reply (``config``:
     the ConfigRecord its message carried).
     """
-    import time
 
     import numpy as np
     from flwr.app import (
         Array,
         ArrayRecord,
         ConfigRecord,
-        Message,
-        Metadata,
         MetricRecord,
         RecordDict,
     )
@@ -120,19 +118,8 @@ def _fake_round(
         if extra is not None:
             config = dict(message.content.config_records["config"])
             metrics.update(extra(position, server_round, config))
-        metadata = Metadata(
-            run_id=1,
-            message_id="",
-            src_node_id=node,
-            dst_node_id=1,
-            reply_to_message_id="i",
-            group_id="1",
-            created_at=time.time(),
-            ttl=60.0,
-            message_type="train",
-        )
         content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
-        replies.append(Message(content, metadata=metadata))
+        replies.append(reply(content, node))
     strategy.aggregate_train(server_round, replies)
     strategy.observe_val(server_round, {"loss": 1.0 / server_round, "accuracy": 0.5})
     return dict(strategy.last_plan)

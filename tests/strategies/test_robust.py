@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from fakes import reply
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from config.messages import teacher_steps
 from harness.inprocess import task_identity
@@ -117,13 +117,9 @@ class FakeGrid:
 
 
 def _reply(node: int, weights: np.ndarray, examples: int) -> Message:
-    metadata = Metadata(
-        run_id=1, message_id="", src_node_id=node, dst_node_id=1, reply_to_message_id="i",
-        group_id="1", created_at=time.time(), ttl=60.0, message_type="train",
-    )  # fmt: skip
     metrics = MetricRecord({"num-examples": examples, "steps": 10, "partition-id": NODES[node]})
     content = RecordDict({"arrays": ArrayRecord({"w": Array(weights)}), "metrics": metrics})
-    return Message(content, metadata=metadata)
+    return reply(content, node)
 
 
 def _round(aggregation: str, max_update_norm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from fakes import reply
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -49,17 +50,6 @@ class FakeGrid:
 
 
 def _reply(node_id: int, weights: list[float], examples: int) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id="",
-        src_node_id=node_id,
-        dst_node_id=1,
-        reply_to_message_id="i",
-        group_id="1",
-        created_at=time.time(),
-        ttl=60.0,
-        message_type=MessageType.TRAIN,
-    )
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(np.array(weights, dtype=np.float32))}),
@@ -68,7 +58,7 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
             ),
         }
     )
-    return Message(content, metadata=metadata)
+    return reply(content, node_id)
 
 
 def _send(strategy: StudentFedAvg, nodes: list[int], weights: list[float] | None = None) -> None:
