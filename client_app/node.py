@@ -248,10 +248,8 @@ class ClientNode:
         """
         train, val = self.splits
         cfg, seed = self.config.teacher, self._teacher_seed()
-        schedule = [
-            int(s) for s in str(self.store.text.get("teacher-schedule", "")).split(",") if s
-        ]
-        schedule = [*schedule[: len(schedule) if total else 0], total + steps]
+        held = self.teacher_schedule if total else []
+        schedule = [*held, total + steps]
         key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels, schedule)
         # Chunks on top of federated adapters are keyed by their start (federated_teacher).
         cache = self.cache if cfg.federation == "local" else None
@@ -281,8 +279,18 @@ class ClientNode:
             )
             if cache:
                 cache.save_teacher(key, out)
-        self.store.text["teacher-schedule"] = ",".join(str(s) for s in schedule)
+        self.teacher_schedule = schedule
         return out, trained
+
+    @property
+    def teacher_schedule(self) -> list[int]:
+        """The total steps at the end of each chunk of the local teacher held (its cache
+        key: the same steps in other chunks give another teacher)."""
+        return [int(s) for s in self.store.text.get("teacher-schedule", [])]  # type: ignore[union-attr]
+
+    @teacher_schedule.setter
+    def teacher_schedule(self, schedule: list[int]) -> None:
+        self.store.text["teacher-schedule"] = [int(s) for s in schedule]
 
     def _remember_teacher(
         self, out: TeacherOutputs, total_steps: int, *, first: bool, version: int = 0

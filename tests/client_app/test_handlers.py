@@ -105,6 +105,9 @@ def test_a_node_trains_its_teacher_budget_and_no_more(shared_data: Path) -> None
     np.testing.assert_allclose(rebuilt.val_logits, kept.val_logits, rtol=0, atol=1e-5)
     more = lost.teacher(0.5)  # ceil(0.5 x 48 / 16) = 2 more steps, on top of the 3
     assert (more.steps_this_round, more.restore_steps, more.total_steps) == (2, 0, 5)
+    # the chunks' ends, typed, in the node's state: the cache key of the teacher held
+    assert node.teacher_schedule == [3] and lost.teacher_schedule == [3, 5]
+    assert NodeState(restarted.state).text["teacher-schedule"] == [3, 5]
 
 
 def test_a_node_that_holds_the_final_average_keeps_its_teacher(shared_data: Path) -> None:
