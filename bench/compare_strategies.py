@@ -1,6 +1,7 @@
 """llm-guided against fixed-budget FedAvg on a heterogeneous federation: compute, idle, accuracy.
 
-The federation: TweetEval sentiment, ``--clients`` clients (8) with Dirichlet
+The federation: ``--task`` (TweetEval sentiment, or the genomic promoters),
+``--clients`` clients (8) with Dirichlet
 (alpha 0.5) label partitions of unequal sizes, and unequal speeds: by node
 config, partition 0 is a slow quantum site (``slowdown`` 6: its every reported
 second counts six times, emulating a node six times slower, since a real
@@ -37,11 +38,16 @@ bytes, the final test accuracy, and compute-to-accuracy: the client compute
 spent until the run's validation accuracy first reached FedAvg's final
 validation accuracy minus 1 point.
 
-    python bench/compare_strategies.py --seeds 1 2 3
+    python bench/compare_strategies.py --task tweeteval --seeds 1 2 3 4 5
+    python bench/compare_strategies.py --task genomic --seeds 1 2 3 4 5 --only
 
-Ends with ``RESULT compute_saving=<share of fedavg's client compute saved>
-idle_saving=<share of fedavg's idle seconds saved> accuracy_gap=<llm-guided
-minus fedavg test accuracy, points, mean over seeds>`` and a line per lever.
+Ends with ``RESULT task=<t> compute_saving=<share of fedavg's client compute
+saved> idle_saving=<share of fedavg's idle seconds saved> accuracy_gap=<llm-guided
+minus fedavg test accuracy, points, mean over seeds> gap_low= gap_high=<its paired
+95% t interval over seeds> reached=<share of seeds in which llm-guided's
+validation accuracy reached fedavg's final validation accuracy minus 1 point>
+rounds_saved=<fedavg's rounds minus llm-guided's, mean over seeds>`` and a line
+per lever.
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ from harness.inprocess import run_in_process  # noqa: E402
 from server_app.results import read_rounds  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "data"
+#: ``--task``: its data directory and the teacher's max-length.
+TASKS = {
+    "tweeteval": (SHARED / "tweeteval_sentiment", 64),
+    "genomic": (SHARED / "genomic_nontata_promoters", 128),
+}
 #: The nodes' emulated speeds (node config ``slowdown``), by partition.
 SLOWDOWNS = {0: 6.0, 1: 3.0, 2: 2.0}
 GUIDED: dict[str, Any] = {
@@ -152,11 +163,22 @@ def compute_to_accuracy(rounds: list[dict[str, Any]], target: float) -> float:
     return math.nan
 
 
+def paired_interval(gaps: list[float]) -> tuple[float, float]:
+    """The paired 95% t interval of the mean of per-seed ``gaps`` (NaN with one seed)."""
+    if len(gaps) < 2:
+        return math.nan, math.nan
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(gaps) - 1)) * statistics.stdev(gaps) / math.sqrt(len(gaps))
+    mean = statistics.mean(gaps)
+    return mean - half, mean + half
+
+
 def warm_up(args: argparse.Namespace, out: Path) -> None:
     """One small untimed run first, so that loading libraries and models from disk is
     not charged to whichever strategy happens to run first."""
     config = {
-        "task": "tweeteval",
+        "task": args.task,
         "data-dir": str(Path(args.data_dir).resolve()),
         "num-server-rounds": 1,
         "max-train-rows": 200,
@@ -172,8 +194,9 @@ def warm_up(args: argparse.Namespace, out: Path) -> None:
 def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[str, float]]:
     """Every strategy on one seed's partitions; figures per strategy."""
     base = {
-        "task": "tweeteval",
+        "task": args.task,
         "data-dir": str(Path(args.data_dir).resolve()),
+        "max-length": TASKS[args.task][1],
         "num-server-rounds": args.rounds,
         "min-nodes": args.clients,
         "partitioner": "dirichlet",
@@ -244,7 +267,8 @@ def _table(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(SHARED / "tweeteval_sentiment"))
+    parser.add_argument("--task", choices=sorted(TASKS), default="tweeteval")
+    parser.add_argument("--data-dir", default="", help="default: the task's shared folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=10)
@@ -262,6 +286,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default="", help="results directory (default: a temp dir)")
     args = parser.parse_args()
+    args.data_dir = args.data_dir or str(TASKS[args.task][0])
     if args.only is not None:
         chosen = {"fedavg", "llm-guided", *args.only}
         STRATEGIES.update({n: c for n, c in EXTRA.items() if n in chosen})
@@ -280,15 +305,21 @@ def main() -> None:
     means = _table(per_seed)
     fedavg, guided = means["fedavg"], means["llm-guided"]
     gaps = [100.0 * (s["llm-guided"]["accuracy"] - s["fedavg"]["accuracy"]) for s in per_seed]
+    low, high = paired_interval(gaps)
+    reached = statistics.mean(math.isfinite(s["llm-guided"]["to_target"]) for s in per_seed)
+    saved = statistics.mean(s["fedavg"]["rounds"] - s["llm-guided"]["rounds"] for s in per_seed)
     print(
-        f"RESULT compute_saving={1.0 - guided['compute'] / fedavg['compute']:.3f} "
+        f"RESULT task={args.task} seeds={len(per_seed)} "
+        f"compute_saving={1.0 - guided['compute'] / fedavg['compute']:.3f} "
         f"idle_saving={1.0 - guided['idle'] / fedavg['idle']:.3f} "
-        f"accuracy_gap={statistics.mean(gaps):.2f}"
+        f"accuracy_gap={statistics.mean(gaps):.2f} gap_low={low:.2f} gap_high={high:.2f} "
+        f"reached={reached:.2f} rounds_saved={saved:.1f}"
     )
     for name in [n for n in STRATEGIES if n.startswith("guided-")]:
         lever = means[name]
         print(
-            f"RESULT lever={name} compute_saving={1.0 - lever['compute'] / fedavg['compute']:.3f} "
+            f"RESULT task={args.task} lever={name} "
+            f"compute_saving={1.0 - lever['compute'] / fedavg['compute']:.3f} "
             f"idle_saving={1.0 - lever['idle'] / fedavg['idle']:.3f} "
             f"accuracy_gap={100.0 * (lever['accuracy'] - fedavg['accuracy']):.2f}"
         )
