@@ -279,18 +279,13 @@ class ClientNode:
             )
             if cache:
                 cache.save_teacher(key, out)
-        self.teacher_schedule = schedule
+        self.store.text["teacher-schedule"] = schedule
         return out, trained
 
     @property
     def teacher_schedule(self) -> list[int]:
-        """The total steps at the end of each chunk of the local teacher held (its cache
-        key: the same steps in other chunks give another teacher)."""
+        """Total steps at the end of each chunk of the local teacher held (its cache key)."""
         return [int(s) for s in self.store.text.get("teacher-schedule", [])]  # type: ignore[union-attr]
-
-    @teacher_schedule.setter
-    def teacher_schedule(self, schedule: list[int]) -> None:
-        self.store.text["teacher-schedule"] = [int(s) for s in schedule]
 
     def _remember_teacher(
         self, out: TeacherOutputs, total_steps: int, *, first: bool, version: int = 0
