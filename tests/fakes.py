@@ -29,3 +29,13 @@ def reply(
         message_type=message_type,
     )
     return Message(content, metadata=metadata)
+
+
+class Grid:
+    """A grid that knows only which nodes are connected (what the strategies ask of it)."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)

@@ -20,18 +20,25 @@ class GrowingBudget(StudentFedAvg):
         return 3 * server_round, "grows with the round"
 
 
+def _tiny_run(shared_data: Path, results: Path) -> dict[str, object]:
+    """Two rounds on 120 TweetEval rows: enough to see which strategy ran."""
+    return {
+        "task": "tweeteval",
+        "data-dir": str(shared_data / "tweeteval_sentiment"),
+        "results-dir": str(results),
+        "num-server-rounds": 2,
+        "max-train-rows": 120,
+        "server-val-rows": 50,
+        "test-rows": 50,
+        "teacher-epochs": 1.0,
+    }
+
+
 def test_module_class_from_run_config_runs(tmp_path: Path, shared_data: Path) -> None:
     run_in_process(
         {
             "strategy": f"{__name__}:GrowingBudget",
-            "task": "tweeteval",
-            "data-dir": str(shared_data / "tweeteval_sentiment"),
-            "results-dir": str(tmp_path),
-            "num-server-rounds": 2,
-            "max-train-rows": 120,
-            "server-val-rows": 50,
-            "test-rows": 50,
-            "teacher-epochs": 1.0,
+            **_tiny_run(shared_data, tmp_path),
         },
         num_nodes=2,
     )
@@ -54,14 +61,7 @@ def test_a_flower_users_fedavg_subclass_runs_the_whole_pipeline(
         {
             "strategy": "strategies.flower_example:ServerStepFedAvg",
             "strategy-options": '{"server_lr": 0.5}',
-            "task": "tweeteval",
-            "data-dir": str(shared_data / "tweeteval_sentiment"),
-            "results-dir": str(tmp_path),
-            "num-server-rounds": 2,
-            "max-train-rows": 120,
-            "server-val-rows": 50,
-            "test-rows": 50,
-            "teacher-epochs": 1.0,
+            **_tiny_run(shared_data, tmp_path),
         },
         num_nodes=2,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import reply
+from fakes import Grid, reply
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -33,11 +33,6 @@ def as_superlink() -> Iterator[None]:
         yield
 
 
-class FakeGrid:
-    def get_node_ids(self) -> list[int]:
-        return list(PARTITIONS)
-
-
 def _strategy(fraction_evaluate: float) -> StudentFedAvg:
     strategy = StudentFedAvg(
         local_steps=5,
@@ -57,7 +52,8 @@ def _strategy(fraction_evaluate: float) -> StudentFedAvg:
 
 def _ask(strategy: StudentFedAvg, server_round: int = 1) -> list[Message]:
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    return list(strategy.configure_evaluate(server_round, arrays, ConfigRecord({}), FakeGrid()))
+    grid = Grid(list(PARTITIONS))
+    return list(strategy.configure_evaluate(server_round, arrays, ConfigRecord({}), grid))
 
 
 def _reply(node: int, metrics: dict[str, Any]) -> Message:

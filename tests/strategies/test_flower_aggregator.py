@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from fakes import reply
+from fakes import Grid, reply
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -34,11 +34,6 @@ SENT_BACK = {10: ([3.0, 0.0], 10, 0.9), 11: ([1.0, 2.0], 30, 1.2)}
 def as_superlink() -> Iterator[None]:
     with task_identity():
         yield
-
-
-class FakeGrid:
-    def get_node_ids(self) -> list[int]:
-        return list(PARTITIONS)
 
 
 def _strategy(spec: str, options: dict[str, object] | None = None) -> FlowerAggregated:
@@ -71,7 +66,8 @@ def _reply(node: int, weights: list[float], examples: int, loss: float) -> Messa
 
 def _round(strategy: FlowerAggregated, server_round: int, start: list[float]) -> np.ndarray:
     arrays = ArrayRecord({"w": Array(np.array(start, dtype=np.float32))})
-    sent = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), FakeGrid()))
+    grid = Grid(list(PARTITIONS))
+    sent = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), grid))
     assert len(sent) == len(PARTITIONS)  # this project's messages, one per planned client
     replies = [_reply(node, *SENT_BACK[node]) for node in SENT_BACK]
     new, _ = strategy.aggregate_train(server_round, replies)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from fakes import reply
+from fakes import Grid, reply
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from config.messages import teacher_steps
@@ -111,11 +111,6 @@ def test_clipping_scales_an_update_to_the_norm_and_leaves_small_ones() -> None:
 NODES = {100 + i: i for i in range(5)}
 
 
-class FakeGrid:
-    def get_node_ids(self) -> list[int]:
-        return list(NODES)
-
-
 def _reply(node: int, weights: np.ndarray, examples: int) -> Message:
     metrics = MetricRecord({"num-examples": examples, "steps": 10, "partition-id": NODES[node]})
     content = RecordDict({"arrays": ArrayRecord({"w": Array(weights)}), "metrics": metrics})
@@ -140,7 +135,7 @@ def _round(aggregation: str, max_update_norm: float = 0.0) -> tuple[np.ndarray, 
     with task_identity():
         list(
             strategy.configure_train(
-                1, ArrayRecord({"w": Array(start)}), ConfigRecord(), FakeGrid()
+                1, ArrayRecord({"w": Array(start)}), ConfigRecord(), Grid(list(NODES))
             )
         )
         replies = [_reply(n, w.astype(np.float32), examples[n]) for n, w in honest.items()]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from fakes import reply
+from fakes import Grid, reply
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -41,14 +41,6 @@ BIG_ID = 2**64 - 5
 PARTITIONS = {10: 0, 11: 1, 12: 2, BIG_ID: 3}
 
 
-class FakeGrid:
-    def __init__(self, node_ids: list[int]) -> None:
-        self.node_ids = node_ids
-
-    def get_node_ids(self) -> list[int]:
-        return self.node_ids
-
-
 def _reply(node_id: int, weights: list[float], examples: int) -> Message:
     content = RecordDict(
         {
@@ -64,9 +56,7 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
 def _send(strategy: StudentFedAvg, nodes: list[int], weights: list[float] | None = None) -> None:
     """Configure a round, as the server does before replies can count against it."""
     w = np.array(weights if weights is not None else [0.0, 0.0], dtype=np.float32)
-    list(
-        strategy.configure_train(1, ArrayRecord({"w": Array(w)}), ConfigRecord({}), FakeGrid(nodes))
-    )
+    list(strategy.configure_train(1, ArrayRecord({"w": Array(w)}), ConfigRecord({}), Grid(nodes)))
 
 
 def _strategy(**kwargs: object) -> StudentFedAvg:
@@ -104,7 +94,7 @@ def test_example_weighted_average_by_hand() -> None:
 def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> None:
     strategy = _strategy()
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    sent = list(strategy.configure_train(2, arrays, ConfigRecord({}), FakeGrid([10, BIG_ID])))
+    sent = list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid([10, BIG_ID])))
     for message in sent:  # as a grid does when it pushes them
         message.metadata.__dict__["_message_id"] = f"id-{message.metadata.dst_node_id}"
     unavailable = Message(  # how the SuperLink answers for a node that stopped heartbeating
@@ -132,7 +122,7 @@ def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> Non
 def test_one_message_per_node_with_its_own_config() -> None:
     strategy = _strategy()
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = list(strategy.configure_train(3, arrays, ConfigRecord({}), FakeGrid([12, 10, 11])))
+    messages = list(strategy.configure_train(3, arrays, ConfigRecord({}), Grid([12, 10, 11])))
     assert [m.metadata.dst_node_id for m in messages] == [10, 11, 12]
     configs = [m.content.config_records["config"] for m in messages]
     assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
@@ -156,7 +146,7 @@ def test_64_bit_node_ids_reach_the_messages_exactly() -> None:
     strategy = _strategy()
     strategy.bind_nodes({node: i for i, node in enumerate(nodes)})
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid(nodes))
+    messages = strategy.configure_train(1, arrays, ConfigRecord({}), Grid(nodes))
     assert sorted(m.metadata.dst_node_id for m in messages) == sorted(nodes)
 
 
@@ -165,7 +155,7 @@ def test_a_restarted_node_is_the_same_client_under_its_new_id() -> None:
     strategy.bind_nodes({99: 1})  # node 11 restarted as node 99, still partition 1
     assert strategy.partitions == {10: 0, 12: 2, BIG_ID: 3, 99: 1}
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10, 99]))
+    messages = strategy.configure_train(1, arrays, ConfigRecord({}), Grid([10, 99]))
     assert [m.metadata.dst_node_id for m in messages] == [10, 99]
     assert list(strategy.last_plan) == [0, 1]
 
@@ -220,7 +210,7 @@ def _planned(aggregation: str) -> StudentFedAvg:
 def test_fednova_normalises_updates_by_the_planned_steps_by_hand() -> None:
     strategy = _planned("fednova")
     sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
-    list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    list(strategy.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
     replies = [
         _steps_reply(10, [-2.0, 4.0], 1, 2),  # per step: (1, -2)
         _steps_reply(11, [-8.0, 0.0], 3, 8),  # per step: (1, 0)
@@ -230,7 +220,7 @@ def test_fednova_normalises_updates_by_the_planned_steps_by_hand() -> None:
     # p = (1/4, 3/4); d = 1/4 (1, -2) + 3/4 (1, 0) = (1, -0.5); tau_eff = 1/4 2 + 3/4 8 = 6.5
     np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
     plain = _planned("fedavg")
-    list(plain.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    list(plain.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
     fedavg, _ = plain.aggregate_train(1, replies)
     assert fedavg is not None  # plain FedAvg: 1/4 (-2, 4) + 3/4 (-8, 0) = (-6.5, 1)
     np.testing.assert_allclose(fedavg["w"].numpy(), [-6.5, 1.0])
@@ -241,7 +231,7 @@ def test_a_client_that_ran_other_steps_than_planned_is_logged_and_recorded(
 ) -> None:
     strategy = _planned("fednova")
     sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
-    list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+    list(strategy.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
     replies = [
         _steps_reply(10, [-2.0, 4.0], 1, 2),
         _steps_reply(11, [-8.0, 0.0], 3, 5),  # claims 5 of its planned 8
@@ -265,7 +255,7 @@ def test_fednova_with_equal_steps_is_fedavg() -> None:
     results = []
     for aggregation in ("fedavg", "fednova"):
         strategy = _strategy(aggregation=aggregation)
-        list(strategy.configure_train(1, sent, ConfigRecord({}), FakeGrid([10, 11])))
+        list(strategy.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
         arrays, _ = strategy.aggregate_train(1, replies)
         assert arrays is not None
         results.append(arrays["w"].numpy())
@@ -293,11 +283,11 @@ def test_fedprox_sends_its_proximal_weight() -> None:
     strategy = build_strategy(config)
     strategy.bind_nodes(PARTITIONS)
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
+    (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), Grid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.3
     plain = build_strategy(RunConfig())
     plain.bind_nodes(PARTITIONS)
-    (message,) = plain.configure_train(1, arrays, ConfigRecord({}), FakeGrid([10]))
+    (message,) = plain.configure_train(1, arrays, ConfigRecord({}), Grid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.0
 
 
@@ -365,7 +355,7 @@ def test_federated_teachers_are_budgeted_each_federated_round_and_never_restored
         (2, 2.0, "federated round 2 of 2"),
         (3, 0.0, "the federated teacher is final"),
     ]:
-        list(strategy.configure_train(server_round, arrays, ConfigRecord({}), FakeGrid([10])))
+        list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid([10])))
         plan = strategy.last_plan[0]
         assert (plan["teacher-epochs"], plan["teacher-reason"]) == (epochs, reason)
         assert plan["teacher-restore-steps"] == 0
@@ -376,6 +366,6 @@ def test_federated_teachers_are_budgeted_each_federated_round_and_never_restored
         )
         assert strategy.last_failures == []
     # After the federated rounds, a reply that fine-tuned anyway is refused.
-    list(strategy.configure_train(4, arrays, ConfigRecord({}), FakeGrid([10])))
+    list(strategy.configure_train(4, arrays, ConfigRecord({}), Grid([10])))
     strategy.aggregate_train(4, [_teacher_reply(10, teacher_steps=1, teacher_total_steps=13)])
     assert "teacher-steps 1 is outside 0..0" in strategy.last_failures[0]["reason"]
