@@ -127,6 +127,12 @@ def _flwr_json(args: list[str], env: Mapping[str, str] | None) -> dict[str, Any]
     return parsed
 
 
+#: Seconds between two ``flwr ls`` while a run goes on: from the first, 1.5 times longer
+#: each time, up to the most. Each ``flwr ls`` is a new Python process (about 1.5 s of
+#: CPU), which a 2-core machine feels when it polls every second.
+POLL_FIRST_SECONDS, POLL_MAX_SECONDS = 1.0, 8.0
+
+
 def run_status(
     run_id: int, connection: str | None = None, env: Mapping[str, str] | None = None
 ) -> str:
@@ -233,14 +239,15 @@ def flwr_run(
         run_id, error = _stream(args, env, echo, timeout)
     logger.debug("submitted run %d", run_id)
     deadline = started + timeout
-    status = run_status(run_id, connection, env)
+    status, pause = run_status(run_id, connection, env), POLL_FIRST_SECONDS
     while not status.startswith("finished"):
         if time.perf_counter() > deadline:
             stop = ["flwr", "stop", str(run_id), *([connection] if connection else [])]
             subprocess.run(stop, capture_output=True, env=env, check=False)
             status = f"timeout after {timeout:.0f} s ({status})"
             return RunOutcome(run_id, status, time.perf_counter() - started, error)
-        time.sleep(1.0)
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_SECONDS)
         status = run_status(run_id, connection, env)
     return RunOutcome(run_id, status, time.perf_counter() - started, error)
 

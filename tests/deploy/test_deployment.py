@@ -60,49 +60,44 @@ def _check_completed(results: Path, rounds: int) -> list[dict[str, Any]]:
     return read_rounds(run_dir / "rounds.jsonl")
 
 
-def test_tls_and_supernode_auth_refuse_an_unregistered_key(
+def test_tls_and_node_auth_refuse_a_rogue_and_a_supernode_killed_mid_run_is_recorded(
     tmp_path: Path, shared_data: Path, cluster: Callable[..., Any]
 ) -> None:
+    """One TLS deployment with node auth, in order (each step needs the one before):
+
+    1. the SuperLink's port speaks TLS only, and a SuperNode whose key was
+       never registered is refused and exits;
+    2. the three registered SuperNodes train, and Flower's evaluate phase runs
+       on each of them, in round 1;
+    3. SuperNode 2 is killed: one recorded failure, and the 3-round run
+       completes with what was written kept.
+    """
     deployment = cluster(tls=True)
-    # The SuperLink's one port speaks TLS only: plain HTTP gets no answer, HTTPS does.
+    # 1. The SuperLink's one port speaks TLS only: plain HTTP gets no answer, HTTPS does.
     health = f"{deployment.address}/health"
     assert not healthy(f"http://{health}")
     assert not healthy(f"https://{health}")  # not verified without the deployment's CA
     assert healthy(f"https://{health}", deployment.certs / "ca.crt")
-    # A SuperNode whose key was never registered is refused and exits.
     rogue = deployment.start_node(3, key=3)
     rogue.popen.wait(timeout=120)
     assert rogue.popen.returncode != 0
     assert "Failed to activate SuperNode" in rogue.text(), rogue.text()
-
-    results = tmp_path / "results"
-    config = _run_config(shared_data, results, **{"num-server-rounds": 1, "fraction-evaluate": 1.0})
-    outcome = deployment.run(config)
-    assert outcome.status == COMPLETED, deployment.logs()
-    rounds = _check_completed(results, rounds=1)
-    assert sorted(c["partition-id"] for c in rounds[1]["clients"]) == [0, 1, 2]
-    # Flower's evaluate phase ran on every SuperNode, through its node host.
-    federated = rounds[1]["federated-val"]
-    assert sorted(int(p) for p in federated["clients"]) == [0, 1, 2], federated
-    assert federated["failures"] == [] and 0.0 <= federated["accuracy"] <= 1.0
-    for i in range(3):
-        log = deployment.procs[f"supernode-{i}"].text()
-        assert log.count("Receiving: evaluate message") == 1
     listed = json.loads(deployment.flwr("supernode", "list", "dep", "--format", "json"))
     assert sum(n["status"] == "online" for n in listed["nodes"]) == 3  # not the rogue
 
-
-def test_three_supernodes_run_and_one_killed_mid_run_is_a_recorded_failure(
-    tmp_path: Path, shared_data: Path, cluster: Callable[..., Any]
-) -> None:
-    """Three SuperNodes train in round 1; SuperNode 2 is killed; the run completes."""
-    deployment = cluster()
+    # 2. Round 1 on all three, trained and evaluated.
     results = tmp_path / "results"
-    config = _run_config(shared_data, results, **{"num-server-rounds": 3, "round-timeout": 150.0})
+    config = _run_config(
+        shared_data,
+        results,
+        **{"num-server-rounds": 3, "round-timeout": 150.0, "fraction-evaluate": 1.0},
+    )
     runner = _Background(lambda: deployment.run(config, timeout=900))
     rounds_file = _wait_for(lambda: _first_file(results, "rounds.jsonl"), timeout=600)
     _wait_for(lambda: len(read_rounds(rounds_file)) >= 2 or None, timeout=600)
     written_before = rounds_file.read_text()
+
+    # 3. SuperNode 2 dies.
     deployment.kill_node(2)
     killed_at = time.monotonic()
     outcome = runner.result(timeout=900)
@@ -114,6 +109,9 @@ def test_three_supernodes_run_and_one_killed_mid_run_is_a_recorded_failure(
         assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1, 2]
         assert record["failures"] == []
     assert rounds[1]["update-applied"] is True
+    federated = rounds[1]["federated-val"]  # Flower's evaluate phase, through each node host
+    assert sorted(int(p) for p in federated["clients"]) == [0, 1, 2], federated
+    assert federated["failures"] == [] and 0.0 <= federated["accuracy"] <= 1.0
     failed = [f for r in rounds[2:] for f in r["failures"]]
     assert [f["partition-id"] for f in failed] == [2]  # once: then it is no longer connected
     assert "Node Unavailable" in failed[0]["reason"] or "round-timeout" in failed[0]["reason"]
@@ -123,11 +121,12 @@ def test_three_supernodes_run_and_one_killed_mid_run_is_a_recorded_failure(
     summary = json.loads((_run_dir(results) / "summary.json").read_text())
     assert summary["failures"] == 1
     assert time.monotonic() - killed_at < 600
-    # Each surviving SuperNode ran its own ClientApps: one stats query and one train message
-    # per round, all in one node host, which built the runtime once (client_app.host).
+    # Each surviving SuperNode ran its own ClientApps: one stats query, and one train and
+    # one evaluate message per round, all in one node host, which built the runtime once.
     for i in range(2):
         log = deployment.procs[f"supernode-{i}"].text()
         assert log.count("Receiving: train message") == 3
+        assert log.count("Receiving: evaluate message") == 3
         assert log.count("Receiving: query.stats message") == 1
         assert deployment.procs[f"superexec-{i}"].text().count("runtime built for run") == 1
 

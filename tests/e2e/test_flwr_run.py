@@ -43,40 +43,6 @@ def flwr_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_flwr_run_simulation_completes(
-    tmp_path: Path, shared_data: Path, flwr_env: dict[str, str]
-) -> None:
-    results = tmp_path / "results"
-    outcome = flwr_run(
-        str(REPO),
-        run_config={
-            "data-dir": str(shared_data / "genomic_nontata_promoters"),
-            "task": "genomic",
-            "results-dir": str(results),
-            "num-server-rounds": 2,
-            "min-nodes": 2,
-            "max-train-rows": 300,
-            "server-val-rows": 200,
-            "test-rows": 200,
-            "local-steps": 10,
-        },
-        federation_config={"num-supernodes": 2, "client-resources-num-cpus": 2},
-        timeout=900,
-        env=flwr_env,
-    )
-    assert outcome.status == COMPLETED
-    (run_dir,) = results.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["rounds"] == 2
-    rounds = read_rounds(run_dir / "rounds.jsonl")
-    for record in rounds[1:]:  # both simulated nodes trained in every round
-        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1]
-        assert record["participants"] == [0, 1]
-    assert summary["total-client-steps"] == 2 * 2 * 10
-    assert summary["final-val"]["loss"] < summary["initial-val"]["loss"]
-
-
-@pytest.mark.slow
 def test_flwr_run_bad_config_is_not_completed(tmp_path: Path, flwr_env: dict[str, str]) -> None:
     outcome = flwr_run(
         str(REPO),
@@ -141,6 +107,9 @@ def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
         flwr_env,
         {**base, "num-server-rounds": 4, "resume-from": str(first)},
     )
+    summary = json.loads((straight / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds"] == 4
+    assert summary["final-val"]["loss"] < summary["initial-val"]["loss"]
     with np.load(straight / "student.npz") as a, np.load(resumed / "student.npz") as b:
         assert a.files == b.files
         for key in a.files:  # stated tolerance: float32 round-off

@@ -3,6 +3,12 @@
 Between the two, a plain ``flwr run .`` as a Flower user types it first: it
 must complete with nothing exported by hand, and the README's main command
 must complete right after it (through the local SuperLink it left running).
+
+Where ``LLMQFL_README_VENV`` names a virtual environment that the README's
+set-up command has just made from a clean clone of the same commit (``.ci/run``
+sets it after running that command, which must succeed for CI to go on), the
+clone uses that environment instead of installing it a second time: the same
+command on the same files, two minutes of pip saved.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def _stop_superlinks(marker: Path) -> None:
 
 @pytest.mark.slow
 def test_a_clean_clone_sets_up_and_runs_the_default_federation(tmp_path: Path) -> None:
-    """Adds about 2 minutes of pip (warm cache) and 2.5 minutes of run to the suite."""
+    """Adds about 2 minutes of pip (warm cache; none in CI) and 5 minutes of runs to the suite."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     env = {
@@ -50,11 +56,15 @@ def test_a_clean_clone_sets_up_and_runs_the_default_federation(tmp_path: Path) -
     env["PATH"] = os.pathsep.join(
         p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(REPO))
     )
-    setup = readme_command("Set up", clone / "README.md")
-    installed = subprocess.run(
-        ["bash", "-c", setup], cwd=clone, env=env, capture_output=True, text=True, check=False
-    )
-    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    made = os.environ.get("LLMQFL_README_VENV", "")
+    if made and (Path(made) / "bin" / "activate").is_file():
+        (clone / ".venv").symlink_to(made)  # the README's set-up, run by .ci/run just before
+    else:
+        setup = readme_command("Set up", clone / "README.md")
+        installed = subprocess.run(
+            ["bash", "-c", setup], cwd=clone, env=env, capture_output=True, text=True, check=False
+        )
+        assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     assert PLAIN_FLWR_RUN in (clone / "README.md").read_text()
     try:
         _plain_flwr_run_completes(clone, env)
