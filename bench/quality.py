@@ -49,7 +49,7 @@ from client_app.node import ClientNode
 from harness.inprocess import InProcessGrid, run_in_process
 from llm.inference import predict_logits
 from llm.probe import logit_metrics
-from server_app.setup import ServerSplit, embed_split
+from server_app.server_data import ServerSplit, embed_split
 from tasks.datasets import DataSource
 from tasks.splits import server_datasets
 

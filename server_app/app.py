@@ -12,11 +12,12 @@ from flwr.serverapp import Grid, ServerApp
 from config.errors import ConfigError
 from config.logs import configure_logging
 from config.run_config import RunConfig
-from server_app.federation import run_rounds
 from server_app.preflight import preflight
 from server_app.results import ResultsWriter
+from server_app.round_flow import run_rounds
 from server_app.round_record import summary_record
-from server_app.setup import Federation, evaluate_global, set_up
+from server_app.server_data import evaluate_global
+from server_app.setup import Federation, set_up
 from server_app.teacher_report import teacher_summary
 
 logger = logging.getLogger(__name__)

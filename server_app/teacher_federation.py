@@ -92,6 +92,8 @@ class TeacherReplies:
     kept: list[Message]  # the replies whose student part the strategy may now judge
     failures: list[dict[str, Any]]  # replies refused for their teacher arrays
     bytes_received: int
+    # With teacher-fedavg-early-end: the round after which the federated teacher became final.
+    final_after: int | None = None
 
 
 def teacher_problem(
@@ -224,13 +226,14 @@ class TeacherFederation:
             else:
                 contributions.append((arrays, float(report.num_examples)))
                 improved.append(report.teacher_val_loss < report.teacher_untrained_val_loss)
+        final_after = None
         if contributions and self.early_end and server_round < self.rounds and not any(improved):
             logger.info(
                 "round %d: fine-tuning lowered no client's teacher validation loss; the "
                 "federated teacher is final (teacher-fedavg-early-end)",
                 server_round,
             )
-            self.rounds = server_round
+            self.rounds = final_after = server_round
         if contributions:
             self.global_arrays = self.pool(contributions)
             logger.info(
@@ -240,7 +243,7 @@ class TeacherFederation:
                 len(self.global_arrays),
             )
         kept = [r for r in replies if all(r is not bad for bad in refused)]
-        return TeacherReplies(kept, failures, received)
+        return TeacherReplies(kept, failures, received, final_after)
 
     def _offered(
         self,

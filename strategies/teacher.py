@@ -64,6 +64,12 @@ class TeacherPolicy:
             return self.epochs, "first participation"
         return 0.0, "kept"
 
+    def end_federation(self, rounds: int) -> None:
+        """The federated teacher is final after round ``rounds`` (an early end, or a
+        resumed run's teacher state): no later round fine-tunes it."""
+        if self.federated_rounds:
+            self.federated_rounds = min(self.federated_rounds, rounds)
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state (none: decisions follow from the client's memory)."""
         return {}

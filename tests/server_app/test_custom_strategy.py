@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from flwr.serverapp.strategy import Strategy
+
 from harness.inprocess import run_in_process
 from server_app.results import read_rounds
+from server_app.round_flow import RoundFlow
 from strategies import StudentFedAvg
 
 
@@ -78,3 +82,42 @@ def test_a_flower_users_fedavg_subclass_runs_the_whole_pipeline(
     before = {c["partition-id"]: c["global-val-loss"] for c in first["clients"]}
     after = {c["partition-id"]: c["global-val-loss"] for c in second["clients"]}
     assert all(after[p] != before[p] for p in before)
+
+
+class StopsAfterRoundOne(StudentFedAvg):
+    """Asks to stop after round 1, whatever the figures."""
+
+    def should_stop(self, server_round: int, history: object) -> str | None:
+        return "enough after round 1" if server_round >= 1 else None
+
+
+def test_flowers_start_runs_the_rounds_and_after_a_stop_sends_nothing(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rounds are Flower's own ``Strategy.start()`` loop (not an override of it); a
+    stop after round 1 of 3 leaves rounds 2 and 3 of that loop without a message or a
+    record."""
+    assert RoundFlow.start is Strategy.start
+    started: list[int] = []
+    flowers_start = Strategy.start
+
+    def spy(self: Strategy, *args: object, **kwargs: object) -> object:
+        started.append(int(kwargs["num_rounds"]))  # type: ignore[call-overload]
+        return flowers_start(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Strategy, "start", spy)
+    grid = run_in_process(
+        {
+            "strategy": f"{__name__}:StopsAfterRoundOne",
+            **_tiny_run(shared_data, tmp_path),
+            "num-server-rounds": 3,
+            "fraction-evaluate": 0.0,
+        },
+        num_nodes=2,
+    )
+    assert started == [3]
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 1 and summary["stop-reason"] == "enough after round 1"
+    assert [r["round"] for r in read_rounds(run_dir / "rounds.jsonl")] == [0, 1]
+    assert grid.messages_sent == 2 + 2  # the statistics queries and round 1's train messages

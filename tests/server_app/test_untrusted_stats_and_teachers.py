@@ -196,7 +196,8 @@ def test_the_federated_rounds_end_early_when_fine_tuning_lowered_no_validation_l
             metrics = reply.content.metric_records[METRICS_KEY]
             metrics["teacher-val-loss"], metrics["teacher-untrained-val-loss"] = after, before
             replies.append(reply)
-        federation.collect(1, replies, [], {n: n for n in range(len(losses))})
+        collected = federation.collect(1, replies, [], {n: n for n in range(len(losses))})
+        assert collected.final_after == (1 if federation.rounds == 1 else None)  # told once
         return federation.rounds
 
     assert round_of([(0.6, 0.6), (0.7, 0.65)]) == 1  # kept the start; worse

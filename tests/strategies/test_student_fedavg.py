@@ -369,3 +369,21 @@ def test_federated_teachers_are_budgeted_each_federated_round_and_never_restored
     list(strategy.configure_train(4, arrays, ConfigRecord({}), Grid([10])))
     strategy.aggregate_train(4, [_teacher_reply(10, teacher_steps=1, teacher_total_steps=13)])
     assert "teacher-steps 1 is outside 0..0" in strategy.last_failures[0]["reason"]
+
+
+def test_a_teacher_federation_that_ended_early_budgets_no_more_teacher_epochs() -> None:
+    """The flow tells the policy once (``end_federation``) when the federated teacher became
+    final early; later rounds plan no teacher epochs, and a later round number cannot
+    reopen it."""
+    strategy = _strategy(teacher_batch_size=16, teacher_federated_rounds=3)
+    strategy.declare_examples({0: 48})
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    strategy.teacher_policy.end_federation(1)
+    strategy.teacher_policy.end_federation(5)  # never longer than it was
+    list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid([10])))
+    plan = strategy.last_plan[0]
+    assert (plan["teacher-epochs"], plan["teacher-reason"]) == (
+        0.0,
+        "the federated teacher is final",
+    )
+    assert strategy.teacher_policy.federated_rounds == 1
