@@ -8,6 +8,12 @@ overrides a decision, not a whole round:
 - :meth:`step_budget`: each selected client's local optimizer steps, and why;
 - :meth:`should_stop`: whether the federation stops after a round, and why.
 
+The decisions live in mixins with one job each: the round's plan in
+:class:`~strategies.planning.RoundPlanner`, the teacher's books and budgets
+in :class:`~strategies.teacher_books.TeacherBooks`, Flower's evaluate phase
+in :class:`~strategies.evaluation.FederatedEvaluation`; this module holds the
+node binding, the books, the reply checks and the train phases.
+
 A client is its partition ID (``partition-id`` in its node config), stable
 across restarts and runs; Flower's node IDs are not (a restarted SuperNode
 gets a new one). The server tells the strategy which node serves which
@@ -23,7 +29,6 @@ Each selected client gets its own ``Message`` with its own ``ConfigRecord``
 (:class:`~config.messages.TrainInstructions`). The accepted arrays are
 combined by ``aggregation`` (:mod:`strategies.aggregation`); a reply that ran
 other steps than planned is logged and recorded (``last_step_mismatches``).
-Flower's evaluate phase is :class:`~strategies.evaluation.FederatedEvaluation`.
 
 The strategy remembers each client's last reply (:class:`ClientMemory`) and
 the global student's figures on the server's validation split per round
@@ -57,21 +62,20 @@ from config.messages import (
     STUDENT_KEY,
     TrainInstructions,
     TrainReport,
-    teacher_steps,
 )
 from config.run_config import RunConfig
 from strategies.aggregation import combine_arrays
 from strategies.evaluation import FederatedEvaluation
 from strategies.memory import ClientMemory
+from strategies.planning import RoundPlanner
 from strategies.replies import REJECTED, failure_record, step_mismatches
 from strategies.robust import check_reply
-from strategies.shots import shot_budget
 from strategies.teacher import TeacherPolicy, federated_teacher_rounds
 
 logger = logging.getLogger(__name__)
 
 
-class StudentFedAvg(FederatedEvaluation, FedAvg):
+class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
     """FedAvg of the student with per-node messages and a fixed step budget.
 
     Parameters
@@ -163,9 +167,7 @@ class StudentFedAvg(FederatedEvaluation, FedAvg):
         self.partitions: dict[int, int] = {}
         # The rows each client declared before training (its query.stats reply), by partition.
         self.declared_examples: dict[int, int] = {}
-        # Teacher steps each client's node is known to hold (its statistics reply, then
-        # its accepted train replies; 0 after a failure): below the memory's, it lost them.
-        self.teacher_held: dict[int, int] = {}
+        self._reset_teachers()
         # What is known of each client (partition -> its last reply) and of the global student.
         self.clients: dict[int, ClientMemory] = {}
         self.val_history: list[dict[str, Any]] = []
@@ -211,60 +213,6 @@ class StudentFedAvg(FederatedEvaluation, FedAvg):
         )
 
     # ------------------------------------------------------------ decisions
-    def num_to_select(self, available: int) -> int:
-        """``fraction_train`` of ``available`` nodes, at least ``min_train_nodes``, at most all."""
-        return min(max(int(available * self.fraction_train), self.min_train_nodes), available)
-
-    def select_clients(self, server_round: int, partitions: Sequence[int]) -> list[int]:
-        """Sample ``fraction_train`` of the connected clients (at least ``min_train_nodes``)."""
-        wanted = self.num_to_select(len(partitions))
-        self.last_selection_reason = f"random {wanted} of {len(partitions)}"
-        rng = np.random.default_rng([self.seed, server_round])
-        ordered = sorted(int(p) for p in partitions)
-        return sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
-
-    def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
-        """Local optimizer steps for client ``partition`` this round, and the reason."""
-        return self.local_steps, "fixed"
-
-    def shot_budget(self, server_round: int, partition: int) -> tuple[int, str]:
-        """Shots per row for client ``partition`` this round on a shot-based device, and why.
-
-        ``shots-policy`` (:func:`strategies.shots.shot_budget`); 0 with ``shots=0``:
-        the client's own setting.
-        """
-        if self.shots <= 0:
-            return 0, "node setting"
-        return shot_budget(
-            self.shots_policy,
-            server_round,
-            shots=self.shots,
-            min_shots=self.min_shots,
-            num_rounds=self.num_rounds,
-        )
-
-    def teacher_budget(self, server_round: int, partition: int) -> tuple[float, str]:
-        """Epochs client ``partition`` fine-tunes its teacher this round, and the reason.
-
-        The teacher policy's decision: here ``teacher-epochs`` the first time
-        the client trains and nothing after.
-        """
-        return self.teacher_policy.decide(server_round, partition, self.clients.get(partition))
-
-    def restore_budget(self, partition: int) -> int:
-        """Steps to rebuild client ``partition``'s teacher if its node may have lost it:
-        the steps its teacher had by its last accepted reply, when its node is not known
-        to hold them (a restarted node, a resumed run, a failed reply); else 0.
-
-        A node that still holds them runs none. Federated teachers are never
-        restored: the server sends the global adapters again.
-        """
-        client = self.clients.get(partition)
-        known = client.teacher_total_steps if client is not None else 0
-        if self.teacher_policy.federated_rounds or self.teacher_held.get(partition, known) >= known:
-            return 0
-        return known
-
     def should_stop(self, server_round: int, history: Sequence[Mapping[str, Any]]) -> str | None:
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
         return None
@@ -297,20 +245,6 @@ class StudentFedAvg(FederatedEvaluation, FedAvg):
             self.declare_examples({partition: int(client["num-examples"])})
             self.declare_val_examples({partition: int(client.get("val-examples", 0))})
             self.declare_teachers({partition: int(client.get("teacher-total-steps", 0))})
-
-    def declare_teachers(self, held: Mapping[int, int]) -> None:
-        """Record the teacher steps each partition's node holds (its statistics reply)."""
-        self.teacher_held.update({int(p): int(n) for p, n in held.items()})
-
-    def teacher_step_budget(self, partition: int) -> tuple[int, int] | None:
-        """The most teacher steps client ``partition`` may report this round: ``(new
-        chunk, restore)``, from its plan and declared rows (None: unknown)."""
-        rows = self.declared_examples.get(partition)
-        plan = self.last_plan.get(partition)
-        if rows is None or plan is None:
-            return None
-        chunk = teacher_steps(float(plan["teacher-epochs"]), rows, self.teacher_batch_size)
-        return chunk, int(plan["teacher-restore-steps"])
 
     def reply_problem(self, reply: Message) -> str | None:
         """Why :meth:`aggregate_train` would refuse ``reply`` (None: it would not)."""
@@ -368,27 +302,6 @@ class StudentFedAvg(FederatedEvaluation, FedAvg):
         self._sent_messages = messages  # the grid gives them IDs; replies name those IDs
         return messages
 
-    def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Who trains and how much: ``{partition: {"steps", "reason", "teacher-epochs",
-        "teacher-reason", "teacher-restore-steps", "shots", "shots-reason"}}`` from
-        :meth:`select_clients`, :meth:`step_budget`, :meth:`teacher_budget`,
-        :meth:`restore_budget` and :meth:`shot_budget`."""
-        plan = {}
-        for partition in self.select_clients(server_round, partitions):
-            steps, reason = self.step_budget(server_round, partition)
-            teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
-            shots, shots_reason = self.shot_budget(server_round, partition)
-            plan[partition] = {
-                "steps": int(steps),
-                "reason": reason,
-                "teacher-epochs": float(teacher_epochs),
-                "teacher-reason": teacher_reason,
-                "teacher-restore-steps": self.restore_budget(partition),
-                "shots": int(shots),
-                "shots-reason": shots_reason,
-            }
-        return plan
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -411,11 +324,8 @@ class StudentFedAvg(FederatedEvaluation, FedAvg):
             else:
                 accepted.append((partition, reply, report))
         self.last_reports = {partition: report for partition, _, report in accepted}
-        for failure in self.last_failures:  # its node may have lost its teacher
-            if failure["partition-id"] is not None:
-                self.teacher_held[int(failure["partition-id"])] = 0
+        self.note_teachers(self.last_failures, self.last_reports)
         for partition, report in self.last_reports.items():
-            self.teacher_held[partition] = report.teacher_total_steps
             self.clients[partition] = ClientMemory.from_reply(
                 report, server_round, self.clients.get(partition)
             )
