@@ -242,10 +242,7 @@ class ClientNode:
         return self._view(seconds, steps, restore)
 
     def _train_teacher(self, steps: int, total: int) -> tuple[TeacherOutputs, bool]:
-        """``steps`` more steps from the adapters left at ``total`` (the disk cache first).
-
-        Returns the teacher and whether it was trained here (False: read from the cache).
-        """
+        """``steps`` more steps from the adapters left at ``total`` (see :meth:`_fine_tune`)."""
         train, val = self.splits
         cfg, seed = self.config.teacher, self._teacher_seed()
         held = self.teacher_schedule if total else []
@@ -253,34 +250,52 @@ class ClientNode:
         key = teacher_key(cfg, seed, train.texts, train.labels, val.texts, val.labels, schedule)
         # Chunks on top of federated adapters are keyed by their start (federated_teacher).
         cache = self.cache if cfg.federation == "local" else None
-        out = cache.load_teacher(key) if cache else None
-        trained = out is None
-        if out is not None:
-            self.cache_hits += 1
-        else:
-            logger.info(
-                "%s: fine-tuning its teacher (%s), steps %d to %d",
-                self.name,
-                cfg.peft_method,
-                total + 1,
-                total + steps,
-            )
-            initial = self.store.arrays("adapters") if total else None
-            out = finetune_teacher(
-                train,
-                val,
-                cfg,
-                seed,
-                initial=initial,
-                steps=steps,
-                start_step=total,
-                name=self.name,
-                probe_features=self.features() if cfg.head == "probe" else None,
-            )
-            if cache:
-                cache.save_teacher(key, out)
+        initial = self.store.arrays("adapters") if total else None
+        out, trained = self._fine_tune(key, cache, steps, initial, total, cfg.head == "probe")
         self.store.text["teacher-schedule"] = schedule
         return out, trained
+
+    def _fine_tune(
+        self,
+        key: str,
+        cache: NodeCache | None,
+        steps: int,
+        initial: Mapping[str, np.ndarray] | None,
+        start_step: int,
+        probe: bool,
+    ) -> tuple[TeacherOutputs, bool]:
+        """The one way this node fine-tunes a teacher chunk, local or federated: ``steps``
+        steps from ``initial`` (None: fresh, seeded), the disk cache first (``key``).
+
+        Returns the teacher and whether it was trained here (False: read from the cache).
+        """
+        out = cache.load_teacher(key) if cache else None
+        if out is not None:
+            self.cache_hits += 1
+            return out, False
+        cfg = self.config.teacher
+        logger.info(
+            "%s: fine-tuning its teacher (%s), steps %d to %d",
+            self.name,
+            cfg.peft_method,
+            start_step + 1,
+            start_step + steps,
+        )
+        train, val = self.splits
+        out = finetune_teacher(
+            train,
+            val,
+            cfg,
+            self._teacher_seed(),
+            initial=dict(initial) if initial is not None else None,
+            steps=steps,
+            start_step=start_step,
+            name=self.name,
+            probe_features=self.features() if probe else None,
+        )
+        if cache:
+            cache.save_teacher(key, out)
+        return out, True
 
     @property
     def teacher_schedule(self) -> list[int]:
@@ -349,24 +364,9 @@ class ClientNode:
         key = teacher_key(
             cfg, seed, train.texts, train.labels, val.texts, val.labels, [steps], start=received
         )
-        out = self.cache.load_teacher(key) if self.cache else None
-        seconds = 0.0
-        if out is not None:
-            self.cache_hits += 1
-        else:
-            out = finetune_teacher(
-                train,
-                val,
-                cfg,
-                seed=seed,
-                initial=received,
-                steps=steps,
-                name=self.name,
-                probe_features=self.features() if cfg.head == "probe" and fresh else None,
-            )
-            seconds = out.seconds
-            if self.cache:
-                self.cache.save_teacher(key, out)
+        probe = cfg.head == "probe" and fresh
+        out, trained = self._fine_tune(key, self.cache, steps, received, 0, probe)
+        seconds = out.seconds if trained else 0.0
         self._remember_teacher(out, before + out.steps, first=fresh, version=teacher_round)
         self.seconds["teacher"] = seconds
         return self._view(seconds, out.steps, 0), None if final else out.arrays
