@@ -21,10 +21,11 @@ current round (:class:`RoundInProgress`), which the last step writes out:
    strategy, then the QPU budget, may stop the run, reading validation
    figures only.
 
-Stopping: Flower 1.42's ``start()`` has no stop hook. Every phase here asks
-:meth:`RoundFlow.should_stop` first, so after a stop the rest of Flower's loop
-sends and records nothing; with a Flower whose ``start()`` asks its strategy
-``should_stop`` itself, those guards are what goes.
+Stopping: Flower 1.42's ``start()`` has no stop hook. ``configure_train`` asks
+:meth:`RoundFlow.should_stop` first and after a stop starts no round, so the
+later phases find no round in progress and the rest of Flower's loop sends
+and records nothing; with a Flower whose ``start()`` asks its strategy
+``should_stop`` itself, that guard is what goes.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class RoundFlow(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         step = self.current
-        if step is None or self.should_stop():
+        if step is None:  # stopped before sending: nothing to aggregate
             return None, None
         fed, strategy = self.fed, self.fed.strategy
         step.replies = list(replies)
@@ -186,7 +187,7 @@ class RoundFlow(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         step = self.current
-        if step is None or self.should_stop():
+        if step is None:
             return []
         strategy = self.fed.strategy
         step.evaluate_messages = list(
@@ -198,7 +199,7 @@ class RoundFlow(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         step = self.current
-        if step is None or self.should_stop() or not step.evaluate_messages:
+        if step is None or not step.evaluate_messages:
             return None
         strategy, replies = self.fed.strategy, list(replies)
         metrics = strategy.aggregate_evaluate(step.server_round, replies)
@@ -221,7 +222,7 @@ class RoundFlow(Strategy):
         if server_round == 0:
             return _val_metrics(fed.initial) if fed.initial else None
         step, self.current = self.current, None
-        if step is None or self.should_stop():
+        if step is None:  # stopped: no round in progress
             return None
         val = evaluate_global(fed.student, fed.arrays, fed.data.val)
         fed.strategy.observe_val(step.server_round, val)
