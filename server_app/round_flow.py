@@ -30,6 +30,7 @@ and records nothing; with a Flower whose ``start()`` asks its strategy
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ from server_app.server_data import evaluate_global
 from server_app.setup import Federation
 from server_app.teacher_federation import record_bytes
 from strategies.replies import reply_node
+from strategies.rounds import TrainOutcome, TrainRound
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,9 @@ class RoundInProgress:
 
     server_round: int
     started: float
-    messages: list[Message]
+    train: TrainRound
     unidentified: list[dict[str, Any]]
+    outcome: TrainOutcome | None = None
     replies: list[Message] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)  # for their teacher arrays
     silent: list[dict[str, Any]] = field(default_factory=list)  # no reply in time
@@ -129,16 +132,16 @@ class RoundFlow(Strategy):
         current = fed.first_round + server_round - 1
         started = time.perf_counter()
         unidentified = identify_nodes(grid, strategy, fed.config, fed.data.val)
-        messages = list(strategy.configure_train(current, arrays, config, grid))
-        over = fed.budget.round_stop(current, strategy.last_plan) if fed.budget else None
+        train = strategy.configure_round(current, arrays, config, grid)
+        over = fed.budget.round_stop(current, train.plan) if fed.budget else None
         if over is not None:  # planned, not sent: nothing of it was trained or billed
             logger.info("stopping before round %d: %s", current, over)
             self.stop_reason = over
             return []
         if fed.teachers is not None:
-            fed.teachers.attach(current, messages, strategy.partitions)
-        self.current = RoundInProgress(current, started, messages, unidentified)
-        return messages
+            fed.teachers.attach(current, train.messages, strategy.partitions)
+        self.current = RoundInProgress(current, started, train, unidentified)
+        return train.messages
 
     # ------------------------------------------------------------ 2. aggregate
     def aggregate_train(
@@ -154,9 +157,9 @@ class RoundFlow(Strategy):
             collected = fed.teachers.collect(
                 step.server_round,
                 step.replies,
-                step.messages,
+                step.train.messages,
                 strategy.partitions,
-                strategy.reply_problem,
+                functools.partial(strategy.reply_problem, step.train),
             )
             judged, step.refused = collected.kept, collected.failures
             step.teacher_bytes = collected.bytes_received
@@ -164,23 +167,23 @@ class RoundFlow(Strategy):
                 strategy.teacher_policy.end_federation(collected.final_after)
         timeout = fed.config.federation.round_timeout
         step.silent = silent_nodes(
-            step.messages, step.replies, strategy.partitions, step.server_round, timeout
+            step.train.messages, step.replies, strategy.partitions, step.server_round, timeout
         )
         step.train_done = time.perf_counter()
-        new_arrays, metrics = strategy.aggregate_train(step.server_round, judged)
-        needed = min(fed.config.federation.min_train_nodes, len(step.messages))
-        step.applied = new_arrays is not None and len(strategy.last_reports) >= needed
+        outcome = step.outcome = strategy.aggregate_round(step.train, judged)
+        needed = min(fed.config.federation.min_train_nodes, len(step.train.messages))
+        step.applied = outcome.arrays is not None and len(outcome.reports) >= needed
         step.aggregate_done = time.perf_counter()
-        if not step.applied or new_arrays is None:
+        if not step.applied or outcome.arrays is None:
             logger.warning(
                 "round %d: %d usable replies, min-train-nodes=%d: the global student is unchanged",
                 step.server_round,
-                len(strategy.last_reports),
+                len(outcome.reports),
                 fed.config.federation.min_train_nodes,
             )
-            return None, metrics
-        fed.arrays = new_arrays
-        return new_arrays, metrics
+            return None, outcome.metrics
+        fed.arrays = outcome.arrays
+        return outcome.arrays, outcome.metrics
 
     # ------------------------------------------------------------ 3. federated evaluation
     def configure_evaluate(
@@ -202,15 +205,18 @@ class RoundFlow(Strategy):
         if step is None or not step.evaluate_messages:
             return None
         strategy, replies = self.fed.strategy, list(replies)
-        metrics = strategy.aggregate_evaluate(step.server_round, replies)
-        evaluation = dict(strategy.last_evaluation or {})
+        evaluation = strategy.aggregate_evaluation(
+            step.server_round, step.evaluate_messages, replies
+        )
         timeout = self.fed.config.federation.round_timeout
         silent = silent_nodes(
             step.evaluate_messages, replies, strategy.partitions, step.server_round, timeout
         )
-        evaluation["failures"] = [*evaluation.get("failures", []), *silent]
+        evaluation["failures"] = [*evaluation["failures"], *silent]
         step.federated = evaluation
-        return metrics
+        if not evaluation["clients"]:
+            return None
+        return MetricRecord({"loss": evaluation["loss"], "accuracy": evaluation["accuracy"]})
 
     # ------------------------------------------------------------ 4. record and stop
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -254,19 +260,20 @@ class RoundFlow(Strategy):
         test: dict[str, float] | None,
         done: float,
     ) -> RoundOutcome:
-        strategy = self.fed.strategy
+        train, outcome = step.train, step.outcome
+        assert outcome is not None  # Flower's loop evaluates after aggregate_train
         return RoundOutcome(
             server_round=step.server_round,
-            plan=strategy.last_plan,
-            selection_reason=strategy.last_selection_reason,
-            reports=strategy.last_reports,
-            failures=[*step.unidentified, *step.refused, *strategy.last_failures, *step.silent],
-            node_info=node_info(step.replies, strategy.partitions),
+            plan=train.plan,
+            selection_reason=train.selection_reason,
+            reports=outcome.reports,
+            failures=[*step.unidentified, *step.refused, *outcome.failures, *step.silent],
+            node_info=node_info(step.replies, self.fed.strategy.partitions),
             applied=step.applied,
             val=val,
             test=test,
             federated_val=step.federated,
-            step_mismatches=strategy.last_step_mismatches,
+            step_mismatches=outcome.step_mismatches,
             seconds={
                 "total": done - step.started,
                 "train": step.train_done - step.started,
@@ -274,9 +281,9 @@ class RoundFlow(Strategy):
                 "evaluate": done - step.aggregate_done,
             },
             bytes={
-                "sent": array_bytes(step.messages),
+                "sent": array_bytes(train.messages),
                 "received": array_bytes(step.replies),
-                "teacher-sent": record_bytes(step.messages),
+                "teacher-sent": record_bytes(train.messages),
                 "teacher-received": step.teacher_bytes,
             },
         )
@@ -350,16 +357,20 @@ def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> No
 
 
 def _log_round(record: dict[str, Any], num_rounds: int) -> None:
-    """One line: who trained with which budget, the validation figures, the seconds."""
+    """One line: who trained with which budget, the validation figures (and the evaluate
+    phase's on the clients' own rows), the seconds."""
     budgets = ", ".join(f"{p}:{steps}" for p, steps in record["budgets"].items())
     failed = f", {len(record['failures'])} failed" if record["failures"] else ""
+    federated = record.get("federated-val") or {}
+    own = f"; clients' own rows acc {federated['accuracy']:.3f}" if federated.get("clients") else ""
     logger.info(
-        "round %d/%d: clients:steps %s%s; validation acc %.3f, loss %.4f nats; %.1f s",
+        "round %d/%d: clients:steps %s%s; validation acc %.3f, loss %.4f nats%s; %.1f s",
         record["round"],
         num_rounds,
         budgets or "none",
         failed,
         record["val"]["accuracy"],
         record["val"]["loss"],
+        own,
         record["seconds"],
     )

@@ -8,11 +8,14 @@ handler). Each reply is checked like a train reply
 (finite metrics, accuracy in [0, 1], ``num-examples`` within the validation
 rows the node declared before training); a reply that fails is a recorded
 failure and adds nothing. The accepted figures are averaged, weighted by
-``num-examples``, into :attr:`FederatedEvaluation.last_evaluation`, which the
-round loop writes as ``federated-val``.
+``num-examples``, into the record that
+:meth:`FederatedEvaluation.aggregate_evaluation` returns and the round flow
+writes as ``federated-val``.
 
-The server's own validation split stays what every decision reads; these
-figures describe the clients' rows, which may differ from it (non-IID splits).
+Each accepted figure is also the newest the strategy knows of that client's
+rows (:attr:`~strategies.memory.ClientMemory.global_gap`: the global student's
+loss there against the client's teacher), which ``selection=gap`` ranks by;
+the curves and the stop rules read the server's own validation split.
 """
 
 from __future__ import annotations
@@ -24,9 +27,18 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY, EvaluateReport
+from config.messages import CONFIG_KEY, COST_METRICS, METRICS_KEY, STUDENT_KEY, EvaluateReport
+from strategies.memory import ClientMemory
 from strategies.replies import REJECTED, failure_record
 from strategies.robust import metrics_problem
+
+
+def evaluate_count(available: int, fraction: float) -> int:
+    """How many of ``available`` clients score the student: ``fraction`` of them rounded
+    down, but at least one (none with ``fraction <= 0`` or no client)."""
+    if fraction <= 0 or available <= 0:
+        return 0
+    return min(available, max(1, int(available * fraction)))
 
 
 def evaluate_reply_problem(
@@ -57,16 +69,19 @@ class FederatedEvaluation:
 
     A mixin of :class:`~strategies.student_fedavg.StudentFedAvg`: it reads the
     strategy's ``partitions`` (node -> partition), ``seed`` and
-    ``fraction_evaluate`` (Flower's FedAvg attribute).
+    ``fraction_evaluate`` (Flower's FedAvg attribute), and writes each accepted
+    figure into the client's memory (``clients``: ``evaluated_loss``, read by
+    :attr:`~strategies.memory.ClientMemory.global_gap`).
     """
 
     partitions: dict[int, int]
+    clients: dict[int, ClientMemory]
     seed: int
     fraction_evaluate: float
 
     def _reset_evaluation(self) -> None:
         self.declared_val_examples: dict[int, int] = {}
-        self.last_evaluation: dict[str, Any] | None = None
+        # What Flower's configure_evaluate sent, for its aggregate_evaluate.
         self._evaluate_sent: list[Message] = []
 
     def declare_val_examples(self, examples: Mapping[int, int]) -> None:
@@ -77,13 +92,13 @@ class FederatedEvaluation:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """One ``evaluate`` message to each of ``fraction-evaluate`` of the known clients."""
-        self.last_evaluation, self._evaluate_sent = None, []
+        self._evaluate_sent = []
         if self.fraction_evaluate <= 0:
             return []
         nodes = {self.partitions[n]: n for n in grid.get_node_ids() if n in self.partitions}
-        if not nodes:
+        wanted = evaluate_count(len(nodes), self.fraction_evaluate)
+        if not wanted:
             return []
-        wanted = min(len(nodes), max(1, int(len(nodes) * self.fraction_evaluate)))
         ordered = sorted(nodes)
         rng = np.random.default_rng([self.seed, server_round, 1])  # not train's draw
         picked = sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
@@ -105,19 +120,24 @@ class FederatedEvaluation:
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """The example-weighted mean of the accepted replies' validation figures.
+        """Flower's phase: the example-weighted mean of the accepted replies' validation
+        figures (:meth:`aggregate_evaluation` on what :meth:`configure_evaluate` sent)."""
+        record = self.aggregate_evaluation(server_round, self._evaluate_sent, replies)
+        if not record["clients"]:
+            return None
+        return MetricRecord({"loss": record["loss"], "accuracy": record["accuracy"]})
 
-        Also kept, with who was asked, who counted and each failure, in
-        :attr:`last_evaluation`.
-        """
-        sent, accepted, failures = self._evaluate_sent, {}, []
+    def aggregate_evaluation(
+        self, server_round: int, sent: list[Message], replies: Iterable[Message]
+    ) -> dict[str, Any]:
+        """The ``federated-val`` record of the replies to ``sent``
+        (:func:`evaluation_record`): the weighted figures, who was asked, who
+        counted and each failure."""
+        accepted, failures = {}, []
         for reply in replies:
             if reply.has_error():
-                failures.append(
-                    failure_record(
-                        reply, sent, self.partitions, int(reply.error.code), str(reply.error.reason)
-                    )
-                )
+                code, reason = reply.error.code, reply.error.reason
+                failures.append(failure_record(reply, sent, self.partitions, code, reason))
                 continue
             partition = self.partitions.get(int(reply.metadata.src_node_id))
             report, problem = evaluate_reply_problem(
@@ -129,19 +149,20 @@ class FederatedEvaluation:
                 failures.append(failure_record(reply, sent, self.partitions, REJECTED, reason))
             else:
                 accepted[partition] = report
-        self.last_evaluation = evaluation_record(
+                client = self.clients.get(partition)
+                if client is not None:  # a client that trained once: its teacher is known
+                    client.evaluated_loss = report.student_val_loss
+                    client.evaluated_round = server_round
+        return evaluation_record(
             [self.partitions.get(int(m.metadata.dst_node_id)) for m in sent], accepted, failures
         )
-        if not accepted:
-            return None
-        figures = self.last_evaluation
-        return MetricRecord({"loss": figures["loss"], "accuracy": figures["accuracy"]})
 
 
 def evaluation_record(
     asked: list[int | None], accepted: Mapping[int, EvaluateReport], failures: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """``federated-val`` of ``rounds.jsonl``: the weighted figures and who gave them."""
+    """``federated-val`` of ``rounds.jsonl``: the weighted figures and who gave them
+    (each accepted client's loss, accuracy and the quantum cost of its evaluation)."""
     examples = sum(r.num_examples for r in accepted.values())
     weights = {p: r.num_examples / examples for p, r in accepted.items()} if examples else {}
     mean = {
@@ -153,7 +174,11 @@ def evaluation_record(
         "examples": examples,
         "asked": sorted(p for p in asked if p is not None),
         "clients": {
-            str(p): {"loss": r.student_val_loss, "accuracy": r.student_val_accuracy}
+            str(p): {
+                "loss": r.student_val_loss,
+                "accuracy": r.student_val_accuracy,
+                **{COST_METRICS[k]: v for k, v in r.cost.items()},
+            }
             for p, r in sorted(accepted.items())
         },
         "failures": failures,

@@ -32,7 +32,7 @@ import importlib
 import inspect
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -42,6 +42,7 @@ from flwr.serverapp.strategy import Strategy
 from config.errors import ConfigError
 from config.messages import STUDENT_KEY, TrainReport
 from config.run_config import RunConfig
+from strategies.rounds import TrainRound
 from strategies.student_fedavg import StudentFedAvg
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,6 @@ class FlowerAggregated(StudentFedAvg):
     def __init__(self, *, aggregator: Strategy, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.aggregator = aggregator
-        self._round = 0
 
     @classmethod
     def from_config(cls, config: RunConfig) -> FlowerAggregated:
@@ -187,32 +187,33 @@ class FlowerAggregated(StudentFedAvg):
         afresh."""
         return {**super().state(), "aggregator": type(self.aggregator).__name__}
 
-    def configure_train(
+    def configure_round(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """This project's messages; the Flower strategy's ``configure_train`` runs on the
+    ) -> TrainRound:
+        """This project's round; the Flower strategy's ``configure_train`` runs on the
         planned nodes for its own state, and its messages are not sent."""
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self._round = server_round
-        planned = _PlannedGrid([m.metadata.dst_node_id for m in messages])
-        if messages:
+        train = super().configure_round(server_round, arrays, config, grid)
+        planned = _PlannedGrid([m.metadata.dst_node_id for m in train.messages])
+        if train.messages:
             list(self.aggregator.configure_train(server_round, arrays, ConfigRecord({}), planned))  # type: ignore[arg-type]
-        return messages
+        return train
 
-    def combine(self, accepted: Sequence[tuple[int, Message, TrainReport]]) -> ArrayRecord:
+    def combine(
+        self, train: TrainRound, accepted: Sequence[tuple[int, Message, TrainReport]]
+    ) -> ArrayRecord:
         """The Flower strategy's ``aggregate_train`` on the accepted students."""
         replies = [_flower_reply(reply, report) for _, reply, report in accepted]
-        arrays, _ = self.aggregator.aggregate_train(self._round, replies)
-        assert self._sent is not None  # aggregate_train combines only after a round was sent
-        if arrays is None or set(arrays) != set(self._sent):
+        arrays, _ = self.aggregator.aggregate_train(train.server_round, replies)
+        if arrays is None or set(arrays) != set(train.sent):
             raise RuntimeError(
                 f"{type(self.aggregator).__name__}.aggregate_train returned "
-                f"{'no arrays' if arrays is None else sorted(arrays)} for round {self._round} "
-                f"from {len(replies)} accepted replies; expected {sorted(self._sent)}"
+                f"{'no arrays' if arrays is None else sorted(arrays)} for round "
+                f"{train.server_round} from {len(replies)} accepted replies; "
+                f"expected {sorted(train.sent)}"
             )
         # Flower's optimisers return float64; the student travels in the dtypes it was sent in
         return ArrayRecord(
-            {k: Array(arrays[k].numpy().astype(sent.dtype)) for k, sent in self._sent.items()}
+            {k: Array(arrays[k].numpy().astype(sent.dtype)) for k, sent in train.sent.items()}
         )
 
 

@@ -23,9 +23,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import Message
 
 from config.run_config import RunConfig
+from strategies.rounds import Selection, TrainOutcome, TrainRound
 from strategies.selection import SelectionPolicy, build_selection
 from strategies.steps import RATIO_RULES, ReferenceRule, StepPolicy, build_step_policy
 from strategies.student_fedavg import StudentFedAvg
@@ -127,12 +128,12 @@ class LLMGuidedStrategy(StudentFedAvg):
         if len(candidates) < min(self.min_train_nodes, len(partitions)):
             candidates, resting = [int(p) for p in partitions], []
         k = self.num_to_select(len(candidates))
-        chosen, self.last_selection_reason = self.selection.select(
+        chosen, reason = self.selection.select(
             server_round, candidates, k, self.clients, self.val_loss
         )
         if resting:
-            self.last_selection_reason += f"; resting (student matches teacher): {resting}"
-        return chosen
+            reason += f"; resting (student matches teacher): {resting}"
+        return Selection(chosen, reason)
 
     def resting(self, server_round: int, partitions: Sequence[int]) -> list[int]:
         """Clients whose student came within ``skip_epsilon`` of their teacher in their last
@@ -149,9 +150,11 @@ class LLMGuidedStrategy(StudentFedAvg):
                 resting.append(int(partition))
         return sorted(resting)
 
-    def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
+    def plan_round(
+        self, server_round: int, partitions: Sequence[int]
+    ) -> tuple[dict[int, dict[str, Any]], str]:
         """The policies' plan, then time-aware: no client planned past the round's deadline."""
-        plan = super().plan_round(server_round, partitions)
+        plan, selection_reason = super().plan_round(server_round, partitions)
         speeds = {}
         for partition in plan:
             client = self.clients.get(partition)
@@ -164,7 +167,7 @@ class LLMGuidedStrategy(StudentFedAvg):
         }
         deadline = deadline_seconds(self.deadline, estimates)
         if deadline is None:
-            return plan
+            return plan, selection_reason
         budgets = {p: (plan[p]["steps"], plan[p]["teacher-epochs"]) for p in plan}
         for partition, (steps, epochs, why) in fit_to_deadline(
             budgets, speeds, deadline, self.steps.min_steps
@@ -174,7 +177,7 @@ class LLMGuidedStrategy(StudentFedAvg):
                     plan[partition]["teacher-reason"] += f"; deferred: deadline {deadline:.1f} s"
                 plan[partition]["steps"], plan[partition]["teacher-epochs"] = steps, epochs
                 plan[partition]["reason"] += f"; {why}"
-        return plan
+        return plan, selection_reason
 
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         """The steps policy's budget for client ``partition``, from its last reply, within
@@ -210,14 +213,12 @@ class LLMGuidedStrategy(StudentFedAvg):
         """The first termination rule that fires after ``server_round``, or None."""
         return self.termination.check(server_round, history)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_round(self, train: TrainRound, replies: Iterable[Message]) -> TrainOutcome:
         """Aggregate as :class:`StudentFedAvg`, then let the steps policy learn from the replies."""
-        result = super().aggregate_train(server_round, replies)
-        for partition in self.last_reports:
+        outcome = super().aggregate_round(train, replies)
+        for partition in outcome.reports:
             self.steps.observe(partition, self.clients[partition])
-        return result
+        return outcome
 
     def state(self) -> dict[str, Any]:
         return {

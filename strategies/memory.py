@@ -44,11 +44,24 @@ class ClientMemory:
     teacher_val_losses: list[float] = field(default_factory=list)
     embed_seconds: float = 0.0
     compute_seconds: float = math.nan
+    # The global student after round ``evaluated_round`` on the client's validation rows
+    # (Flower's evaluate phase, ``fraction-evaluate``); kept across train replies.
+    evaluated_loss: float = math.nan
+    evaluated_round: int = 0
 
     @property
     def measured(self) -> bool:
         """True once the client has replied with its losses."""
         return self.rounds > 0 and finite(self.student_val_loss, self.teacher_val_loss)
+
+    @property
+    def global_gap(self) -> float:
+        """What the newest global student known still lacks against this client's
+        teacher: its loss minus the teacher's, in nats on the client's validation rows.
+        The evaluate phase's figure when it is at least as new as the last train reply
+        (whose ``global_val_loss`` is the global student it started from), else that."""
+        fresh = self.evaluated_round >= self.last_round and math.isfinite(self.evaluated_loss)
+        return (self.evaluated_loss if fresh else self.global_val_loss) - self.teacher_val_loss
 
     @property
     def ratio(self) -> float:
@@ -90,6 +103,8 @@ class ClientMemory:
             teacher_val_losses=_teacher_history(report, before),
             embed_seconds=report.embed_seconds,
             compute_seconds=report.compute_seconds,
+            evaluated_loss=before.evaluated_loss if before else math.nan,
+            evaluated_round=before.evaluated_round if before else 0,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from strategies.rounds import Selection
 from strategies.shots import shot_budget
 from strategies.teacher_books import TeacherBooks
 
@@ -32,19 +33,22 @@ class RoundPlanner(TeacherBooks):
     shots_policy: str
     min_shots: int
     num_rounds: int
-    last_selection_reason: str
 
     def num_to_select(self, available: int) -> int:
         """``fraction_train`` of ``available`` nodes, at least ``min_train_nodes``, at most all."""
         return min(max(int(available * self.fraction_train), self.min_train_nodes), available)
 
     def select_clients(self, server_round: int, partitions: Sequence[int]) -> list[int]:
-        """Sample ``fraction_train`` of the connected clients (at least ``min_train_nodes``)."""
+        """Sample ``fraction_train`` of the connected clients (at least ``min_train_nodes``).
+
+        Returns a :class:`~strategies.rounds.Selection` (the clients and why); an
+        override may return a plain list.
+        """
         wanted = self.num_to_select(len(partitions))
-        self.last_selection_reason = f"random {wanted} of {len(partitions)}"
         rng = np.random.default_rng([self.seed, server_round])
         ordered = sorted(int(p) for p in partitions)
-        return sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
+        picked = sorted(ordered[i] for i in rng.choice(len(ordered), size=wanted, replace=False))
+        return Selection(picked, f"random {wanted} of {len(partitions)}")
 
     def step_budget(self, server_round: int, partition: int) -> tuple[int, str]:
         """Local optimizer steps for client ``partition`` this round, and the reason."""
@@ -66,13 +70,18 @@ class RoundPlanner(TeacherBooks):
             num_rounds=self.num_rounds,
         )
 
-    def plan_round(self, server_round: int, partitions: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Who trains and how much: ``{partition: {"steps", "reason", "teacher-epochs",
-        "teacher-reason", "teacher-restore-steps", "shots", "shots-reason"}}`` from
-        :meth:`select_clients`, :meth:`step_budget`, :meth:`teacher_budget`,
-        :meth:`restore_budget` and :meth:`shot_budget`."""
+    def plan_round(
+        self, server_round: int, partitions: Sequence[int]
+    ) -> tuple[dict[int, dict[str, Any]], str]:
+        """Who trains and how much, and why these clients: ``({partition: {"steps",
+        "reason", "teacher-epochs", "teacher-reason", "teacher-restore-steps", "shots",
+        "shots-reason"}}, selection reason)`` from :meth:`select_clients`,
+        :meth:`step_budget`, :meth:`teacher_budget`, :meth:`restore_budget` and
+        :meth:`shot_budget`."""
+        chosen = self.select_clients(server_round, partitions)
+        why = getattr(chosen, "reason", f"{type(self).__name__}.select_clients")
         plan = {}
-        for partition in self.select_clients(server_round, partitions):
+        for partition in chosen:
             steps, reason = self.step_budget(server_round, partition)
             teacher_epochs, teacher_reason = self.teacher_budget(server_round, partition)
             shots, shots_reason = self.shot_budget(server_round, partition)
@@ -85,4 +94,4 @@ class RoundPlanner(TeacherBooks):
                 "shots": int(shots),
                 "shots-reason": shots_reason,
             }
-        return plan
+        return plan, why

@@ -20,11 +20,15 @@ REJECTED = -1
 
 
 def failure_record(
-    reply: Message, sent: Iterable[Message], partitions: Mapping[int, int], code: int, reason: str
+    reply: Message,
+    sent: Iterable[Message],
+    partitions: Mapping[int, int],
+    code: int,
+    reason: str | None,
 ) -> dict[str, Any]:
     """``{"node-id", "partition-id", "code", "reason"}`` for a failed ``reply``; the reason
     is the last line of ``reason``, at most 300 characters."""
-    node = reply_node(reply, sent)
+    node, reason = reply_node(reply, sent), reason or ""
     return {
         "node-id": node,
         "partition-id": partitions.get(node),

@@ -93,19 +93,26 @@ class ClosestToServer(SelectionPolicy):
 
 
 class LargestGap(SelectionPolicy):
-    """The ``k`` nodes whose student is furthest above its teacher (val loss, nats)."""
+    """The ``k`` nodes where the global student is furthest above the node's teacher.
+
+    The gap is :attr:`~strategies.memory.ClientMemory.global_gap` (nats on the
+    node's validation rows): with Flower's evaluate phase on, the newest global
+    student's loss there, measured each round also for nodes that did not
+    train; else the global student the node last trained from.
+    """
 
     name = "gap"
 
     def select(self, server_round, partitions, k, clients, val_loss):  # type: ignore[no-untyped-def]
         chosen = self._ranked(
-            server_round,
-            partitions,
-            k,
-            clients,
-            lambda c: -(c.student_val_loss - c.teacher_val_loss),
+            server_round, partitions, k, clients, lambda c: -_or_inf(c.global_gap)
         )
-        return chosen, f"largest student-teacher gap, {k}"
+        gaps = ", ".join(
+            f"{p}: {clients[p].global_gap:.3f}"
+            for p in chosen
+            if p in clients and clients[p].measured and math.isfinite(clients[p].global_gap)
+        )
+        return chosen, f"largest global student-teacher gap, {k}" + (f" ({gaps})" if gaps else "")
 
 
 class PowerOfChoice(SelectionPolicy):
@@ -125,6 +132,11 @@ class PowerOfChoice(SelectionPolicy):
         pool = self._shuffled(server_round, partitions)[:d]
         chosen = self._ranked(server_round, pool, k, clients, lambda c: -c.student_val_loss)
         return chosen, f"power-of-choice: {k} of {d} candidates"
+
+
+def _or_inf(gap: float) -> float:
+    """A gap that is not known yet ranks first."""
+    return gap if math.isfinite(gap) else math.inf
 
 
 SELECTIONS: dict[str, type[SelectionPolicy]] = {

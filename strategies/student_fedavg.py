@@ -11,14 +11,10 @@ overrides a decision, not a whole round:
 The decisions live in mixins with one job each: the round's plan in
 :class:`~strategies.planning.RoundPlanner`, the teacher's books and budgets
 in :class:`~strategies.teacher_books.TeacherBooks`, Flower's evaluate phase
-in :class:`~strategies.evaluation.FederatedEvaluation`; this module holds the
-node binding, the books, the reply checks and the train phases.
-
-A client is its partition ID (``partition-id`` in its node config), stable
-across restarts and runs; Flower's node IDs are not (a restarted SuperNode
-gets a new one). The server tells the strategy which node serves which
-partition (:meth:`bind_nodes`); every decision and everything remembered is
-keyed by partition, and only the messages name node IDs.
+in :class:`~strategies.evaluation.FederatedEvaluation`, which node serves
+which client (partition) and what is known of each in
+:class:`~strategies.client_books.ClientBooks`; this module holds the reply
+checks and the train phase.
 
 Every reply is checked before it counts (:mod:`strategies.robust`): a reply
 with arrays unlike those sent, non-finite values, more rows than its node
@@ -28,7 +24,13 @@ a failure, like a crashed client.
 Each selected client gets its own ``Message`` with its own ``ConfigRecord``
 (:class:`~config.messages.TrainInstructions`). The accepted arrays are
 combined by ``aggregation`` (:mod:`strategies.aggregation`); a reply that ran
-other steps than planned is logged and recorded (``last_step_mismatches``).
+other steps than planned is logged and recorded.
+
+The train phase returns what it made: :meth:`StudentFedAvg.configure_round`
+a :class:`~strategies.rounds.TrainRound` (the plan, why, the messages) and
+:meth:`StudentFedAvg.aggregate_round` a :class:`~strategies.rounds.TrainOutcome`
+(the new arrays, the accepted reports, the failures); Flower's
+``configure_train`` / ``aggregate_train`` are thin wrappers over them.
 
 The strategy remembers each client's last reply (:class:`ClientMemory`) and
 the global student's figures on the server's validation split per round
@@ -65,17 +67,19 @@ from config.messages import (
 )
 from config.run_config import RunConfig
 from strategies.aggregation import combine_arrays
+from strategies.client_books import ClientBooks
 from strategies.evaluation import FederatedEvaluation
 from strategies.memory import ClientMemory
 from strategies.planning import RoundPlanner
 from strategies.replies import REJECTED, failure_record, step_mismatches
 from strategies.robust import check_reply
+from strategies.rounds import TrainOutcome, TrainRound
 from strategies.teacher import TeacherPolicy, federated_teacher_rounds
 
 logger = logging.getLogger(__name__)
 
 
-class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
+class StudentFedAvg(RoundPlanner, FederatedEvaluation, ClientBooks, FedAvg):
     """FedAvg of the student with per-node messages and a fixed step budget.
 
     Parameters
@@ -115,7 +119,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
         temperature: float,
         alpha: float,
         fraction_train: float = 1.0,
-        fraction_evaluate: float = 0.0,
+        fraction_evaluate: float = 1.0,
         min_train_nodes: int = 1,
         seed: int = 42,
         aggregation: str = "fedavg",
@@ -131,7 +135,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
         teacher_batch_size: int = 16,
         teacher_federated_rounds: int = 0,
     ) -> None:
-        # FedAvg warns at construction when fraction_evaluate=0 (the default): noise here.
+        # FedAvg warns at construction when fraction_evaluate=0: noise here.
         with quiet("flwr"):
             super().__init__(
                 fraction_train=fraction_train,
@@ -163,23 +167,12 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
 
     def _know_nothing(self) -> None:
         """The strategy's books, empty."""
-        # Which node serves which client (partition): told by the server, kept up to date.
-        self.partitions: dict[int, int] = {}
-        # The rows each client declared before training (its query.stats reply), by partition.
-        self.declared_examples: dict[int, int] = {}
+        self._reset_clients()
         self._reset_teachers()
-        # What is known of each client (partition -> its last reply) and of the global student.
-        self.clients: dict[int, ClientMemory] = {}
-        self.val_history: list[dict[str, Any]] = []
         self._reset_evaluation()
-        # What the last round decided and received (by partition), for the results writer.
-        self.last_selection_reason = ""
-        self.last_plan: dict[int, dict[str, Any]] = {}
-        self.last_reports: dict[int, TrainReport] = {}
-        self.last_failures: list[dict[str, Any]] = []
-        self.last_step_mismatches: list[dict[str, int]] = []
-        self._sent: ArrayRecord | None = None
-        self._sent_messages: list[Message] = []
+        # The round Flower's configure_train sent, for its aggregate_train (the round
+        # flow calls configure_round and aggregate_round and keeps it itself).
+        self._open: TrainRound | None = None
 
     @classmethod
     def from_config(cls, config: RunConfig) -> StudentFedAvg:
@@ -217,26 +210,6 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
         """Reason to stop after ``server_round`` (``history``: rounds.jsonl records), or None."""
         return None
 
-    def observe_val(self, server_round: int, metrics: Mapping[str, float]) -> None:
-        """Record the global student's validation figures after ``server_round`` (0 = initial)."""
-        self.val_history.append({"round": server_round, **metrics})
-
-    @property
-    def val_loss(self) -> float:
-        """The global student's latest loss on the server's validation split (NaN before any)."""
-        return float(self.val_history[-1]["loss"]) if self.val_history else float("nan")
-
-    def bind_nodes(self, partitions: Mapping[int, int]) -> None:
-        """Learn which node serves which partition (a node ID seen again is re-bound)."""
-        for node, partition in partitions.items():
-            for stale in [n for n, p in self.partitions.items() if p == partition and n != node]:
-                del self.partitions[stale]  # a restarted node took the partition over
-            self.partitions[int(node)] = int(partition)
-
-    def declare_examples(self, examples: Mapping[int, int]) -> None:
-        """Record the rows each partition declared before training (a reply may not exceed it)."""
-        self.declared_examples.update({int(p): int(n) for p, n in examples.items()})
-
     def declare_clients(self, clients: Sequence[Mapping[str, Any]]) -> None:
         """Record what each client's statistics reply declared (``partition-id``,
         ``num-examples``, ``val-examples``, ``teacher-total-steps``)."""
@@ -245,10 +218,6 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
             self.declare_examples({partition: int(client["num-examples"])})
             self.declare_val_examples({partition: int(client.get("val-examples", 0))})
             self.declare_teachers({partition: int(client.get("teacher-total-steps", 0))})
-
-    def reply_problem(self, reply: Message) -> str | None:
-        """Why :meth:`aggregate_train` would refuse ``reply`` (None: it would not)."""
-        return self._check(reply)[2]
 
     def state(self) -> dict[str, Any]:
         """Everything the strategy learned, JSON-serialisable (see :meth:`load_state`)."""
@@ -268,29 +237,29 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
             {int(p): n for p, n in state.get("declared-val-examples", {}).items()}
         )
 
-    # ------------------------------------------------------------ Flower phases
-    def configure_train(
+    # ------------------------------------------------------------ the train phase
+    def configure_round(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """One message per selected client, each with its own ConfigRecord."""
+    ) -> TrainRound:
+        """The round's plan and one message per selected client, each with its own
+        ConfigRecord (:class:`~config.messages.TrainInstructions`)."""
         nodes = {self.partitions[n]: n for n in grid.get_node_ids() if n in self.partitions}
-        self._sent = arrays
-        self.last_plan = self.plan_round(server_round, sorted(nodes))
+        plan, reason = self.plan_round(server_round, sorted(nodes))
         messages = []
-        for partition, plan in self.last_plan.items():
+        for partition, budget in plan.items():
             node_config = ConfigRecord(dict(config))
             node_config.update(
                 TrainInstructions(
                     server_round=server_round,
-                    local_steps=int(plan["steps"]),
+                    local_steps=int(budget["steps"]),
                     student_lr=float(self.student_lr),
                     projection_lr=float(self.projection_lr),
                     temperature=float(self.temperature),
                     alpha=float(self.alpha),
                     proximal_mu=float(self.proximal_mu),
-                    teacher_epochs=float(plan["teacher-epochs"]),
-                    teacher_restore_steps=int(plan["teacher-restore-steps"]),
-                    shots=int(plan["shots"]),
+                    teacher_epochs=float(budget["teacher-epochs"]),
+                    teacher_restore_steps=int(budget["teacher-restore-steps"]),
+                    shots=int(budget["shots"]),
                 ).to_record()
             )
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
@@ -299,38 +268,38 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
                     content=content, dst_node_id=nodes[partition], message_type=MessageType.TRAIN
                 )
             )
-        self._sent_messages = messages  # the grid gives them IDs; replies name those IDs
-        return messages
+        return TrainRound(server_round, arrays, plan, reason, messages)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Check every reply (:func:`~strategies.robust.check_reply`), remember the
-        accepted reports and every failure, and combine the accepted arrays."""
-        replies = list(replies)
-        self.last_failures = [
-            self._failure(r, int(r.error.code), str(r.error.reason))
+    def aggregate_round(self, train: TrainRound, replies: Iterable[Message]) -> TrainOutcome:
+        """Check every reply to ``train`` (:func:`~strategies.robust.check_reply`),
+        remember the accepted reports, and combine the accepted arrays."""
+        replies, server_round = list(replies), train.server_round
+        failures = [
+            failure_record(r, train.messages, self.partitions, r.error.code, r.error.reason)
             for r in replies
             if r.has_error()
         ]
         accepted: list[tuple[int, Message, TrainReport]] = []
         for reply in [r for r in replies if not r.has_error()]:
-            partition, report, problem = self._check(reply)
+            partition, report, problem = self._check(train, reply)
             if report is None or partition is None:
                 logger.warning(
                     "round %d: reply of client %s rejected: %s", server_round, partition, problem
                 )
-                self.last_failures.append(self._failure(reply, REJECTED, f"rejected: {problem}"))
+                reason = f"rejected: {problem}"
+                failures.append(
+                    failure_record(reply, train.messages, self.partitions, REJECTED, reason)
+                )
             else:
                 accepted.append((partition, reply, report))
-        self.last_reports = {partition: report for partition, _, report in accepted}
-        self.note_teachers(self.last_failures, self.last_reports)
-        for partition, report in self.last_reports.items():
+        reports = {partition: report for partition, _, report in accepted}
+        self.note_teachers(failures, reports)
+        for partition, report in reports.items():
             self.clients[partition] = ClientMemory.from_reply(
                 report, server_round, self.clients.get(partition)
             )
-        self.last_step_mismatches = step_mismatches(self.last_plan, self.last_reports)
-        for mismatch in self.last_step_mismatches:
+        mismatches = step_mismatches(train.plan, reports)
+        for mismatch in mismatches:
             logger.warning(
                 "round %d: client %d ran %d steps, %d were planned",
                 server_round,
@@ -338,41 +307,60 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
                 mismatch["ran"],
                 mismatch["planned"],
             )
-        if not accepted or self._sent is None:
-            return None, None
-        return self.combine(accepted), None
+        arrays = self.combine(train, accepted) if accepted else None
+        return TrainOutcome(arrays, None, reports, failures, mismatches)
 
-    def _check(self, reply: Message) -> tuple[int | None, TrainReport | None, str | None]:
+    def reply_problem(self, train: TrainRound, reply: Message) -> str | None:
+        """Why :meth:`aggregate_round` would refuse ``reply`` to ``train`` (None: it would not)."""
+        return self._check(train, reply)[2]
+
+    def _check(
+        self, train: TrainRound, reply: Message
+    ) -> tuple[int | None, TrainReport | None, str | None]:
         """The reply's partition and its report, or the reason it may not count."""
         partition = self.partitions.get(int(reply.metadata.src_node_id))
         if partition is None:
             return None, None, f"node {reply.metadata.src_node_id} serves no known partition"
-        if self._sent is None:
-            return partition, None, "no train message was sent this round"
         metrics = reply.content.metric_records.get(METRICS_KEY)
         if metrics is None:
             return partition, None, "no metrics in the reply"
         arrays = reply.content.array_records.get(STUDENT_KEY)
+        budget = train.plan.get(partition)
         report, problem = check_reply(
             arrays,
             metrics,
-            self._sent,
-            self.last_plan.get(partition, {}).get("steps"),
+            train.sent,
+            budget.get("steps") if budget is not None else None,
             self.declared_examples.get(partition),
-            self.teacher_step_budget(partition),
+            self.teacher_step_budget(partition, budget),
         )
         if report is not None and report.partition_id != partition:
             return partition, None, f"it names partition {report.partition_id}"
         return partition, report, problem
 
-    def _failure(self, reply: Message, code: int, reason: str) -> dict[str, Any]:
-        return failure_record(reply, self._sent_messages, self.partitions, code, reason)
+    # ------------------------------------------------------------ Flower's phases
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's phase: :meth:`configure_round`'s messages."""
+        self._open = self.configure_round(server_round, arrays, config, grid)
+        return self._open.messages
 
-    def combine(self, accepted: Sequence[tuple[int, Message, TrainReport]]) -> ArrayRecord:
-        """The new global arrays from the accepted replies: each update clipped to
-        ``max-update-norm`` (when set), then ``aggregation`` (:func:`combine_arrays`)."""
-        assert self._sent is not None
-        start = {k: a.numpy().astype(np.float64) for k, a in self._sent.items()}
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's phase: :meth:`aggregate_round` on the round :meth:`configure_train` sent."""
+        if self._open is None or self._open.server_round != server_round:
+            return None, None  # no train message was sent this round
+        outcome = self.aggregate_round(self._open, replies)
+        return outcome.arrays, outcome.metrics
+
+    def combine(
+        self, train: TrainRound, accepted: Sequence[tuple[int, Message, TrainReport]]
+    ) -> ArrayRecord:
+        """The new global arrays from the accepted replies to ``train``: each update
+        clipped to ``max-update-norm`` (when set), then ``aggregation`` (:func:`combine_arrays`)."""
+        start = {k: a.numpy().astype(np.float64) for k, a in train.sent.items()}
         arrays = [
             {
                 k: a.numpy().astype(np.float64)
@@ -385,11 +373,11 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, FedAvg):
             start,
             arrays,
             examples=[report.num_examples for _, _, report in accepted],
-            steps=[int(self.last_plan.get(p, {}).get("steps", 0)) for p, _, _ in accepted],
+            steps=[int(train.plan.get(p, {}).get("steps", 0)) for p, _, _ in accepted],
             max_update_norm=self.max_update_norm,
             trim_fraction=self.trim_fraction,
             krum_byzantine=self.krum_byzantine,
         )
         return ArrayRecord(
-            {k: Array(np.asarray(v).astype(self._sent[k].dtype)) for k, v in combined.items()}
+            {k: Array(np.asarray(v).astype(train.sent[k].dtype)) for k, v in combined.items()}
         )

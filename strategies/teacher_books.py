@@ -7,7 +7,7 @@ budget (the strategy's :class:`~strategies.teacher.TeacherPolicy`), the steps
 to rebuild a teacher a node may have lost, and the most teacher steps a
 reply may report. It reads the strategy's ``clients`` (partition ->
 :class:`~strategies.memory.ClientMemory`), ``declared_examples``,
-``last_plan``, ``teacher_batch_size`` and ``teacher_policy``.
+``teacher_batch_size`` and ``teacher_policy``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ class TeacherBooks:
 
     clients: dict[int, ClientMemory]
     declared_examples: dict[int, int]
-    last_plan: dict[int, dict[str, Any]]
     teacher_batch_size: int
     teacher_policy: TeacherPolicy
 
@@ -59,11 +58,12 @@ class TeacherBooks:
         """Record the teacher steps each partition's node holds (its statistics reply)."""
         self.teacher_held.update({int(p): int(n) for p, n in held.items()})
 
-    def teacher_step_budget(self, partition: int) -> tuple[int, int] | None:
+    def teacher_step_budget(
+        self, partition: int, plan: Mapping[str, Any] | None
+    ) -> tuple[int, int] | None:
         """The most teacher steps client ``partition`` may report this round: ``(new
-        chunk, restore)``, from its plan and declared rows (None: unknown)."""
+        chunk, restore)``, from its ``plan`` this round and its declared rows (None: unknown)."""
         rows = self.declared_examples.get(partition)
-        plan = self.last_plan.get(partition)
         if rows is None or plan is None:
             return None
         chunk = teacher_steps(float(plan["teacher-epochs"]), rows, self.teacher_batch_size)

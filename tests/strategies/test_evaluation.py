@@ -3,6 +3,7 @@ what counts, and the weighted figures."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from flwr.app import (
 from config.messages import CONFIG_KEY, METRICS_KEY, STUDENT_KEY
 from harness.inprocess import task_identity
 from strategies import StudentFedAvg
+from strategies.memory import ClientMemory
 from strategies.replies import REJECTED
 
 PARTITIONS = {10: 0, 11: 1, 12: 2, 13: 3}
@@ -87,19 +89,19 @@ def test_off_by_default_and_asks_a_seeded_share_of_the_clients() -> None:
 
 def test_the_mean_is_weighted_by_examples_and_a_bad_reply_counts_nothing() -> None:
     strategy = _strategy(1.0)
-    _ask(strategy)
+    sent = _ask(strategy)
     replies = [
         _reply(10, _figures(10, 1.0, 0.5)),
         _reply(11, _figures(5, 0.4, 0.8)),
         _reply(12, _figures(10, 0.2, 2.0)),  # accuracy outside [0, 1]
         _reply(13, _figures(11, 0.2, 0.9)),  # more rows than the node declared (10)
     ]
-    metrics = strategy.aggregate_evaluate(1, replies)
+    metrics = strategy.aggregate_evaluate(1, replies)  # Flower's phase
     assert metrics is not None
     assert metrics["loss"] == pytest.approx((10 * 1.0 + 5 * 0.4) / 15)
     assert metrics["accuracy"] == pytest.approx((10 * 0.5 + 5 * 0.8) / 15)
-    record = strategy.last_evaluation
-    assert record is not None
+    record = strategy.aggregate_evaluation(1, sent, replies)  # the round flow's
+    assert (record["loss"], record["accuracy"]) == (metrics["loss"], metrics["accuracy"])
     assert record["asked"] == [0, 1, 2, 3] and record["examples"] == 15
     assert sorted(record["clients"]) == ["0", "1"]
     failed = {f["partition-id"]: f for f in record["failures"]}
@@ -110,10 +112,10 @@ def test_the_mean_is_weighted_by_examples_and_a_bad_reply_counts_nothing() -> No
 
 def test_no_usable_reply_gives_no_figures() -> None:
     strategy = _strategy(1.0)
-    _ask(strategy)
+    sent = _ask(strategy)
     assert strategy.aggregate_evaluate(1, [_reply(10, {"num-examples": 3})]) is None
-    record = strategy.last_evaluation
-    assert record is not None and record["clients"] == {} and len(record["failures"]) == 1
+    record = strategy.aggregate_evaluation(1, sent, [_reply(10, {"num-examples": 3})])
+    assert record["clients"] == {} and len(record["failures"]) == 1
     assert "student-val-loss" in record["failures"][0]["reason"]
 
 
@@ -123,3 +125,21 @@ def test_declared_validation_rows_survive_the_state_round_trip() -> None:
     restored.declared_val_examples = {}
     restored.load_state(strategy.state())
     assert restored.declared_val_examples == {0: 10, 1: 10, 2: 10, 3: 10}
+
+
+def test_an_accepted_figure_is_the_newest_the_strategy_knows_of_that_clients_rows() -> None:
+    """A client that trained before gets its figure in its memory (the gap selection reads
+    it); a client never measured, and a refused reply, leave nothing."""
+    strategy = _strategy(1.0)
+    strategy.clients[0] = ClientMemory(budget=5, rounds=1, last_round=2, teacher_val_loss=0.7)
+    strategy.clients[2] = ClientMemory(budget=5, rounds=1, last_round=2, teacher_val_loss=0.7)
+    sent = _ask(strategy, server_round=3)
+    replies = [
+        _reply(10, _figures(10, 0.9, 0.6)),
+        _reply(11, _figures(5, 0.4, 0.8)),  # partition 1 never trained: no memory to update
+        _reply(12, _figures(10, 0.2, 2.0)),  # refused: accuracy outside [0, 1]
+    ]
+    strategy.aggregate_evaluation(3, sent, replies)
+    assert (strategy.clients[0].evaluated_loss, strategy.clients[0].evaluated_round) == (0.9, 3)
+    assert strategy.clients[0].global_gap == pytest.approx(0.2)
+    assert math.isnan(strategy.clients[2].evaluated_loss) and 1 not in strategy.clients

@@ -95,7 +95,7 @@ def test_flwr_fedadam_keeps_its_moments_across_rounds_as_flower_computes_them() 
         x = x + step * m / (np.sqrt(v) + tau)
         np.testing.assert_allclose(got, x, rtol=1e-5)
         assert not np.allclose(got, MEAN)  # not FedAvg's mean
-    assert strategy.last_reports.keys() == {0, 1}  # this project's books still kept
+    assert strategy.clients.keys() == {0, 1}  # this project's books still kept
 
 
 def test_a_flower_users_fedavg_subclass_plugs_in_by_module_and_class() -> None:

@@ -78,8 +78,10 @@ def _fake_round(
     server_round: int,
     nodes: list[int],
     extra: Callable[[int, int, dict[str, Any]], dict[str, Any]] | None = None,
+    reasons: list[str] | None = None,
 ) -> dict[int, Any]:
-    """configure_train, then fake replies whose losses depend on the node and round.
+    """configure_round, then fake replies whose losses depend on the node and round;
+    returns the round's plan (and appends why these clients to ``reasons``).
 
     ``extra(position, round, config)`` adds metrics to a node's reply (``config``:
     the ConfigRecord its message carried).
@@ -100,9 +102,9 @@ def _fake_round(
 
     strategy.bind_nodes({node: position for position, node in enumerate(nodes)})
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid()))
+    train = strategy.configure_round(server_round, arrays, ConfigRecord({}), Grid())
     replies = []
-    for message in messages:
+    for message in train.messages:
         node = message.metadata.dst_node_id
         steps = int(message.content.config_records["config"]["local-steps"])
         position = nodes.index(node)
@@ -120,9 +122,11 @@ def _fake_round(
             metrics.update(extra(position, server_round, config))
         content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
         replies.append(reply(content, node))
-    strategy.aggregate_train(server_round, replies)
+    strategy.aggregate_round(train, replies)
     strategy.observe_val(server_round, {"loss": 1.0 / server_round, "accuracy": 0.5})
-    return dict(strategy.last_plan)
+    if reasons is not None:
+        reasons.append(train.selection_reason)
+    return dict(train.plan)
 
 
 @pytest.mark.parametrize("steps_policy", ["adaptive", "bandit", "hybrid"])
@@ -240,7 +244,7 @@ def test_the_epoch_cap_bounds_each_budget_by_the_clients_rows() -> None:
     strategy = build_strategy(RunConfig.from_flat(config))
     strategy.declare_examples({0: 24, 1: 1000, 2: 3})
     strategy.bind_nodes({BIG: 0, BIG + 1: 1, BIG + 2: 2})
-    plan = strategy.plan_round(1, [0, 1, 2])
+    plan, _ = strategy.plan_round(1, [0, 1, 2])
     assert plan[0]["steps"] == 3  # ceil(2 x 24 / 16)
     assert plan[0]["reason"] == "fixed; capped at 2 epochs of 24 rows: 3"
     assert plan[1]["steps"] == 40 and plan[1]["reason"] == "fixed"  # the cap (125) is above
@@ -248,7 +252,7 @@ def test_the_epoch_cap_bounds_each_budget_by_the_clients_rows() -> None:
     # Off (the default): the budget stands whatever the rows.
     uncapped = build_strategy(RunConfig.from_flat({**config, "student-max-epochs": 0.0}))
     uncapped.declare_examples({0: 24})
-    assert uncapped.plan_round(1, [0])[0]["steps"] == 40
+    assert uncapped.plan_round(1, [0])[0][0]["steps"] == 40
 
 
 def test_the_teacher_step_cap_cuts_epochs_to_fit_and_then_keeps_the_teacher() -> None:
@@ -266,7 +270,7 @@ def test_the_teacher_step_cap_cuts_epochs_to_fit_and_then_keeps_the_teacher() ->
     }
     strategy = build_strategy(RunConfig.from_flat(config))
     strategy.declare_examples({0: 711, 1: 100})
-    first = strategy.plan_round(1, [0, 1])
+    first, _ = strategy.plan_round(1, [0, 1])
     # 711 rows: 2 epochs would be 89 steps; 0.6751 epochs is ceil(29.9998) = 30.
     assert first[0]["teacher-epochs"] == 0.6751
     assert math.ceil(0.6751 * 711 / 16) == 30
@@ -354,8 +358,10 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
     nodes = [BIG + 7919 * i for i in range(8)]
     first, second, fleet_a, fleet_b = build(), build(), Fleet(), Fleet()
     with task_identity():
-        plans = [_fake_round(first, r, nodes, fleet_a) for r in range(1, 6)]
-        assert [_fake_round(second, r, nodes, fleet_b) for r in range(1, 6)] == plans
+        why_a: list[str] = []
+        why_b: list[str] = []
+        plans = [_fake_round(first, r, nodes, fleet_a, why_a) for r in range(1, 6)]
+        assert [_fake_round(second, r, nodes, fleet_b, why_b) for r in range(1, 6)] == plans
         # Every lever acted: chunks after round 1, deadlines, deferred chunks, rests.
         reasons = [p["reason"] + " " + p["teacher-reason"] for plan in plans for p in plan.values()]
         assert any("still improving" in r for r in reasons)
@@ -364,7 +370,7 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
         assert any(len(plan) < len(nodes) for plan in plans)  # someone rested
         assert any("capped at 40 epochs" in r for r in reasons)
         assert any("capped at 3 steps" in r for r in reasons)
-        assert first.last_selection_reason == second.last_selection_reason
+        assert why_a == why_b and all(why_a)  # why each round's clients, the same
         # A fresh strategy loaded with the state decides round 6 as the original does,
         # its clients back under new node IDs.
         resumed = build()

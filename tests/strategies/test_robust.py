@@ -133,15 +133,14 @@ def _round(aggregation: str, max_update_norm: float = 0.0) -> tuple[np.ndarray, 
     strategy.bind_nodes(NODES)
     strategy.declare_examples({p: examples[n] for n, p in NODES.items()})
     with task_identity():
-        list(
-            strategy.configure_train(
-                1, ArrayRecord({"w": Array(start)}), ConfigRecord(), Grid(list(NODES))
-            )
+        train = strategy.configure_round(
+            1, ArrayRecord({"w": Array(start)}), ConfigRecord(), Grid(list(NODES))
         )
         replies = [_reply(n, w.astype(np.float32), examples[n]) for n, w in honest.items()]
         replies.append(_reply(104, hostile.astype(np.float32), examples[104]))
-        arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.last_failures == []
+        outcome = strategy.aggregate_round(train, replies)
+    arrays = outcome.arrays
+    assert arrays is not None and outcome.failures == []
     weights = np.array([examples[n] for n in honest], dtype=np.float64)
     average = np.average(np.stack(list(honest.values())), axis=0, weights=weights)
     return arrays["w"].numpy(), average

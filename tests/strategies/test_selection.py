@@ -57,9 +57,30 @@ def test_unmeasured_nodes_are_selected_first() -> None:
     assert NODES[3] in chosen and NODES[5] in chosen
 
 
-def test_largest_gap_and_power_of_choice() -> None:
-    clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
+def test_largest_gap_ranks_by_the_newest_global_loss_against_each_teacher() -> None:
+    """The gap is the global student's loss on a node's rows minus its teacher's: from its
+    last train reply (round 1), or from the evaluate phase where that is newer."""
+    trained_from = [0.90, 1.30, 0.95, 0.60, 1.05, 0.99]  # the global student of round 0
+    teachers = [0.80, 0.80, 0.80, 0.50, 0.80, 0.40]
+    clients = {
+        n: _client(20, 0.5, teacher, global_val_loss=g, last_round=1)
+        for n, g, teacher in zip(NODES, trained_from, teachers, strict=True)
+    }
+    # Gaps .10 .50 .15 .10 .25 .59: nodes 5 and 1 (the local students, all 0.5, do not count).
+    chosen, reason = LargestGap().select(2, NODES, 2, clients, 1.0)
+    assert chosen == sorted([NODES[5], NODES[1]])
+    assert f"{NODES[5]}: 0.590" in reason and "largest global student-teacher gap" in reason
+    # Round 1's evaluate phase: node 3's rows got worse (gap 1.5), node 5's are learnt (0.05).
+    for node, loss in ((NODES[3], 2.0), (NODES[5], 0.45)):
+        clients[node].evaluated_loss, clients[node].evaluated_round = loss, 1
+    assert LargestGap().select(2, NODES, 2, clients, 1.0)[0] == sorted([NODES[3], NODES[1]])
+    # An evaluation older than the node's last train reply is not read: node 3 back at .10.
+    clients[NODES[3]].last_round = 2
     assert LargestGap().select(2, NODES, 2, clients, 1.0)[0] == sorted([NODES[1], NODES[4]])
+
+
+def test_power_of_choice() -> None:
+    clients = _measured([0.90, 1.30, 0.95, 0.60, 1.05, 0.99])
     # With d = all 6 candidates, power-of-choice keeps the highest losses.
     poc = PowerOfChoice(seed=2, candidates=3.0)
     assert poc.select(2, NODES, 2, clients, 1.0)[0] == sorted([NODES[1], NODES[4]])

@@ -28,6 +28,7 @@ from harness.inprocess import task_identity
 from strategies import StudentFedAvg, build_strategy
 from strategies.registry import check_strategy
 from strategies.replies import reply_node
+from strategies.rounds import TrainRound
 
 
 @pytest.fixture(autouse=True)
@@ -53,10 +54,10 @@ def _reply(node_id: int, weights: list[float], examples: int) -> Message:
     return reply(content, node_id)
 
 
-def _send(strategy: StudentFedAvg, nodes: list[int], weights: list[float] | None = None) -> None:
+def _send(strategy: StudentFedAvg, nodes: list[int], server_round: int = 1) -> TrainRound:
     """Configure a round, as the server does before replies can count against it."""
-    w = np.array(weights if weights is not None else [0.0, 0.0], dtype=np.float32)
-    list(strategy.configure_train(1, ArrayRecord({"w": Array(w)}), ConfigRecord({}), Grid(nodes)))
+    w = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    return strategy.configure_round(server_round, w, ConfigRecord({}), Grid(nodes))
 
 
 def _strategy(**kwargs: object) -> StudentFedAvg:
@@ -74,19 +75,19 @@ def _strategy(**kwargs: object) -> StudentFedAvg:
 
 def test_example_weighted_average_by_hand() -> None:
     strategy = _strategy()
-    _send(strategy, [10, 11, 12])
+    train = _send(strategy, [10, 11, 12])
     instruction = Message(RecordDict(), dst_node_id=12, message_type=MessageType.TRAIN)
     failed = Message(
         Error(code=2, reason="Traceback ...\nRuntimeError: boom"), reply_to=instruction
     )
-    arrays, _ = strategy.aggregate_train(
-        1, [_reply(10, [1.0, 1.0], 1), _reply(11, [4.0, 7.0], 2), failed]
+    outcome = strategy.aggregate_round(
+        train, [_reply(10, [1.0, 1.0], 1), _reply(11, [4.0, 7.0], 2), failed]
     )
-    assert arrays is not None
+    assert outcome.arrays is not None
     # (1 * [1, 1] + 2 * [4, 7]) / 3 = [3, 5]
-    np.testing.assert_allclose(arrays["w"].numpy(), [3.0, 5.0])
-    assert list(strategy.last_reports) == [0, 1]  # by client (partition), not node ID
-    assert strategy.last_failures == [
+    np.testing.assert_allclose(outcome.arrays["w"].numpy(), [3.0, 5.0])
+    assert list(outcome.reports) == [0, 1]  # by client (partition), not node ID
+    assert outcome.failures == [
         {"node-id": 12, "partition-id": 2, "code": 2, "reason": "RuntimeError: boom"}
     ]
 
@@ -94,7 +95,8 @@ def test_example_weighted_average_by_hand() -> None:
 def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> None:
     strategy = _strategy()
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    sent = list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid([10, BIG_ID])))
+    train = strategy.configure_round(2, arrays, ConfigRecord({}), Grid([10, BIG_ID]))
+    sent = train.messages
     for message in sent:  # as a grid does when it pushes them
         message.metadata.__dict__["_message_id"] = f"id-{message.metadata.dst_node_id}"
     unavailable = Message(  # how the SuperLink answers for a node that stopped heartbeating
@@ -111,8 +113,8 @@ def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> Non
             message_type=MessageType.TRAIN,
         ),
     )
-    strategy.aggregate_train(2, [_reply(10, [1.0, 1.0], 1), unavailable])
-    assert strategy.last_failures == [
+    outcome = strategy.aggregate_round(train, [_reply(10, [1.0, 1.0], 1), unavailable])
+    assert outcome.failures == [
         {"node-id": BIG_ID, "partition-id": 3, "code": 5, "reason": "Error: Node Unavailable"}
     ]
     assert reply_node(unavailable, sent) == BIG_ID
@@ -122,7 +124,8 @@ def test_an_error_the_superlink_wrote_is_charged_to_the_node_it_was_for() -> Non
 def test_one_message_per_node_with_its_own_config() -> None:
     strategy = _strategy()
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = list(strategy.configure_train(3, arrays, ConfigRecord({}), Grid([12, 10, 11])))
+    train = strategy.configure_round(3, arrays, ConfigRecord({}), Grid([12, 10, 11]))
+    messages = train.messages
     assert [m.metadata.dst_node_id for m in messages] == [10, 11, 12]
     configs = [m.content.config_records["config"] for m in messages]
     assert all(c["local-steps"] == 7 and c["server-round"] == 3 for c in configs)
@@ -134,9 +137,10 @@ def test_one_message_per_node_with_its_own_config() -> None:
         "teacher-restore-steps": 0,
     }
     own_shots = {"shots": 0, "shots-reason": "node setting"}  # built without a shots setting
-    assert strategy.last_plan == {
+    assert train.plan == {
         p: {"steps": 7, "reason": "fixed", **first, **own_shots} for p in (0, 1, 2)
     }
+    assert train.selection_reason == "random 3 of 3"
     assert all(c["shots"] == 0 for c in configs)
     assert all(c["teacher-epochs"] == 2.0 for c in configs)
 
@@ -155,9 +159,9 @@ def test_a_restarted_node_is_the_same_client_under_its_new_id() -> None:
     strategy.bind_nodes({99: 1})  # node 11 restarted as node 99, still partition 1
     assert strategy.partitions == {10: 0, 12: 2, BIG_ID: 3, 99: 1}
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
-    messages = strategy.configure_train(1, arrays, ConfigRecord({}), Grid([10, 99]))
-    assert [m.metadata.dst_node_id for m in messages] == [10, 99]
-    assert list(strategy.last_plan) == [0, 1]
+    train = strategy.configure_round(1, arrays, ConfigRecord({}), Grid([10, 99]))
+    assert [m.metadata.dst_node_id for m in train.messages] == [10, 99]
+    assert list(train.plan) == [0, 1]
 
 
 def test_fractional_selection_is_seeded_and_bounded() -> None:
@@ -210,13 +214,14 @@ def _planned(aggregation: str) -> StudentFedAvg:
 def test_fednova_normalises_updates_by_the_planned_steps_by_hand() -> None:
     strategy = _planned("fednova")
     sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
-    list(strategy.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
+    train = strategy.configure_round(1, sent, ConfigRecord({}), Grid([10, 11]))
     replies = [
         _steps_reply(10, [-2.0, 4.0], 1, 2),  # per step: (1, -2)
         _steps_reply(11, [-8.0, 0.0], 3, 8),  # per step: (1, 0)
     ]
-    arrays, _ = strategy.aggregate_train(1, replies)
-    assert arrays is not None and strategy.last_step_mismatches == []
+    outcome = strategy.aggregate_round(train, replies)
+    arrays = outcome.arrays
+    assert arrays is not None and outcome.step_mismatches == []
     # p = (1/4, 3/4); d = 1/4 (1, -2) + 3/4 (1, 0) = (1, -0.5); tau_eff = 1/4 2 + 3/4 8 = 6.5
     np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
     plain = _planned("fedavg")
@@ -231,7 +236,7 @@ def test_a_client_that_ran_other_steps_than_planned_is_logged_and_recorded(
 ) -> None:
     strategy = _planned("fednova")
     sent = ArrayRecord({"w": Array(np.array([0.0, 0.0], dtype=np.float32))})
-    list(strategy.configure_train(1, sent, ConfigRecord({}), Grid([10, 11])))
+    train = strategy.configure_round(1, sent, ConfigRecord({}), Grid([10, 11]))
     replies = [
         _steps_reply(10, [-2.0, 4.0], 1, 2),
         _steps_reply(11, [-8.0, 0.0], 3, 5),  # claims 5 of its planned 8
@@ -240,10 +245,11 @@ def test_a_client_that_ran_other_steps_than_planned_is_logged_and_recorded(
     strategy_logger.addHandler(caplog.handler)
     try:
         with caplog.at_level("WARNING", logger="strategies.student_fedavg"):
-            arrays, _ = strategy.aggregate_train(1, replies)
+            outcome = strategy.aggregate_round(train, replies)
     finally:
         strategy_logger.removeHandler(caplog.handler)
-    assert strategy.last_step_mismatches == [{"partition-id": 1, "planned": 8, "ran": 5}]
+    arrays = outcome.arrays
+    assert outcome.step_mismatches == [{"partition-id": 1, "planned": 8, "ran": 5}]
     assert "client 1 ran 5 steps, 8 were planned" in caplog.text
     assert arrays is not None  # FedNova still divides by the planned 8, not the claimed 5
     np.testing.assert_allclose(arrays["w"].numpy(), [-6.5, 3.25])
@@ -264,11 +270,11 @@ def test_fednova_with_equal_steps_is_fedavg() -> None:
 
 def test_replies_are_remembered_and_the_state_round_trips() -> None:
     strategy = _strategy()
-    _send(strategy, [BIG_ID])
+    train = _send(strategy, [BIG_ID], server_round=2)
     reply = _reply(BIG_ID, [1.0, 1.0], 4)
     reply.content.metric_records["metrics"]["student-val-loss"] = 0.9
     reply.content.metric_records["metrics"]["teacher-val-loss"] = 0.8
-    strategy.aggregate_train(2, [reply])
+    strategy.aggregate_round(train, [reply])
     strategy.observe_val(2, {"loss": 1.1, "accuracy": 0.5})
     memory = strategy.clients[3]  # BIG_ID serves partition 3
     assert (memory.budget, memory.rounds, memory.last_round) == (5, 1, 2)
@@ -306,42 +312,38 @@ def test_teacher_budgets_are_checked_and_a_lost_teacher_gets_a_restore_budget() 
     strategy = _strategy(teacher_batch_size=16)
     strategy.declare_examples({0: 48, 1: 48})
     strategy.declare_teachers({0: 0, 1: 0})
-    _send(strategy, [10, 11])
-    assert {p: plan["teacher-restore-steps"] for p, plan in strategy.last_plan.items()} == {
-        0: 0,
-        1: 0,
-    }
-    strategy.aggregate_train(
-        1,
+    train = _send(strategy, [10, 11])
+    assert {p: plan["teacher-restore-steps"] for p, plan in train.plan.items()} == {0: 0, 1: 0}
+    outcome = strategy.aggregate_round(
+        train,
         [
             _teacher_reply(10, teacher_steps=6, teacher_total_steps=6),
             _teacher_reply(11, teacher_steps=7, teacher_total_steps=7),
         ],
     )
-    [failure] = strategy.last_failures
+    [failure] = outcome.failures
     assert failure["partition-id"] == 1 and "teacher-steps 7 is outside 0..6" in failure["reason"]
     assert strategy.clients[0].teacher_total_steps == 6 and 1 not in strategy.clients
 
-    plan = strategy.plan_round(2, [0, 1])
+    plan, _ = strategy.plan_round(2, [0, 1])
     assert (plan[0]["teacher-epochs"], plan[0]["teacher-restore-steps"]) == (0.0, 0)
     assert (plan[1]["teacher-epochs"], plan[1]["teacher-restore-steps"]) == (2.0, 0)
 
     strategy.declare_teachers({0: 0})  # its node restarted: the statistics reply says so
-    _send(strategy, [10])
-    assert strategy.last_plan[0]["teacher-restore-steps"] == 6
-    config = TrainInstructions.from_record(strategy._sent_messages[0].content["config"])
+    train = _send(strategy, [10], server_round=2)
+    assert train.plan[0]["teacher-restore-steps"] == 6
+    config = TrainInstructions.from_record(train.messages[0].content["config"])
     assert (config.teacher_epochs, config.teacher_restore_steps) == (0.0, 6)
     too_much = _teacher_reply(10, teacher_restore_steps=12, teacher_total_steps=12)
-    strategy.aggregate_train(2, [too_much])
-    assert "teacher-restore-steps 12 is outside 0..6" in strategy.last_failures[0]["reason"]
-    _send(strategy, [10])  # still owed its restore: the failed reply proved nothing
-    assert strategy.last_plan[0]["teacher-restore-steps"] == 6
-    strategy.aggregate_train(
-        3, [_teacher_reply(10, teacher_restore_steps=6, teacher_total_steps=6)]
+    outcome = strategy.aggregate_round(train, [too_much])
+    assert "teacher-restore-steps 12 is outside 0..6" in outcome.failures[0]["reason"]
+    train = _send(strategy, [10], server_round=3)  # still owed: the failed reply proved nothing
+    assert train.plan[0]["teacher-restore-steps"] == 6
+    outcome = strategy.aggregate_round(
+        train, [_teacher_reply(10, teacher_restore_steps=6, teacher_total_steps=6)]
     )
     assert (
-        strategy.last_failures == []
-        and strategy.plan_round(4, [0])[0]["teacher-restore-steps"] == 0
+        outcome.failures == [] and strategy.plan_round(4, [0])[0][0]["teacher-restore-steps"] == 0
     )
 
 
@@ -355,20 +357,22 @@ def test_federated_teachers_are_budgeted_each_federated_round_and_never_restored
         (2, 2.0, "federated round 2 of 2"),
         (3, 0.0, "the federated teacher is final"),
     ]:
-        list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid([10])))
-        plan = strategy.last_plan[0]
+        train = strategy.configure_round(server_round, arrays, ConfigRecord({}), Grid([10]))
+        plan = train.plan[0]
         assert (plan["teacher-epochs"], plan["teacher-reason"]) == (epochs, reason)
         assert plan["teacher-restore-steps"] == 0
         steps = 6 if epochs else 0
         total = 6 * min(server_round, 2)
-        strategy.aggregate_train(
-            server_round, [_teacher_reply(10, teacher_steps=steps, teacher_total_steps=total)]
+        outcome = strategy.aggregate_round(
+            train, [_teacher_reply(10, teacher_steps=steps, teacher_total_steps=total)]
         )
-        assert strategy.last_failures == []
+        assert outcome.failures == []
     # After the federated rounds, a reply that fine-tuned anyway is refused.
-    list(strategy.configure_train(4, arrays, ConfigRecord({}), Grid([10])))
-    strategy.aggregate_train(4, [_teacher_reply(10, teacher_steps=1, teacher_total_steps=13)])
-    assert "teacher-steps 1 is outside 0..0" in strategy.last_failures[0]["reason"]
+    train = strategy.configure_round(4, arrays, ConfigRecord({}), Grid([10]))
+    outcome = strategy.aggregate_round(
+        train, [_teacher_reply(10, teacher_steps=1, teacher_total_steps=13)]
+    )
+    assert "teacher-steps 1 is outside 0..0" in outcome.failures[0]["reason"]
 
 
 def test_a_teacher_federation_that_ended_early_budgets_no_more_teacher_epochs() -> None:
@@ -380,10 +384,27 @@ def test_a_teacher_federation_that_ended_early_budgets_no_more_teacher_epochs() 
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     strategy.teacher_policy.end_federation(1)
     strategy.teacher_policy.end_federation(5)  # never longer than it was
-    list(strategy.configure_train(2, arrays, ConfigRecord({}), Grid([10])))
-    plan = strategy.last_plan[0]
+    plan = strategy.configure_round(2, arrays, ConfigRecord({}), Grid([10])).plan[0]
     assert (plan["teacher-epochs"], plan["teacher-reason"]) == (
         0.0,
         "the federated teacher is final",
     )
     assert strategy.teacher_policy.federated_rounds == 1
+
+
+def test_flowers_phases_give_what_the_round_values_give() -> None:
+    """Flower's ``configure_train`` / ``aggregate_train`` are thin wrappers over
+    ``configure_round`` / ``aggregate_round``; replies to a round that was not sent count
+    for nothing."""
+    replies = [_reply(10, [1.0, 1.0], 1), _reply(11, [4.0, 7.0], 2)]
+    by_value = _strategy()
+    outcome = by_value.aggregate_round(_send(by_value, [10, 11]), replies)
+    by_flower = _strategy()
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    messages = list(by_flower.configure_train(1, arrays, ConfigRecord({}), Grid([10, 11])))
+    assert [m.metadata.dst_node_id for m in messages] == [10, 11]
+    assert by_flower.aggregate_train(2, replies) == (None, None)  # round 2 was never sent
+    new, metrics = by_flower.aggregate_train(1, replies)
+    assert new is not None and outcome.arrays is not None and metrics is None
+    np.testing.assert_array_equal(new["w"].numpy(), outcome.arrays["w"].numpy())
+    assert by_flower.state() == by_value.state()
