@@ -1,15 +1,17 @@
-"""What a client's train message will cost on a shot-based device, before it runs.
+"""What a client's message will cost on a shot-based device, before it runs.
 
 A train message evaluates the received student on the client's validation
 rows, runs its optimizer steps and evaluates the trained student again
-(``client_app.app.train``). On a batched Qiskit executor each forward pass
+(``client_app.app.train``); an evaluate message (Flower's evaluate phase,
+``fraction-evaluate``) evaluates the received student once and runs no step
+(``client_app.app.evaluate``). On a batched Qiskit executor each forward pass
 is one job, and SPSA's two perturbations share one job, so the jobs, rows
 and shots of a message follow from its budget alone:
 
 =====================  ===========================================  ==========================
 work                   jobs                                         rows per job
 =====================  ===========================================  ==========================
-validation, x2         ``ceil(val_rows / 512)`` each                up to 512
+validation, x2 (x1)    ``ceil(val_rows / 512)`` each                up to 512
 SPSA step              1 (2 with ``stack=False``)                   2 x the step's minibatch
 COBYLA step            1                                            every train row
 Adam (PennyLane)       0: nothing is sampled or billed              --
@@ -46,8 +48,9 @@ def message_cost(
     seconds_per_shot: float,
     batched: bool = True,
     stack: bool = True,
+    validations: int = 2,
 ) -> CostMeter:
-    """Jobs, shots, executions and estimated QPU seconds of one train message.
+    """Jobs, shots, executions and estimated QPU seconds of one message.
 
     Parameters
     ----------
@@ -62,13 +65,16 @@ def message_cost(
         The node's estimate (:attr:`quantum.executor.Executor.seconds_per_shot`).
     batched, stack : bool
         As the node's :class:`~quantum.sampler.SamplerExecutor`.
+    validations : int
+        Passes over the validation rows: 2 for a train message, 1 for an
+        evaluate message (``steps=0``).
     """
     cost = CostMeter()
     if optimizer not in ("spsa", "cobyla") or shots <= 0:
         return cost
     calls: list[tuple[int, int]] = []  # (rows, weight sets) of each executor call
     val_chunks = [min(EVAL_BATCH, val_rows - i) for i in range(0, val_rows, EVAL_BATCH)]
-    calls += [(rows, 1) for rows in val_chunks] * 2
+    calls += [(rows, 1) for rows in val_chunks] * validations
     if optimizer == "spsa" and steps > 0 and train_rows > 0:
         sizes = epoch_batches(train_rows, batch_size)
         calls += [(sizes[k % len(sizes)], 2) for k in range(steps)]

@@ -6,16 +6,19 @@ plan gives minutes a month. Before the first round, from each node's
 backend), :class:`QpuBudget` prices a round and the run with
 :func:`quantum.cost.message_cost` and logs one line of jobs, shots and QPU
 seconds: the ``num_to_select`` dearest clients each at ``local-steps`` and
-the strategy's shot budget (a guided strategy may plan other budgets).
+the strategy's shot budget (a guided strategy may plan other budgets), and the
+round's evaluate phase (``fraction-evaluate`` of the clients, the dearest,
+each scoring the student on its validation rows once).
 
 With ``max-qpu-seconds`` set, a run priced above it at ``local-steps`` is
 refused before round 1 (nothing trained, nothing billed). Each round is then
 priced at the budgets the strategy planned for it, steps and shots per
-client (:meth:`QpuBudget.round_stop`): a round whose plan would take the
-spending past the cap is not sent, and the run stops before it. Spent seconds
-are the jobs' billed ``qpu-seconds`` where the backend reports them, else
-their ``estimated-qpu-seconds`` (local testing mode bills nothing). A node on
-a billed device that reports no price per shot is priced at
+client, with its evaluate phase (:meth:`QpuBudget.round_stop`): a round whose
+plan would take the spending past the cap is not sent, and the run stops before
+it. Spent seconds are the train and evaluate jobs' billed ``qpu-seconds`` where
+the backend reports them, else their ``estimated-qpu-seconds`` (local testing
+mode bills nothing). A node on a billed device that reports no price per shot
+is priced at
 :data:`quantum.sampler.FALLBACK_SHOT_SECONDS` a shot, with one warning line:
 never at zero.
 """
@@ -36,6 +39,8 @@ from quantum.metering import CostMeter
 from quantum.optimizers import resolve_optimizer
 from quantum.sampler import FALLBACK_SHOT_SECONDS
 from quantum.student import device_spec
+from server_app.round_record import cost_rows
+from strategies.evaluation import evaluate_count
 from strategies.student_fedavg import StudentFedAvg
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,7 @@ class QpuBudget:
         student = config.student
         self.limit = float(student.max_qpu_seconds)
         self.num_rounds = config.federation.num_rounds
+        self.fraction_evaluate = config.federation.fraction_evaluate
         self.batch_size = student.batch_size
         self.used = 0.0  # QPU seconds spent by the recorded rounds (see :meth:`observe`)
         self.nodes: dict[int, NodeFacts] = {}
@@ -109,18 +115,36 @@ class QpuBudget:
             batched=node.device.batched,
         )
 
+    def evaluate_cost(self, partition: int) -> CostMeter:
+        """One evaluate message of ``partition`` (its validation rows once, its own shots)."""
+        node = self.nodes[partition]
+        return message_cost(
+            optimizer=node.optimizer,
+            steps=0,
+            shots=node.device.shots,
+            train_rows=0,
+            val_rows=node.val_rows,
+            batch_size=self.batch_size,
+            seconds_per_shot=node.seconds_per_shot,
+            batched=node.device.batched,
+            validations=1,
+        )
+
+    def evaluation_cost(self) -> CostMeter:
+        """A round's evaluate phase (``fraction-evaluate``): its dearest clients'
+        evaluate messages, as many as the phase asks."""
+        costs = [self.evaluate_cost(p) for p in sorted(self.nodes)]
+        return _dearest(costs, evaluate_count(len(costs), self.fraction_evaluate))
+
     def round_cost(self, strategy: StudentFedAvg, server_round: int) -> CostMeter:
         """The price of ``server_round`` before it is planned: its dearest
-        ``num_to_select`` clients at ``local-steps`` and the strategy's shot budget."""
+        ``num_to_select`` clients at ``local-steps`` and the strategy's shot budget,
+        and its evaluate phase."""
         costs = [
             self.message_cost(p, strategy.local_steps, strategy.shot_budget(server_round, p)[0])
             for p in sorted(self.nodes)
         ]
-        costs.sort(key=lambda c: (c.estimated_qpu_seconds, c.shots), reverse=True)
-        total = CostMeter()
-        for cost in costs[: strategy.num_to_select(len(costs))]:
-            total = total + cost
-        return total
+        return _dearest(costs, strategy.num_to_select(len(costs))) + self.evaluation_cost()
 
     def run_cost(self, strategy: StudentFedAvg, first_round: int) -> CostMeter:
         """The price of rounds ``first_round`` .. ``num-server-rounds`` (see :meth:`round_cost`)."""
@@ -130,8 +154,9 @@ class QpuBudget:
         return total
 
     def plan_cost(self, plan: Mapping[int, Mapping[str, Any]]) -> CostMeter:
-        """The price of a planned round: each client at its planned steps and shots."""
-        total = CostMeter()
+        """The price of a planned round: each client at its planned steps and shots,
+        and the round's evaluate phase."""
+        total = self.evaluation_cost()
         for partition, budget in plan.items():
             if partition in self.nodes:
                 total = total + self.message_cost(
@@ -198,7 +223,7 @@ class QpuBudget:
         for record in rounds:
             if record.get("round", 0) < 1:
                 continue
-            for client in record.get("clients", []):
+            for client in cost_rows(record):  # train and evaluate replies
                 paid = float(client.get(billed, 0.0) or 0.0)
                 total += paid if paid > 0 else float(client.get(estimated, 0.0) or 0.0)
         return total
@@ -211,3 +236,12 @@ class QpuBudget:
         if self.used >= self.limit:
             return f"max-qpu-seconds={self.limit:g} reached: {self.used:.1f} QPU s used"
         return None
+
+
+def _dearest(costs: list[CostMeter], count: int) -> CostMeter:
+    """The sum of the ``count`` dearest of ``costs`` (by estimated QPU seconds, then shots)."""
+    ordered = sorted(costs, key=lambda c: (c.estimated_qpu_seconds, c.shots), reverse=True)
+    total = CostMeter()
+    for cost in ordered[:count]:
+        total = total + cost
+    return total

@@ -124,7 +124,6 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         },
         "shot-budgets": {str(p): plan.get("shots", 0) for p, plan in sorted(outcome.plan.items())},
         "clients": clients,
-        "quantum-cost": sum_costs(clients),
         "failures": [dict(f) for f in outcome.failures],
         "step-mismatches": [dict(m) for m in outcome.step_mismatches],
         "update-applied": outcome.applied,
@@ -142,7 +141,15 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         record["test"] = dict(outcome.test)
     if outcome.federated_val is not None:
         record["federated-val"] = dict(outcome.federated_val)
+    record["quantum-cost"] = sum_costs(cost_rows(record))
     return record
+
+
+def cost_rows(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The replies of a ``rounds.jsonl`` record that carry a quantum cost: its train
+    replies (``clients``) and its evaluate replies (``federated-val``'s ``clients``)."""
+    federated = record.get("federated-val") or {}
+    return [*record.get("clients", []), *federated.get("clients", {}).values()]
 
 
 def _reason(outcome: RoundOutcome, partition: int) -> Any:
@@ -176,6 +183,7 @@ def summary_record(
     ``teacher`` is what :func:`server_app.teacher_report.teacher_summary` found.
     """
     clients = [c for r in rounds for c in r["clients"]]
+    priced = [c for r in rounds for c in cost_rows(r)]
     final = next((r for r in rounds if r["round"] == final_round), rounds[-1])
     return {
         "status": "completed",
@@ -202,5 +210,5 @@ def summary_record(
         "total-bytes-sent": sum(r["bytes-sent"] for r in rounds),
         "total-bytes-received": sum(r["bytes-received"] for r in rounds),
         "failures": sum(len(r.get("failures", [])) for r in rounds),
-        "quantum-cost": sum_costs(clients),
+        "quantum-cost": sum_costs(priced),
     }

@@ -118,6 +118,19 @@ def test_the_cost_model_counts_the_jobs_and_shots_a_message_runs() -> None:
             expected.executions,
         ), optimizer
         assert metered.estimated_qpu_seconds == pytest.approx(expected.estimated_qpu_seconds)
+    # An evaluate message (Flower's evaluate phase): the validation rows once, no step.
+    executor = SamplerExecutor(SPEC, backend, shots=96, seed=1)
+    student = _student(executor)
+    features, labels, _ = _task(13)
+    evaluate_student(student, features, labels)
+    expected = message_cost(
+        optimizer="spsa", steps=0, shots=96, train_rows=0, val_rows=13, batch_size=16,
+        seconds_per_shot=executor.seconds_per_shot, validations=1,
+    )  # fmt: skip
+    metered = student.meter
+    assert (metered.jobs, metered.shots, metered.executions) == (1, 96 * 13, 13)
+    assert (expected.jobs, expected.shots, expected.executions) == (1, 96 * 13, 13)
+    assert metered.estimated_qpu_seconds == pytest.approx(expected.estimated_qpu_seconds)
     assert epoch_batches(37, 16) == [16, 16, 5]
     assert job_qpu_seconds(10, 100, 1e-3) == pytest.approx(JOB_OVERHEAD_SECONDS + 1.0)
     assert job_qpu_seconds(10, 100, 0.0) == 0.0
