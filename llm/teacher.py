@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -148,6 +148,11 @@ def finetune_teacher(
         load_trainable_arrays(model, best.arrays)
         logger.info("%s: keeping the teacher of step %d (lowest val loss)", name, best.step)
     outputs = _outputs(model, tokenizer, (train, val), cfg, untrained_val_loss, steps, started)
+    if best is not None and best.step == start_step:
+        # The start was kept: its loss is the one scored before fine-tuning. Scoring the
+        # same weights again can differ in the last bits (CPU kernels), and a reader that
+        # asks "did fine-tuning lower it?" must not read that noise as an improvement.
+        outputs = replace(outputs, val_loss=untrained_val_loss)
     logger.info(
         "%s: teacher (%s) after %d steps: val loss %.4f nats (before %.4f), val acc %.3f, %.1f s",
         name,
