@@ -201,3 +201,30 @@ def test_an_import_circle_is_found(tmp_path: Path) -> None:
     (tmp_path / "quantum" / "a.py").write_text("def f():\n    from quantum.b import g\n")
     (tmp_path / "quantum" / "b.py").write_text("from quantum import a\n")
     assert import_circles(tmp_path) == [["quantum.a", "quantum.b"]]
+
+
+def _round_leftovers(root: Path) -> list[str]:
+    """``file:line`` of each ``last_*`` attribute a strategy sets on itself, and of each
+    read of one off a strategy: what a round would leave behind for another module."""
+    import re
+
+    found = []
+    for package, pattern in (
+        ("strategies", r"self\.last_\w+\s*(:[^=]*)?=[^=]"),
+        ("server_app", r"strategy\.last_\w+"),
+    ):
+        for path in sorted((root / package).glob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(pattern, line):
+                    found.append(f"{path.relative_to(root)}:{number}")
+    return found
+
+
+def test_a_round_leaves_nothing_on_the_strategy_for_the_flow_to_read(tmp_path: Path) -> None:
+    """The phases return their values (strategies/rounds.py); no ``last_*`` side channel."""
+    assert _round_leftovers(REPO) == []
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "server_app").mkdir()
+    (tmp_path / "strategies" / "s.py").write_text("self.last_plan: dict = {}\nx = 1\n")
+    (tmp_path / "server_app" / "f.py").write_text("plan = fed.strategy.last_plan\n")
+    assert _round_leftovers(tmp_path) == ["strategies/s.py:1", "server_app/f.py:1"]
