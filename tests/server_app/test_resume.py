@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from roundoff import approx_floats
 
 from config.errors import ConfigError
 from harness.inprocess import InProcessGrid, run_in_process
@@ -95,9 +95,8 @@ def test_resumed_run_equals_the_uninterrupted_one(runs: dict[str, Path]) -> None
     for memory in (*straight["clients"].values(), *resumed["clients"].values()):
         for key in [k for k in memory if "seconds" in k or "chunk" in k]:
             memory.pop(key)  # timings (and the chunk timed) differ between runs; decisions do not
-    # The same decisions and books; losses equal to float32 round-off (two runs of the same
-    # CPU kernels may differ in the last bits).
-    assert resumed == _approx_floats(straight)
+    # The same decisions and books; losses equal to round-off (see roundoff.py).
+    assert resumed == approx_floats(straight)
     rounds_a = read_rounds(runs["straight"] / "rounds.jsonl")
     rounds_b = read_rounds(runs["resumed"] / "rounds.jsonl")
     assert [r["round"] for r in rounds_b] == [0, 1, 2, 3, 4]  # earlier rounds carried over
@@ -155,14 +154,3 @@ def test_nodes_that_lost_their_teachers_rebuild_them_within_a_restore_budget(
                 assert budgets[partition] == had[partition] and partition not in restored
                 restored[partition] = budgets[partition]
     assert restored  # the resumed rounds did meet lost teachers
-
-
-def _approx_floats(value: Any) -> Any:
-    """``value`` with every float wrapped in ``pytest.approx(abs=1e-6)``, nested."""
-    if isinstance(value, dict):
-        return {k: _approx_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_approx_floats(v) for v in value]
-    if isinstance(value, float):
-        return pytest.approx(value, abs=1e-6, nan_ok=True)
-    return value
