@@ -25,7 +25,9 @@ Stopping: Flower 1.42's ``start()`` has no stop hook. ``configure_train`` asks
 :meth:`RoundFlow.should_stop` first and after a stop starts no round, so the
 later phases find no round in progress and the rest of Flower's loop sends
 and records nothing; with a Flower whose ``start()`` asks its strategy
-``should_stop`` itself, that guard is what goes.
+``should_stop`` itself, that guard is what goes. So do Flower's own lines
+for the rounds it no longer runs ("[ROUND k/N]", "Global evaluation" and an
+empty result), which :class:`~server_app.flower_log.QuietAfterStop` drops from its log.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from flwr.serverapp.strategy import Strategy
 
 from config.messages import INFO_KEY
 from server_app.checkpoint import BEST_PREFIX, TEACHER_PREFIX, recent_arrays, save_checkpoint
+from server_app.flower_log import QuietAfterStop
 from server_app.messaging import DirectGrid, array_bytes
 from server_app.node_query import identify_nodes
 from server_app.results import ResultsWriter
@@ -62,13 +65,19 @@ def run_rounds(grid: Grid, fed: Federation, writer: ResultsWriter) -> tuple[str,
     flow = RoundFlow(fed, writer)
     remaining = fed.config.federation.num_rounds - fed.first_round + 1
     if remaining > 0:
-        flow.start(
-            DirectGrid(grid),
-            fed.arrays,
-            num_rounds=remaining,
-            timeout=fed.config.federation.round_timeout,
-            evaluate_fn=flow.evaluate,
-        )
+        quiet = QuietAfterStop(lambda: flow.stop_reason is not None)
+        flower_logger = logging.getLogger("flwr")
+        flower_logger.addFilter(quiet)
+        try:
+            flow.start(
+                DirectGrid(grid),
+                fed.arrays,
+                num_rounds=remaining,
+                timeout=fed.config.federation.round_timeout,
+                evaluate_fn=flow.evaluate,
+            )
+        finally:
+            flower_logger.removeFilter(quiet)
     return flow.stop_reason or "max-rounds", flow.rounds_run
 
 

@@ -83,15 +83,22 @@ def teacher_summary(
         summary["val-accuracy"] = summary["test-accuracy"] = None
     if summary["below-probe"]:
         logger.warning(
-            "the teacher of client(s) %s ended below a linear probe of its frozen encoder on "
-            "its validation rows (mean %.3f against %.3f): distillation has little to give; "
-            "try %s",
-            ", ".join(str(p) for p in summary["below-probe"]),
-            summary["clients-val-accuracy"],
-            summary["clients-probe-val-accuracy"],
+            "the teacher of %s ended below a linear probe of its frozen encoder on its "
+            "validation rows: distillation has little to give; try %s",
+            _below_probe_figures(summary),
             _remedies(config),
         )
     return summary
+
+
+def _below_probe_figures(summary: Mapping[str, Any]) -> str:
+    """The clients below their probe, each with its own accuracy against its probe's."""
+    figures = summary["per-client"]
+    return ", ".join(
+        f"client {p} ({figures[str(p)]['val-accuracy']:.3f} against "
+        f"{figures[str(p)]['probe-val-accuracy']:.3f})"
+        for p in summary["below-probe"]
+    )
 
 
 def _remedies(config: RunConfig) -> str:

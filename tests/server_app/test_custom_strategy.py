@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,10 @@ class StopsAfterRoundOne(StudentFedAvg):
 
 
 def test_flowers_start_runs_the_rounds_and_after_a_stop_sends_nothing(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    shared_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     """The rounds are Flower's own ``Strategy.start()`` loop (not an override of it); a
     stop after round 1 of 3 leaves rounds 2 and 3 of that loop without a message or a
@@ -106,6 +110,9 @@ def test_flowers_start_runs_the_rounds_and_after_a_stop_sends_nothing(
         return flowers_start(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Strategy, "start", spy)
+    flower_lines = _FlowerLines()
+    logging.getLogger("flwr").addHandler(flower_lines)
+    request.addfinalizer(lambda: logging.getLogger("flwr").removeHandler(flower_lines))
     grid = run_in_process(
         {
             "strategy": f"{__name__}:StopsAfterRoundOne",
@@ -121,3 +128,18 @@ def test_flowers_start_runs_the_rounds_and_after_a_stop_sends_nothing(
     assert summary["rounds"] == 1 and summary["stop-reason"] == "enough after round 1"
     assert [r["round"] for r in read_rounds(run_dir / "rounds.jsonl")] == [0, 1]
     assert grid.messages_sent == 2 + 2  # the statistics queries and round 1's train messages
+    # Flower's loop logs round 1, not the two rounds it ran empty, and still closes its log:
+    assert [m for m in flower_lines.lines if m.startswith("[ROUND")] == ["[ROUND 1/3]"]
+    assert flower_lines.lines.count("Global evaluation") == 1
+    assert any(m.startswith("Strategy execution finished") for m in flower_lines.lines)
+
+
+class _FlowerLines(logging.Handler):
+    """The lines Flower's own logger lets through (its filters run first)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
