@@ -44,7 +44,7 @@ class FederationConfig:
     )
     fraction_evaluate: float = setting(
         "fraction-evaluate",
-        0.0,
+        1.0,
         "Fraction of connected nodes that score each round's new global student on their own "
         "validation rows (Flower's evaluate phase; federated-val in rounds.jsonl), in [0, 1]; "
         "0 = off.",

@@ -119,7 +119,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, ClientBooks, FedAvg):
         temperature: float,
         alpha: float,
         fraction_train: float = 1.0,
-        fraction_evaluate: float = 0.0,
+        fraction_evaluate: float = 1.0,
         min_train_nodes: int = 1,
         seed: int = 42,
         aggregation: str = "fedavg",
@@ -135,7 +135,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, ClientBooks, FedAvg):
         teacher_batch_size: int = 16,
         teacher_federated_rounds: int = 0,
     ) -> None:
-        # FedAvg warns at construction when fraction_evaluate=0 (the default): noise here.
+        # FedAvg warns at construction when fraction_evaluate=0: noise here.
         with quiet("flwr"):
             super().__init__(
                 fraction_train=fraction_train,

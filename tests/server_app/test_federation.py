@@ -194,7 +194,11 @@ def test_one_node_on_a_fake_ibm_backend_the_others_simulating(
             simulated = by_partition[partition]
             assert simulated["quantum-jobs"] == 0 and simulated["quantum-shots"] == 0
             assert simulated["quantum-executions"] > 0  # statevector runs are still counted
-        assert record["quantum-cost"]["quantum-jobs"] == fake["quantum-jobs"]
+        # Flower's evaluate phase (every client by default): the fake node's one job more.
+        evaluated = record["federated-val"]["clients"]
+        assert evaluated["0"]["quantum-jobs"] == 1
+        assert evaluated["1"]["quantum-jobs"] == evaluated["2"]["quantum-jobs"] == 0
+        assert record["quantum-cost"]["quantum-jobs"] == fake["quantum-jobs"] + 1
     assert summary["quantum-cost"]["quantum-jobs"] == sum(
         r["quantum-cost"]["quantum-jobs"] for r in rounds
     )
@@ -417,12 +421,13 @@ def test_tensorboard_scalars_read_back_as_rounds_jsonl_says(guided_run: Path) ->
 def test_federated_evaluation_scores_the_new_student_on_the_asked_clients_rows(
     tmp_path: Path, shared_data: Path, tweeteval_fedavg: tuple[Path, InProcessGrid]
 ) -> None:
-    """fraction-evaluate=0.67: 2 of 3 clients score each round's new global student through
-    Flower's evaluate phase. A client's figure is what its next train reply reports as the
-    global student's loss on its rows, before its local steps."""
-    assert all(
-        "federated-val" not in r for r in read_rounds(tweeteval_fedavg[0] / "rounds.jsonl")
-    )  # off by default
+    """Every client by default, and with fraction-evaluate=0.67 2 of 3 clients, score each
+    round's new global student through Flower's evaluate phase. A client's figure is what
+    its next train reply reports as the global student's loss on its rows, before its local
+    steps."""
+    for record in read_rounds(tweeteval_fedavg[0] / "rounds.jsonl")[1:]:  # the default: 1.0
+        assert record["federated-val"]["asked"] == [0, 1, 2]
+        assert sorted(record["federated-val"]["clients"]) == ["0", "1", "2"]
     results = tmp_path / "results"
     run_in_process(
         {

@@ -113,11 +113,20 @@ def test_a_batch_mode_run_meters_what_was_priced_and_ramps_its_shots(
             assert client["execution-mode"] == "batch" and client["backend"] == "fake_manila"
             assert client[COST_METRICS["shots"]] == shots * client[COST_METRICS["executions"]]
             assert client[COST_METRICS["jobs"]] == 3 + 2  # one job per SPSA step, 2 evaluations
-    # The price logged before round 1 is what the run then metered: jobs and shots exactly.
+        # Flower's evaluate phase (fraction-evaluate=1, the default): each node scores the
+        # new global student on its validation rows, one job at its own 128 shots a row.
+        evaluated = record["federated-val"]["clients"]
+        assert sorted(evaluated) == ["0", "1"]
+        for client in evaluated.values():
+            assert client[COST_METRICS["jobs"]] == 1
+            assert client[COST_METRICS["shots"]] == 128 * client[COST_METRICS["executions"]]
+        assert record["quantum-cost"][COST_METRICS["jobs"]] == 2 * (3 + 2) + 2
+    # The price logged before round 1 is what the run then metered, train and evaluate
+    # replies: jobs and shots exactly.
     (line,) = [m for m in lines if m.startswith("QPU cost estimate")]
     assert "2 round(s)" in line and "max-qpu-seconds=off" in line, line
     price = _price(config, rounds[0]["clients"])
-    assert price.jobs == _metered(rounds, "jobs") == 20
+    assert price.jobs == _metered(rounds, "jobs") == 24
     assert price.shots == _metered(rounds, "shots")
     assert price.estimated_qpu_seconds == pytest.approx(_metered(rounds, "estimated_qpu_seconds"))
     assert _metered(rounds, "qpu_seconds") == 0  # local testing mode bills nothing
