@@ -13,7 +13,8 @@ accuracy on the same test rows, read once per model:
 - teacher_val: the same teachers on the server's validation rows (what levers are chosen by);
 - probe: the teacher's ceiling without fine-tuning: logistic regression on the frozen
   encoder's whole mean-pooled, L2-normalised embedding of every client's train rows
-  pooled, its regularisation chosen on the server's validation rows;
+  pooled, its regularisation chosen on the server's validation rows (each fit at its
+  optimum: :func:`llm.probe.fit_logistic`);
 - student: the global quantum student (projection=linear, trainable, from the federated PCA);
 - student_ce: the same student trained with cross-entropy only (alpha = 0);
 - student_pca: the student with projection=pca (fixed);
@@ -43,12 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from client_app.node import ClientNode
 from harness.inprocess import InProcessGrid, run_in_process
 from llm.inference import predict_logits
-from llm.probe import logit_metrics
+from llm.probe import fit_logistic, logit_metrics, unit
 from server_app.server_data import ServerSplit, embed_split
 from tasks.datasets import DataSource
 from tasks.splits import server_datasets
@@ -160,15 +160,12 @@ def _teacher_accuracy(node: ClientNode, rows: Any) -> float:
 
 
 def _probe(train_x: np.ndarray, train_y: np.ndarray, val: ServerSplit, test: ServerSplit) -> float:
-    """Logistic regression on the L2-normalised frozen embeddings; C picked on ``val``."""
+    """Logistic regression on the L2-normalised frozen embeddings; C picked on ``val``.
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-
-    fits = {
-        c: LogisticRegression(C=c, max_iter=5000).fit(unit(train_x), train_y)
-        for c in (0.1, 1.0, 10.0, 100.0)
-    }
+    Each fit is at its optimum (:func:`llm.probe.fit_logistic`); C is the one
+    with the best validation accuracy.
+    """
+    fits = {c: fit_logistic(unit(train_x), train_y, c) for c in (0.1, 1.0, 10.0, 100.0)}
     best = max(fits, key=lambda c: fits[c].score(unit(val.features), val.labels))
     return float(fits[best].score(unit(test.features), test.labels))
 
@@ -179,7 +176,7 @@ def _logreg_on_projection(
     """Logistic regression on ``W x + b``, the final student's projected features."""
     student = np.load(run_dir / "student.npz")
     weight, bias = student["projection.weight"], student["projection.bias"]
-    logreg = LogisticRegression(max_iter=2000).fit(train_x @ weight.T + bias, train_y)
+    logreg = fit_logistic(train_x @ weight.T + bias, train_y, 1.0)
     return float(logreg.score(test.features @ weight.T + bias, test.labels))
 
 

@@ -1,4 +1,5 @@
-"""The pooled teacher probe: class moments, their checks, and the head the server fits."""
+"""The teacher probes: the logistic fit at its optimum; class moments, their checks, and the
+pooled head the server fits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from llm.inference import pooled_embeddings
 from llm.probe import (
     ABSENT_BIAS,
     ClassMoments,
+    fit_logistic,
     head_arrays,
     is_head,
     pool_class_moments,
@@ -124,3 +126,29 @@ def test_a_teacher_started_from_the_pooled_head_starts_at_its_accuracy(shared_da
     expected = float(((unit(features[1]) @ weight.T + bias).argmax(1) == val.labels).mean())
     assert out.val_accuracy == pytest.approx(expected)
     assert out.val_accuracy > max(np.bincount(val.labels)) / len(val)  # above the majority
+
+
+def _objective_gradient(fit: Any, x: np.ndarray, y: np.ndarray, c: float) -> float:
+    """Largest entry of the gradient of sklearn's multinomial objective at ``fit``:
+    ``0.5 ||W||^2 + c * sum of cross-entropies``, the intercept unpenalised."""
+    z = x @ fit.coef_.T + fit.intercept_
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    return float(np.abs(np.concatenate([(fit.coef_ + c * p.T @ x).ravel(), c * p.sum(0)])).max())
+
+
+def test_the_logistic_probe_is_fitted_to_its_optimum() -> None:
+    """Nearly separable unit rows at a large C: the gradient at the fit is zero to 1e-4, and
+    the check catches sklearn's default L-BFGS, which stops by its tolerance far from there."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = unit(rng.normal(size=(300, 64)))
+    y = (x @ rng.normal(size=(64, 3)) + 0.3 * rng.normal(size=(300, 3))).argmax(axis=1)
+    assert _objective_gradient(fit_logistic(x, y, 100.0), x, y, 100.0) < 1e-4
+    default = LogisticRegression(C=100.0, max_iter=3000).fit(x, y)
+    assert _objective_gradient(default, x, y, 100.0) > 0.1
+    # At the optimum the fit is a function of its inputs: round-off in them moves nothing.
+    nudged = fit_logistic(x + 1e-7 * rng.normal(size=x.shape), y, 100.0)
+    assert np.abs(nudged.coef_ - fit_logistic(x, y, 100.0).coef_).max() < 1e-3

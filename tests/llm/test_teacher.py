@@ -12,7 +12,7 @@ from config.errors import ConfigError
 from config.run_config import TeacherConfig
 from llm.inference import pooled_embeddings
 from llm.models import load_tokenizer
-from llm.probe import PROBE_CS, logit_metrics, probe_head
+from llm.probe import PROBE_CS, fit_logistic, logit_metrics, probe_head
 from llm.teacher import class_weights, finetune_teacher
 from tasks.datasets import TextDataset
 
@@ -111,8 +111,6 @@ def _tweets(shared_data: Any, split: str, rows: int) -> TextDataset:
 
 def test_the_probe_initialised_head_starts_at_the_probes_accuracy(shared_data: Any) -> None:
     """teacher-head=probe: before any step the teacher is the probe, prediction for prediction."""
-    from sklearn.linear_model import LogisticRegression
-
     train, val = _tweets(shared_data, "train", 160), _tweets(shared_data, "validation", 80)
     config = TeacherConfig(head="probe", max_length=32)
     features = [pooled_embeddings("minilm", d.texts, 32, 64) for d in (train, val)]
@@ -120,11 +118,10 @@ def test_the_probe_initialised_head_starts_at_the_probes_accuracy(shared_data: A
     weight, bias = probe_head(features[0], train.labels, features[1], val.labels, 3)
     unit = features[1] / np.linalg.norm(features[1], axis=1, keepdims=True)
     assert np.allclose(out.val_logits, unit @ weight.T + bias, atol=1e-4)
-    # ... and the probe is sklearn's logistic regression at the C chosen on validation rows.
+    # ... and the probe is logistic regression at the C chosen on validation rows.
     unit_train = features[0] / np.linalg.norm(features[0], axis=1, keepdims=True)
     accuracies = {
-        LogisticRegression(C=c, max_iter=3000).fit(unit_train, train.labels).score(unit, val.labels)
-        for c in PROBE_CS
+        fit_logistic(unit_train, train.labels, c).score(unit, val.labels) for c in PROBE_CS
     }
     assert any(out.val_accuracy == pytest.approx(a) for a in accuracies)
     assert out.val_accuracy > max(np.bincount(val.labels)) / len(val)  # above the majority
