@@ -165,8 +165,9 @@ def _probe(train_x: np.ndarray, train_y: np.ndarray, val: ServerSplit, test: Ser
     Each fit is at its optimum (:func:`llm.probe.fit_logistic`); C is the one
     with the best validation accuracy.
     """
-    fits = {c: fit_logistic(unit(train_x), train_y, c) for c in (0.1, 1.0, 10.0, 100.0)}
-    best = max(fits, key=lambda c: fits[c].score(unit(val.features), val.labels))
+    train_u, val_u = unit(train_x), unit(val.features)
+    fits = {c: fit_logistic(train_u, train_y, c) for c in (0.1, 1.0, 10.0, 100.0)}
+    best = max(fits, key=lambda c: fits[c].score(val_u, val.labels))
     return float(fits[best].score(unit(test.features), test.labels))
 
 
