@@ -45,6 +45,8 @@ JOB_OVERHEAD_SECONDS = 3.0
 #: several times a typical IBM shot (a few microseconds of gates plus the default
 #: 250 microsecond repetition delay), so a cap errs on the side of stopping early.
 FALLBACK_SHOT_SECONDS = 1e-3
+#: What Aer's error says when it rejects a noise model's probabilities (see ``_outcomes_of``).
+AER_FLAKE = "invalid probability vector"
 
 
 def shot_seconds(transpiled: Any, backend: Any, billed: bool = False) -> float:
@@ -235,13 +237,38 @@ class SamplerExecutor(Executor):
         sequence = np.random.SeedSequence([*self._seed_parts, self._jobs_submitted])
         return int(sequence.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1)) + 1
 
-    def _run(self, values: np.ndarray) -> Any:
-        """Submit one job: the circuit at ``values`` (rows x parameters), ``shots`` per row."""
-        if self.simulator and not self._own_sampler:
-            self._sampler.options.simulator.seed_simulator = self.job_seed()
+    def _run(self, values: np.ndarray) -> tuple[Any, int]:
+        """Submit one job: the circuit at ``values`` (rows x parameters), ``shots`` per row.
+
+        Returns the job and its simulator seed (see :meth:`_outcomes_of`).
+        """
+        seed = self.job_seed()
         self._jobs_submitted += 1
+        return self._submit(values, seed), seed
+
+    def _submit(self, values: np.ndarray, seed: int) -> Any:
+        if self.simulator and not self._own_sampler:
+            self._sampler.options.simulator.seed_simulator = seed
         self.job_modes.append(getattr(self._sampler, "mode", None) or self.backend)
         return self._sampler.run([(self.transpiled, values, self.shots)])
+
+    def _outcomes_of(self, job: Any, values: np.ndarray, seed: int) -> tuple[Any, np.ndarray]:
+        """The job's outcomes; a local simulator's job is resubmitted once, same seed, on
+        Aer's ``invalid probability vector`` error.
+
+        Aer (0.17) intermittently rejects a noise model whose probabilities it accepted
+        for the job before (seen on fake IBM backends, with the same Python noise model and
+        circuit; not reproduced on demand). It checks them when it loads the model, before
+        any shot, so the resubmitted job samples what the first would have.
+        """
+        try:
+            return job, self._outcomes(job)
+        except ValueError as err:
+            if not (self.simulator and AER_FLAKE in str(err)):
+                raise
+            logger.warning("resubmitting a simulator job once, seed %d: %s", seed, err)
+            job = self._submit(values, seed)
+            return job, self._outcomes(job)
 
     def parameter_values(self, angles: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(batch, parameters) values in the transpiled circuit's parameter order."""
@@ -261,10 +288,13 @@ class SamplerExecutor(Executor):
         started = time.perf_counter()
         values = np.concatenate([self.parameter_values(angles, w) for w in weights])
         groups = [values] if self.batched else [row[None, :] for row in values]
-        jobs = [self._run(group) for group in groups]
-        outcomes = np.concatenate(
-            [self._outcomes(job).reshape(-1, self.shots) for job in jobs], axis=0
-        )
+        submitted = [self._run(group) for group in groups]
+        jobs, found = [], []
+        for (job, seed), group in zip(submitted, groups, strict=True):
+            job, outcomes = self._outcomes_of(job, group, seed)
+            jobs.append(job)
+            found.append(outcomes.reshape(-1, self.shots))
+        outcomes = np.concatenate(found, axis=0)
         for job, group in zip(jobs, groups, strict=True):
             estimate = job_qpu_seconds(len(group), self.shots, self.seconds_per_shot)
             self.meter.add_job(_metrics(job), estimated_qpu_seconds=estimate)

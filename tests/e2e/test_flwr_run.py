@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from roundoff import TRAINED, approx_floats, assert_within_motion
 
 from harness.launch import COMPLETED, flwr_run
 from server_app.results import read_rounds
@@ -110,13 +111,14 @@ def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds"] == 4
     assert summary["final-val"]["loss"] < summary["initial-val"]["loss"]
-    with np.load(straight / "student.npz") as a, np.load(resumed / "student.npz") as b:
-        assert a.files == b.files
-        # Stated tolerance: float32 round-off, accumulated over 4 rounds of training in
-        # separate processes (a clean clone once saw 1.4e-5). What a diverged resume would
-        # change is compared below: budgets and participants exactly, the memory to 1e-5.
-        for key in a.files:
-            np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-4)
+    # Identical where the float kernels add in a fixed order; round-off grown by rounds 3-4
+    # elsewhere, far below what those rounds moved (see roundoff.py).
+    with (
+        np.load(straight / "student.npz") as a,
+        np.load(resumed / "student.npz") as b,
+        np.load(first / "checkpoint" / "student.npz") as start,
+    ):
+        assert_within_motion(b, a, start)
     states = []
     for run_dir in (straight, resumed):
         state = json.loads((run_dir / "strategy.json").read_text())
@@ -125,18 +127,7 @@ def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
                 memory.pop(key)  # timings (and the chunk timed) differ; decisions and losses do not
         states.append(state)
     assert set(states[0]["clients"]) == {"0", "1", "2"}  # keyed by partition, not node ID
-    assert _close(states[0], states[1]), (states[0], states[1])
+    assert states[1] == approx_floats(states[0], rel=TRAINED)
     rounds = [read_rounds(d / "rounds.jsonl") for d in (straight, resumed)]
     assert [r.get("budgets") for r in rounds[0]] == [r.get("budgets") for r in rounds[1]]
     assert [r.get("participants") for r in rounds[0]] == [r.get("participants") for r in rounds[1]]
-
-
-def _close(a: object, b: object, tol: float = 1e-5) -> bool:
-    """Equal structures, floats within ``tol``."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= tol
-    return a == b

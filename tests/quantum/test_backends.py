@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +336,49 @@ def test_every_job_has_its_own_reproducible_seed(device: str) -> None:
     assert not np.array_equal(one_a, two)  # another round: other shot noise
     assert not np.array_equal(one_a, one_b)  # another job: other shot noise
     np.testing.assert_array_equal(one_a, one_again)  # same (seed, round, partition, job)
+
+
+def test_a_job_aer_rejects_once_is_resubmitted_with_its_seed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Aer's intermittent ``invalid probability vector`` costs one resubmission, not the job.
+
+    Aer itself rejects the noise model here: the dictionary it loads has one error's
+    probabilities 1e-6 away from a total of 1, for the first ``rejected`` loads.
+    """
+    spec = CircuitSpec(4, 1, 3, "probs")
+    device = parse_device("qiskit.aer", shots=100, noise_model="FakeManilaV2")
+    executor = devices.make_executor(device, spec, seed=3)
+    angles, weights = np.full((2, 4), 0.4), np.linspace(0, 1, spec.n_weights)
+    executor.reseed(1, 0)
+    expected = executor.probabilities(angles, weights)
+    noise = executor.backend.options.noise_model
+    to_dict, loads = noise.to_dict, []
+
+    def rejected_first(rejected: int) -> Callable[..., dict]:
+        def load(serializable: bool = False) -> dict:
+            loads.append(serializable)
+            found = to_dict(serializable)
+            if len(loads) <= rejected:
+                qerror = next(e for e in found["errors"] if e["type"] == "qerror")
+                qerror["probabilities"][0] += 1e-6
+            return found
+
+        return load
+
+    monkeypatch.setattr(noise, "to_dict", rejected_first(1))
+    executor.reseed(1, 0)
+    sampler_logger = logging.getLogger("quantum.sampler")
+    sampler_logger.addHandler(caplog.handler)  # seen even where a run's logging set-up
+    try:  # stopped propagation
+        again = executor.probabilities(angles, weights)
+    finally:
+        sampler_logger.removeHandler(caplog.handler)
+    assert len(loads) == 2 and "resubmitting a simulator job once" in caplog.text
+    np.testing.assert_array_equal(again, expected)  # the same seed: the same shots
+
+    loads.clear()
+    monkeypatch.setattr(noise, "to_dict", rejected_first(2))
+    with pytest.raises(ValueError, match="invalid probability vector"):
+        executor.probabilities(angles, weights)  # rejected again: the caller's error
+    assert len(loads) == 2
