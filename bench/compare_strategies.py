@@ -28,7 +28,10 @@ fine-tunes its own teachers and pays for them:
   ``guided-fednova``: FedNova aggregation;
   ``guided-with-stop``: the noise-aware stop on;
   ``guided-steered-chunks``: teachers in 1-epoch chunks while they improve;
-  ``guided-best-model``: the best round's student on the validation split).
+  ``guided-best-model``: the best round's student on the validation split;
+  ``guided-utility``: Oort-style selection of half the nodes by their gap to
+  their teacher and their speed; ``guided-teacher-stop``: the stop when the gap
+  to the teachers is within its noise; ``guided-teacher-levers``: both).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -124,6 +127,17 @@ EXTRA: dict[str, dict[str, Any]] = {
     },
     # llm-guided ending with the best round on the validation split instead of the mean of 3
     "guided-best-model": {**GUIDED, "final-model": "best-val"},
+    # the teacher-reading levers: Oort-style selection of half the nodes after the
+    # federated teacher rounds, and the stop on the gap to the teachers
+    "guided-utility": {**GUIDED, "selection": "utility", "fraction-train": 0.5},
+    "guided-teacher-stop": {**GUIDED, "termination": "teacher-noise", "stop-min-rounds": 6},
+    "guided-teacher-levers": {
+        **GUIDED,
+        "selection": "utility",
+        "fraction-train": 0.5,
+        "termination": "teacher-noise",
+        "stop-min-rounds": 6,
+    },
 }
 
 

@@ -37,8 +37,24 @@ class PolicyConfig:
     selection: str = setting(
         "selection",
         "gap",
-        "Which nodes train: all, random-k, closest, gap, power-of-choice "
+        "Which nodes train: all, random-k, closest, gap, power-of-choice, utility "
         "(k = fraction-train of the connected nodes).",
+    )
+    selection_explore: float = setting(
+        "selection-explore",
+        0.25,
+        "utility: share of the k places given to nodes drawn at random, in [0, 1].",
+    )
+    selection_floor: int = setting(
+        "selection-floor",
+        3,
+        "utility: a node not selected for this many rounds is selected next (>= 1).",
+    )
+    selection_speed_exponent: float = setting(
+        "selection-speed-exponent",
+        2.0,
+        "utility: a node slower than the median round counts (median / its seconds) to this "
+        "power (>= 0; 0 = speed ignored).",
     )
     poc_candidates: float = setting(
         "poc-candidates", 2.0, "power-of-choice: candidates sampled, as a multiple of k (>= 1)."
@@ -90,19 +106,23 @@ class PolicyConfig:
     termination: str = setting(
         "termination",
         "plateau",
-        "Comma-separated stop rules: teacher-gap, plateau, noise-plateau, distance, max-rounds.",
+        "Comma-separated stop rules: teacher-gap, teacher-noise, plateau, noise-plateau, distance, "
+        "max-rounds.",
     )
     stop_noise_factor: float = setting(
         "stop-noise-factor",
         1.0,
         "noise-plateau: stop when the last stop-patience rounds improved the validation loss "
-        "by less than this many times its round-to-round noise.",
+        "by less than this many times its round-to-round noise; teacher-noise: the same for "
+        "the global student's gap to the teachers, or when that gap is within it.",
     )
     stop_epsilon: float = setting(
         "stop-epsilon", 0.05, "teacher-gap: stop when student - teacher val loss <= this (nats)."
     )
     stop_patience: int = setting(
-        "stop-patience", 3, "plateau, distance: rounds without progress before stopping."
+        "stop-patience",
+        3,
+        "plateau, distance, noise-plateau, teacher-noise: rounds without progress before stopping.",
     )
     stop_min_delta: float = setting(
         "stop-min-delta", 0.005, "plateau: smallest drop of the global loss that counts (nats)."
@@ -150,7 +170,14 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         at_least(self, 1, "min_steps", "max_increment", "stop_patience", "stop_min_rounds")
-        at_least(self, 1, "poc_candidates")
+        at_least(self, 1, "poc_candidates", "selection_floor")
+        at_least(self, 0, "selection_speed_exponent")
+        check(
+            0 <= self.selection_explore <= 1,
+            "selection-explore",
+            self.selection_explore,
+            "must be in [0, 1]",
+        )
         at_least(self, 0, "stop_epsilon", "stop_min_delta", "stop_distance_delta", "proximal_mu")
         at_least(self, 0, "teacher_min_delta", "stop_noise_factor", "student_max_epochs")
         at_least(self, 0, "teacher_max_steps")

@@ -128,9 +128,14 @@ class LLMGuidedStrategy(StudentFedAvg):
         if len(candidates) < min(self.min_train_nodes, len(partitions)):
             candidates, resting = [int(p) for p in partitions], []
         k = self.num_to_select(len(candidates))
+        federating = server_round <= self.teacher_policy.federated_rounds
+        if federating and self.selection.all_while_teachers_federate:
+            k = len(candidates)  # the federated teacher learns from every node's rows
         chosen, reason = self.selection.select(
             server_round, candidates, k, self.clients, self.val_loss
         )
+        if federating and self.selection.all_while_teachers_federate:
+            reason += f"; all {k}: teacher adapters federated in round {server_round}"
         if resting:
             reason += f"; resting (student matches teacher): {resting}"
         return Selection(chosen, reason)

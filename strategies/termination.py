@@ -151,6 +151,81 @@ class NoisePlateau(TerminationRule):
         return None
 
 
+def teacher_gaps(history: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Per trained round, what the global student still lacks against the teachers.
+
+    The mean over the round's clients of the new global student's validation loss
+    on the client's rows (Flower's evaluate phase, ``federated-val``) minus the
+    client's teacher's (its newest train reply's ``teacher-val-loss``), nats.
+    Without an evaluate phase, the train replies' ``global-val-loss`` (the global
+    student the client started from) stands in. Rounds with no such client are left out.
+    """
+    teachers: dict[int, float] = {}
+    gaps = []
+    for record in _trained(history):
+        reports = client_reports(record)
+        for r in reports:
+            if math.isfinite(r.teacher_val_loss):
+                teachers[r.partition_id] = r.teacher_val_loss
+        evaluated = (record.get("federated-val") or {}).get("clients") or {}
+        pairs = [
+            (float(v["loss"]), teachers[int(p)])
+            for p, v in evaluated.items()
+            if int(p) in teachers and math.isfinite(float(v["loss"]))
+        ]
+        if not evaluated:
+            pairs = [
+                (r.global_val_loss, teachers[r.partition_id])
+                for r in reports
+                if r.partition_id in teachers and math.isfinite(r.global_val_loss)
+            ]
+        if pairs:
+            gaps.append(float(np.mean([student - teacher for student, teacher in pairs])))
+    return gaps
+
+
+class TeacherNoise(TerminationRule):
+    """Stop when what is left to learn from the teachers is within its round-to-round noise.
+
+    ``G_t`` is :func:`teacher_gaps`' figure after round ``t`` and the noise is
+    the median ``|G_t - G_(t-1)|`` over the rounds so far (the first drop,
+    from the first measured round to the second, is not noise). The rule fires when the
+    global student is as good as the teachers within the noise (``G <= z x
+    noise``), or when the last ``patience`` rounds closed the gap by no more than
+    ``z x noise`` (``min(G before them) - min(G in them)``): the student has
+    learned what it can from the teachers, and one unlucky round cannot end
+    the run. It reads only clients' validation rows.
+    """
+
+    name = "teacher-noise"
+
+    def __init__(self, patience: int, noise_factor: float) -> None:
+        self.patience = patience
+        self.noise_factor = noise_factor
+
+    def check(self, server_round, history):  # type: ignore[no-untyped-def]
+        gaps = teacher_gaps(history)
+        if len(gaps) < self.patience + 3:  # the first gap, its drop and a change before
+            return None
+        noise = NoisePlateau.noise(gaps)
+        if not math.isfinite(noise):
+            return None
+        bound = self.noise_factor * noise
+        if gaps[-1] <= bound:
+            return (
+                f"teacher-noise: the global student is within {gaps[-1]:.4f} nats of the "
+                f"teachers, inside {self.noise_factor:g} x the noise {noise:.4f}"
+            )
+        closed = min(gaps[: -self.patience]) - min(gaps[-self.patience :])
+        if closed <= bound:
+            return (
+                f"teacher-noise: the last {self.patience} rounds closed the gap to the teachers "
+                f"({gaps[-1]:.4f} nats) by {closed:.4f}, within {self.noise_factor:g} x "
+                f"its noise {noise:.4f}"
+            )
+        return None
+
+
 class DistanceStagnation(TerminationRule):
     """The paper's rule: the mean client-server loss distance stopped changing.
 
@@ -194,7 +269,14 @@ class DistanceStagnation(TerminationRule):
         return None
 
 
-TERMINATIONS = ("teacher-gap", "plateau", "noise-plateau", "distance", "max-rounds")
+TERMINATIONS = (
+    "teacher-gap",
+    "teacher-noise",
+    "plateau",
+    "noise-plateau",
+    "distance",
+    "max-rounds",
+)
 
 
 class Termination:
@@ -243,6 +325,7 @@ def build_termination(config: Any) -> Termination:
         "teacher-gap": lambda: TeacherGap(policy.stop_epsilon),
         "plateau": lambda: Plateau(policy.stop_patience, policy.stop_min_delta),
         "noise-plateau": lambda: NoisePlateau(policy.stop_patience, policy.stop_noise_factor),
+        "teacher-noise": lambda: TeacherNoise(policy.stop_patience, policy.stop_noise_factor),
         "distance": lambda: DistanceStagnation(policy.stop_patience, policy.stop_distance_delta),
         "max-rounds": lambda: MaxRounds(config.federation.num_rounds),
     }

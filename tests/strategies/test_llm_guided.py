@@ -20,7 +20,7 @@ from strategies.memory import ClientMemory
 from strategies.selection import build_selection
 from strategies.steps import build_step_policy
 from strategies.teacher import SteeredTeacher, TeacherPolicy
-from strategies.termination import NoisePlateau, build_termination
+from strategies.termination import NoisePlateau, TeacherNoise, build_termination, teacher_gaps
 from strategies.timing import Speed, estimate_seconds, fit_to_deadline
 
 BIG = 2**63 + 11  # node IDs are unsigned 64-bit; numpy must not see them
@@ -303,6 +303,53 @@ def test_noise_plateau_stops_within_the_noise_and_not_on_a_steady_gain() -> None
     assert math.isnan(NoisePlateau.noise([2.0, 1.0]))  # no change after round 1 yet
 
 
+def _gap_history(gaps: list[float], evaluate: bool = True) -> list[dict[str, Any]]:
+    """Round records whose clients' global-student gaps to their teachers are ``gaps``
+    (two clients, teachers at 0.5 and 0.7 nats; round 0 first)."""
+    teachers = {0: 0.5, 1: 0.7}
+    history: list[dict[str, Any]] = [{"round": 0, "val": {"loss": 2.0, "accuracy": 0.3}}]
+    for r, gap in enumerate(gaps, start=1):
+        student = {p: t + gap + (0.01 if p else -0.01) for p, t in teachers.items()}
+        clients = [
+            {
+                "partition-id": p,
+                "num-examples": 10,
+                "steps": 5,
+                "teacher-val-loss": t,
+                "global-val-loss": student[p],
+            }
+            for p, t in teachers.items()
+        ]
+        record: dict[str, Any] = {"round": r, "val": {"loss": 1.0, "accuracy": 0.5}}
+        record["clients"] = clients
+        if evaluate:  # the evaluate phase's figures are read first; the replies' are older
+            record["clients"] = [{**c, "global-val-loss": 9.0} for c in clients]
+            record["federated-val"] = {"clients": {str(p): {"loss": v} for p, v in student.items()}}
+        history.append(record)
+    return history
+
+
+def test_the_teacher_stop_fires_on_a_converged_run_and_not_on_a_noisy_one() -> None:
+    rule = TeacherNoise(patience=3, noise_factor=1.0)
+    assert teacher_gaps(_gap_history([0.9, 0.4])) == pytest.approx([0.9, 0.4])
+    assert teacher_gaps(_gap_history([0.9, 0.4], evaluate=False)) == pytest.approx([0.9, 0.4])
+    # Converged: the gap stopped closing and scatters by +-0.02 around 0.2.
+    converged = [0.9, 0.4, 0.2, 0.22, 0.19, 0.21, 0.2]
+    assert rule.check(5, _gap_history(converged[:5])) is None  # too few rounds to tell
+    reason = rule.check(6, _gap_history(converged[:6]))
+    assert reason is not None and "closed the gap to the teachers" in reason
+    # Matched: the student is as good as the teachers within the noise.
+    matched = [0.9, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01]
+    reason = rule.check(7, _gap_history(matched))
+    assert reason is not None and "within 0.0100 nats of the teachers" in reason
+    # Noisy but still learning: +-0.06 swings around a gap closing by 0.05 a round.
+    noisy = [0.9, 0.8, 0.81, 0.64, 0.65, 0.48, 0.49, 0.32, 0.33]
+    assert all(rule.check(r, _gap_history(noisy[:r])) is None for r in range(1, 10))
+    # One unlucky round after a steady gain does not end it either.
+    unlucky = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.6]
+    assert rule.check(7, _gap_history(unlucky)) is None
+
+
 class Fleet:
     """Fake clients 1x-8x slow whose teachers improve by a shrinking amount each chunk."""
 
@@ -378,3 +425,33 @@ def test_new_policies_repeat_under_a_seed_and_survive_resume() -> None:
         fleet_c = copy.deepcopy(fleet_a)
         new_ids = [node + 1000 for node in nodes]
         assert _fake_round(resumed, 6, new_ids, fleet_c) == _fake_round(first, 6, nodes, fleet_a)
+
+
+def test_utility_selection_repeats_under_a_seed_and_survives_resume() -> None:
+    """Every node in the federated teacher rounds (1 and 2), then k = 4 of 8 by utility,
+    none waiting more than the floor; the same under the seed and after a resume."""
+    from strategies import build_strategy
+
+    flat = {
+        "strategy": "llm-guided",
+        "selection": "utility",
+        "fraction-train": 0.5,
+        "selection-floor": 2,
+        "seed": 3,
+    }
+    nodes = [BIG + 7919 * i for i in range(8)]
+    first, second = (build_strategy(RunConfig.from_flat(flat)) for _ in range(2))
+    with task_identity():
+        why: list[str] = []
+        plans = [_fake_round(first, r, nodes, reasons=why) for r in range(1, 7)]
+        assert [_fake_round(second, r, nodes) for r in range(1, 7)] == plans
+        assert [len(plan) for plan in plans] == [8, 8, 4, 4, 4, 4]
+        assert "teacher adapters federated in round 2" in why[1] and "best" in why[2]
+        last = {p: 2 for p in range(8)}
+        for r, plan in enumerate(plans[2:], start=3):
+            last.update({p: r for p in plan})
+            assert all(r - seen <= 2 for seen in last.values()), (r, last)
+        resumed = build_strategy(RunConfig.from_flat(flat))
+        resumed.load_state(json.loads(json.dumps(first.state())))
+        new_ids = [node + 1000 for node in nodes]
+        assert _fake_round(resumed, 7, new_ids) == _fake_round(first, 7, nodes)
