@@ -30,7 +30,8 @@ fine-tunes its own teachers and pays for them:
   ``guided-steered-chunks``: teachers in 1-epoch chunks while they improve;
   ``guided-best-model``: the best round's student on the validation split;
   ``guided-utility``: Oort-style selection of half the nodes by their gap to
-  their teacher and their speed; ``guided-teacher-stop``: the stop when the gap
+  their teacher and their speed; ``guided-random-half``: the same places drawn
+  at random; ``guided-teacher-stop``: the stop when the gap
   to the teachers is within its noise; ``guided-teacher-levers``: both).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
@@ -130,6 +131,13 @@ EXTRA: dict[str, dict[str, Any]] = {
     # the teacher-reading levers: Oort-style selection of half the nodes after the
     # federated teacher rounds, and the stop on the gap to the teachers
     "guided-utility": {**GUIDED, "selection": "utility", "fraction-train": 0.5},
+    # the same places drawn at random (with the floor): what the teacher signal adds
+    "guided-random-half": {
+        **GUIDED,
+        "selection": "utility",
+        "fraction-train": 0.5,
+        "selection-explore": 1.0,
+    },
     "guided-teacher-stop": {**GUIDED, "termination": "teacher-noise", "stop-min-rounds": 6},
     "guided-teacher-levers": {
         **GUIDED,
