@@ -168,7 +168,7 @@ class TeacherUtility(SelectionPolicy):
         self.explore = explore
         self.floor = floor
         self.speed_exponent = speed_exponent
-        self.last_selected: dict[int, int] = {}
+        self.selected_round: dict[int, int] = {}
 
     @staticmethod
     def round_seconds(client: ClientMemory) -> float:
@@ -199,7 +199,7 @@ class TeacherUtility(SelectionPolicy):
         shuffled = self._shuffled(server_round, partitions)
         measured = [p for p in shuffled if p in clients and clients[p].measured]
         unmeasured = [p for p in shuffled if p not in measured]
-        waited = {p: server_round - self.last_selected.get(p, 0) for p in measured}
+        waited = {p: server_round - self.selected_round.get(p, 0) for p in measured}
         starved = sorted(
             (p for p in measured if waited[p] > self.floor),
             key=lambda p: (-waited[p], shuffled.index(p)),
@@ -214,7 +214,7 @@ class TeacherUtility(SelectionPolicy):
         explored = drawn[:explore]
         chosen = sorted(chosen + exploit + explored)
         for p in chosen:
-            self.last_selected[int(p)] = server_round
+            self.selected_round[int(p)] = server_round
         parts = [f"utility (rows x gap x speed), {k}"]
         if exploit:
             parts.append("best " + ", ".join(f"{p}: {utility[p]:.3g}" for p in exploit))
@@ -228,10 +228,10 @@ class TeacherUtility(SelectionPolicy):
         return chosen, "; ".join(parts)
 
     def state(self) -> dict[str, Any]:
-        return {"last-selected": {str(p): r for p, r in sorted(self.last_selected.items())}}
+        return {"selected-round": {str(p): r for p, r in sorted(self.selected_round.items())}}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        self.last_selected = {int(p): int(r) for p, r in state.get("last-selected", {}).items()}
+        self.selected_round = {int(p): int(r) for p, r in state.get("selected-round", {}).items()}
 
 
 def _or_inf(gap: float) -> float:
