@@ -82,10 +82,17 @@ def probe_head(
 
     Multinomial logistic regression, its ``C`` chosen from :data:`PROBE_CS` by
     the cross-entropy on ``val``. Classes absent from ``train_y`` get a weight
-    of zero and a bias far below the others (never predicted).
+    of zero and a bias far below the others (never predicted). A partition
+    with one class (a skewed non-IID split can give one) has nothing to
+    separate: its probe predicts that class for every row.
     """
+    weight = np.zeros((num_classes, train_x.shape[1]), dtype=np.float32)
+    bias = np.full(num_classes, ABSENT_BIAS, dtype=np.float32)
+    seen = np.unique(train_y)
+    if len(seen) < 2:
+        bias[seen] = 0.0
+        return weight, bias
     fits = [fit_logistic(unit(train_x), train_y, c) for c in PROBE_CS]
-    seen = fits[0].classes_
     val_seen = np.isin(val_y, seen)
 
     def val_loss(fit: Any) -> float:
@@ -96,13 +103,9 @@ def probe_head(
         return float(-np.log(proba[np.arange(len(columns)), columns]).mean())
 
     best = min(fits, key=val_loss)
-    weight = np.zeros((num_classes, train_x.shape[1]), dtype=np.float32)
-    bias = np.full(num_classes, ABSENT_BIAS, dtype=np.float32)
     if len(seen) == 2:  # sklearn keeps one row for two classes: split it evenly
         weight[seen[0]], weight[seen[1]] = -best.coef_[0] / 2, best.coef_[0] / 2
         bias[seen[0]], bias[seen[1]] = -best.intercept_[0] / 2, best.intercept_[0] / 2
-    elif len(seen) == 1:
-        bias[seen[0]] = 0.0
     else:
         weight[seen], bias[seen] = best.coef_, best.intercept_
     return weight, bias

@@ -18,6 +18,8 @@ from llm.probe import (
     is_head,
     pool_class_moments,
     pooled_probe_head,
+    probe_accuracy,
+    probe_head,
     unit,
 )
 from llm.teacher import finetune_teacher
@@ -152,3 +154,14 @@ def test_the_logistic_probe_is_fitted_to_its_optimum() -> None:
     # At the optimum the fit is a function of its inputs: round-off in them moves nothing.
     nudged = fit_logistic(x + 1e-7 * rng.normal(size=x.shape), y, 100.0)
     assert np.abs(nudged.coef_ - fit_logistic(x, y, 100.0).coef_).max() < 1e-3
+
+
+def test_a_one_class_partition_gets_a_probe_that_predicts_its_class() -> None:
+    """A skewed Dirichlet split can leave a client one class: logistic regression cannot
+    be fitted on it, so the probe predicts that class, and the others never."""
+    x, _ = _rows(4)
+    labels = np.full(len(x), 2)
+    weight, bias = probe_head(x, labels, x[:10], labels[:10], 3)
+    assert not weight.any()
+    assert bias[2] == 0.0 and bias[0] == bias[1] == ABSENT_BIAS
+    assert probe_accuracy((x, labels), (x[:10], np.array([2] * 9 + [0])), 3) == 0.9

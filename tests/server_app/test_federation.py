@@ -494,3 +494,38 @@ def test_flower_fedadam_aggregates_the_student_through_the_whole_pipeline(
         assert mine["student-val-loss"] == pytest.approx(theirs["student-val-loss"], abs=1e-5)
         assert mine["teacher-val-loss"] == pytest.approx(theirs["teacher-val-loss"], abs=1e-6)
     assert adam[1]["val"]["loss"] != pytest.approx(fedavg[1]["val"]["loss"], abs=1e-4)
+
+
+def test_a_client_whose_partition_has_one_class_trains_like_the_others(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Dirichlet alpha 0.2, seed 1: partition 1 of 3 holds 130 rows of one class. Its probe,
+    teacher and student train, and no round records a failure."""
+    run_in_process(
+        {
+            "task": "genomic",
+            "data-dir": str(shared_data / "genomic_nontata_promoters"),
+            "results-dir": str(tmp_path),
+            "num-server-rounds": 2,
+            "min-nodes": 3,
+            "partitioner": "dirichlet",
+            "dirichlet-alpha": 0.2,
+            "max-train-rows": 300,
+            "server-val-rows": 100,
+            "test-rows": 100,
+            "max-length": 64,
+            "teacher-epochs": 0.5,
+            "local-steps": 5,
+            "seed": 1,
+        },
+        num_nodes=3,
+    )
+    run_dir = _run_dir(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["failures"] == 0
+    rounds = read_rounds(run_dir / "rounds.jsonl")
+    for record in rounds[1:]:
+        assert sorted(c["partition-id"] for c in record["clients"]) == [0, 1, 2]
+    (one_class,) = [c for c in rounds[1]["clients"] if c["partition-id"] == 1]
+    assert one_class["probe-val-accuracy"] == 1.0  # its validation rows share its one class
+    assert one_class["teacher-steps"] > 0 and one_class["steps"] == 5
