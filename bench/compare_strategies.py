@@ -32,7 +32,10 @@ fine-tunes its own teachers and pays for them:
   ``guided-utility``: Oort-style selection of half the nodes by their gap to
   their teacher and their speed; ``guided-random-half``: the same places drawn
   at random; ``guided-teacher-stop``: the stop when the gap
-  to the teachers is within its noise; ``guided-teacher-levers``: both).
+  to the teachers is within its noise; ``guided-teacher-levers``: both;
+  ``guided-validated-teacher``: teacher chunks while the federated average
+  beats the best teacher yet, the pooled probe included, on the server's
+  validation rows).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -139,6 +142,14 @@ EXTRA: dict[str, dict[str, Any]] = {
         "selection-explore": 1.0,
     },
     "guided-teacher-stop": {**GUIDED, "termination": "teacher-noise", "stop-min-rounds": 6},
+    # the teacher budget read from the global teacher on the server's validation rows:
+    # 1-epoch chunks (within the cap) while each average beats the best teacher yet,
+    # the pooled probe included; the best is final
+    "guided-validated-teacher": {
+        **GUIDED,
+        "teacher-policy": "validated",
+        "teacher-chunk-epochs": 1.0,
+    },
     "guided-teacher-levers": {
         **GUIDED,
         "selection": "utility",

@@ -27,7 +27,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.clientapp import ClientApp
 
 from client_app.host import node_host
-from client_app.node import ClientNode, TeacherView
+from client_app.node import ClientNode
+from client_app.state import TeacherView
 from config.logs import configure_logging
 from config.messages import (
     BACKEND_KEY,

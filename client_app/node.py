@@ -20,62 +20,24 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flwr.app import Context
 
 from client_app.runtime import runtime
-from client_app.state import NodeState
+from client_app.state import NodeState, TeacherView
 from config.messages import teacher_steps as epochs_to_steps
 from llm.cache import NodeCache, embeddings_key, teacher_key
 from llm.inference import pooled_embeddings
 from llm.probe import is_head, probe_accuracy
-from llm.teacher import TeacherOutputs, finetune_teacher
+from llm.teacher import TeacherOutputs, finetune_teacher, probe_teacher
 from llm.teacher_model import build_teacher_model, load_trainable_arrays
 from quantum.executor import Executor
 from quantum.student import QuantumStudent, build_student
 from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TeacherView:
-    """The teacher outputs and figures a round needs.
-
-    Attributes
-    ----------
-    train_logits, val_logits : np.ndarray
-        The teacher on the client's train and validation rows.
-    val_loss, val_accuracy, untrained_val_loss : float
-        Cross-entropy (nats) and accuracy on the validation rows, now and before
-        any fine-tuning.
-    seconds_this_round : float
-        Fine-tuning seconds spent in this message (0 when nothing was trained).
-    steps_this_round : int
-        The optimizer steps of this message's new chunk, trained here or read
-        from the cache: within the budget sent.
-    restore_steps : int
-        The optimizer steps run to rebuild a teacher this node had lost (the
-        restore budget sent; 0 when it held its teacher).
-    total_steps : int
-        Optimizer steps the teacher it now holds has had.
-    version : int
-        Teacher federation: the teacher round behind the logits (0: a local teacher).
-    """
-
-    train_logits: np.ndarray
-    val_logits: np.ndarray
-    val_loss: float
-    val_accuracy: float
-    untrained_val_loss: float
-    seconds_this_round: float
-    steps_this_round: int
-    restore_steps: int
-    total_steps: int
-    version: int = 0
 
 
 class ClientNode:
@@ -356,6 +318,8 @@ class ClientNode:
             self.store.put_numbers(**{"teacher-version": teacher_round})
             self.seconds["teacher"] = 0.0
             return self._view(0.0, 0, 0), None
+        if final and received is not None and is_head(received):
+            return self._final_head(received, teacher_round), None
         train, val = self.splits
         cfg, seed = self.config.teacher, self._teacher_seed()
         fresh = received is None or is_head(received)  # round 1: no adapters yet
@@ -370,6 +334,17 @@ class ClientNode:
         self._remember_teacher(out, before + out.steps, first=fresh, version=teacher_round)
         self.seconds["teacher"] = seconds
         return self._view(seconds, out.steps, 0), None if final else out.arrays
+
+    def _final_head(self, head: dict[str, np.ndarray], teacher_round: int) -> TeacherView:
+        """The final federated teacher is a probe head alone (``teacher-policy=validated``
+        kept the teachers' start): its logits from the embeddings this node holds."""
+        out = probe_teacher(head, self.features(), self.splits[1].labels)
+        self._remember_teacher(out, self.held_teacher_steps, first=True, version=teacher_round)
+        self.seconds["teacher"] = out.seconds
+        logger.info(
+            "%s: the final teacher is the pooled probe, val loss %.4f", self.name, out.val_loss
+        )
+        return self._view(out.seconds, 0, 0)
 
     def _holds(self, arrays: Mapping[str, np.ndarray]) -> bool:
         """Whether this node's teacher has exactly these adapters and head."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -83,3 +84,40 @@ class NodeState:
         if _TEXT not in self._state.config_records:
             self._state[_TEXT] = ConfigRecord({})
         return self._state.config_records[_TEXT]
+
+
+@dataclass(frozen=True)
+class TeacherView:
+    """The teacher outputs and figures a round needs.
+
+    Attributes
+    ----------
+    train_logits, val_logits : np.ndarray
+        The teacher on the client's train and validation rows.
+    val_loss, val_accuracy, untrained_val_loss : float
+        Cross-entropy (nats) and accuracy on the validation rows, now and before
+        any fine-tuning.
+    seconds_this_round : float
+        Fine-tuning seconds spent in this message (0 when nothing was trained).
+    steps_this_round : int
+        The optimizer steps of this message's new chunk, trained here or read
+        from the cache: within the budget sent.
+    restore_steps : int
+        The optimizer steps run to rebuild a teacher this node had lost (the
+        restore budget sent; 0 when it held its teacher).
+    total_steps : int
+        Optimizer steps the teacher it now holds has had.
+    version : int
+        Teacher federation: the teacher round behind the logits (0: a local teacher).
+    """
+
+    train_logits: np.ndarray
+    val_logits: np.ndarray
+    val_loss: float
+    val_accuracy: float
+    untrained_val_loss: float
+    seconds_this_round: float
+    steps_this_round: int
+    restore_steps: int
+    total_steps: int
+    version: int = 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from config.fields import at_least, check, check_choice, is_seconds, positive, setting
 
 AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
-TEACHER_POLICIES = ("once", "steered")
+TEACHER_POLICIES = ("once", "steered", "validated")
 FINAL_MODELS = ("last", "best-val", "average")
 
 
@@ -79,8 +79,11 @@ class PolicyConfig:
     teacher_policy: str = setting(
         "teacher-policy",
         "once",
-        "llm-guided: once (teacher-epochs in a client's first round) or steered (chunks of "
-        "teacher-chunk-epochs while its validation loss keeps falling, up to teacher-epochs).",
+        "llm-guided: once (teacher-epochs in a client's first round), steered (chunks of "
+        "teacher-chunk-epochs while its validation loss keeps falling, up to teacher-epochs) "
+        "or validated (teacher-federation=fedavg: a chunk per federated round while the "
+        "average lowers the server's validation loss below the best teacher yet, the pooled "
+        "probe included; the best is final).",
     )
     teacher_max_steps: int = setting(
         "teacher-max-steps",
@@ -89,13 +92,14 @@ class PolicyConfig:
         "(its epochs are cut to fit); 0 = no cap.",
     )
     teacher_chunk_epochs: float = setting(
-        "teacher-chunk-epochs", 1.0, "steered: epochs of one teacher chunk (> 0)."
+        "teacher-chunk-epochs", 1.0, "steered, validated: epochs of one teacher chunk (> 0)."
     )
     teacher_min_delta: float = setting(
         "teacher-min-delta",
         0.01,
         "steered: a chunk must lower the teacher's val loss by this (nats) to earn another; "
-        "else the teacher has converged.",
+        "else the teacher has converged. validated: the same for the global teacher's loss "
+        "on the server's validation rows.",
     )
     deadline: str = setting(
         "deadline",

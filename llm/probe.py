@@ -272,6 +272,17 @@ def head_arrays(weight: np.ndarray, bias: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(PROBE_HEAD, (weight.astype(np.float32), bias.astype(np.float32)), strict=True))
 
 
+def head_logits(features: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A probe head's logits (rows, classes) on the frozen base's pooled embeddings.
+
+    A teacher that is a head alone on fresh adapters (LoRA's update starts at
+    zero) gives these same logits, so a node or the server that holds the
+    embeddings needs no pass of the LLM for them.
+    """
+    weight, bias = (np.asarray(arrays[name], dtype=np.float32) for name in PROBE_HEAD)
+    return np.asarray(unit(np.asarray(features, dtype=np.float32)) @ weight.T + bias)
+
+
 def is_head(arrays: Mapping[str, Any]) -> bool:
     """True when ``arrays`` are a probe head alone (a teacher's start, no adapters)."""
     return set(arrays) == set(PROBE_HEAD)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from config.model_sections import TeacherConfig
 from llm.inference import encode, model_device, pooled_embeddings, predict_logits
-from llm.probe import PROBE_HEAD, is_head, logit_metrics, probe_head
+from llm.probe import PROBE_HEAD, head_logits, is_head, logit_metrics, probe_head
 from llm.teacher_model import build_teacher_model, load_trainable_arrays, set_head, trainable_arrays
 from tasks.datasets import TextDataset
 
@@ -164,6 +164,27 @@ def finetune_teacher(
         outputs.seconds,
     )
     return outputs
+
+
+def probe_teacher(
+    head: dict[str, np.ndarray], features: tuple[np.ndarray, np.ndarray], val_labels: np.ndarray
+) -> TeacherOutputs:
+    """A teacher that is a probe head alone on fresh adapters, from the frozen base's
+    embeddings of the (train, validation) rows: the same logits as the model would give
+    (LoRA's update starts at zero), with no pass of the LLM."""
+    started = time.perf_counter()
+    train_logits, val_logits = (head_logits(x, head) for x in features)
+    val_loss, val_accuracy = logit_metrics(val_logits, val_labels)
+    return TeacherOutputs(
+        train_logits=train_logits,
+        val_logits=val_logits,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        untrained_val_loss=val_loss,
+        steps=0,
+        seconds=time.perf_counter() - started,
+        arrays=head,
+    )
 
 
 def _starting_model(

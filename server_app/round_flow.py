@@ -53,6 +53,7 @@ from server_app.round_record import RoundOutcome, round_record
 from server_app.server_data import evaluate_global
 from server_app.setup import Federation
 from server_app.teacher_federation import record_bytes
+from server_app.teacher_report import judge_global_teacher
 from strategies.replies import reply_node
 from strategies.rounds import TrainOutcome, TrainRound
 
@@ -94,6 +95,7 @@ class RoundInProgress:
     refused: list[dict[str, Any]] = field(default_factory=list)  # for their teacher arrays
     silent: list[dict[str, Any]] = field(default_factory=list)  # no reply in time
     teacher_bytes: int = 0
+    teacher_val: dict[str, Any] | None = None  # teacher-policy=validated: the new average judged
     applied: bool = False
     train_done: float = 0.0
     aggregate_done: float = 0.0
@@ -174,6 +176,14 @@ class RoundFlow(Strategy):
             step.teacher_bytes = collected.bytes_received
             if collected.final_after is not None:  # ended early: later rounds keep it
                 strategy.teacher_policy.end_federation(collected.final_after)
+            if collected.pooled and strategy.teacher_policy.reads_server_val:
+                step.teacher_val = judge_global_teacher(
+                    fed.config,
+                    strategy.teacher_policy,
+                    fed.teachers,
+                    step.server_round,
+                    (fed.data.val_rows, fed.data.val.features),
+                )
         timeout = fed.config.federation.round_timeout
         step.silent = silent_nodes(
             step.train.messages, step.replies, strategy.partitions, step.server_round, timeout
@@ -282,6 +292,7 @@ class RoundFlow(Strategy):
             val=val,
             test=test,
             federated_val=step.federated,
+            teacher_val=step.teacher_val,
             step_mismatches=outcome.step_mismatches,
             seconds={
                 "total": done - step.started,

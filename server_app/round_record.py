@@ -41,6 +41,10 @@ class RoundOutcome:
     federated_val : dict or None
         Flower's evaluate phase (``fraction-evaluate``): the new global student on
         the asked clients' own validation rows (:mod:`strategies.evaluation`).
+    teacher_val : dict or None
+        ``teacher-policy=validated``: the round's global teacher on the server's
+        validation rows and the verdict on it
+        (:func:`server_app.teacher_report.judge_global_teacher`).
     step_mismatches : list of dict
         ``{"partition-id", "planned", "ran"}`` per client that ran other steps than planned.
     node_info : dict
@@ -65,6 +69,7 @@ class RoundOutcome:
     step_mismatches: Sequence[Mapping[str, int]] = ()
     node_info: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     federated_val: Mapping[str, Any] | None = None
+    teacher_val: Mapping[str, Any] | None = None
 
 
 def initial_record(
@@ -141,6 +146,8 @@ def round_record(outcome: RoundOutcome) -> dict[str, Any]:
         record["test"] = dict(outcome.test)
     if outcome.federated_val is not None:
         record["federated-val"] = dict(outcome.federated_val)
+    if outcome.teacher_val is not None:
+        record["teacher-val"] = dict(outcome.teacher_val)
     record["quantum-cost"] = sum_costs(cost_rows(record))
     return record
 

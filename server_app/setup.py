@@ -32,6 +32,7 @@ from server_app.results import ResultsWriter
 from server_app.round_record import initial_record
 from server_app.server_data import ServerData, evaluate_global
 from server_app.teacher_federation import TeacherFederation, average_arrays
+from server_app.teacher_report import judge_global_teacher
 from strategies.registry import build_strategy
 from strategies.student_fedavg import StudentFedAvg
 
@@ -203,6 +204,11 @@ def _round_zero(
     )
     if federation.config.data.test_every_round:
         record["test"] = evaluate_global(student, federation.arrays, data.test)
+    teachers, policy = federation.teachers, federation.strategy.teacher_policy
+    if policy.reads_server_val and teachers is not None and teachers.start is not None:
+        record["teacher-val"] = judge_global_teacher(
+            federation.config, policy, teachers, 0, (data.val_rows, data.val.features)
+        )
     writer.write_round(record)
     logger.info(
         "round 0: validation acc %.3f loss %.4f (majority %.3f)",

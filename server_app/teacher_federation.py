@@ -94,6 +94,7 @@ class TeacherReplies:
     bytes_received: int
     # With teacher-fedavg-early-end: the round after which the federated teacher became final.
     final_after: int | None = None
+    pooled: bool = False  # whether the round's adapters made a new global teacher
 
 
 def teacher_problem(
@@ -168,6 +169,8 @@ class TeacherFederation:
         self.start = start  # the head the teachers start from (pooled probe), if any
         self.aggregation, self.trim_fraction, self.byzantine = aggregation, trim_fraction, byzantine
         self.global_arrays: dict[str, np.ndarray] | None = None
+        # The teacher that stays final if a judged average is not kept (see settle()).
+        self.best_arrays: dict[str, np.ndarray] | None = start
         self.versions: dict[int, int] = {}  # partition -> teacher round behind its logits
 
     def attach(
@@ -243,7 +246,7 @@ class TeacherFederation:
                 len(self.global_arrays),
             )
         kept = [r for r in replies if all(r is not bad for bad in refused)]
-        return TeacherReplies(kept, failures, received, final_after)
+        return TeacherReplies(kept, failures, received, final_after, bool(contributions))
 
     def _offered(
         self,
@@ -288,6 +291,20 @@ class TeacherFederation:
             return {k: np.asarray(v, dtype=np.float32) for k, v in pooled.items()}
         return clipped_mean(contributions, TEACHER_CLIP_FACTOR)
 
+    def settle(self, server_round: int, keep: bool) -> None:
+        """A judge's verdict on this round's average (``teacher-policy=validated``).
+
+        ``keep``: the average is the best teacher yet, and the federation goes on.
+        Otherwise the federation ends after this round, and the best teacher
+        before it (an earlier average, or the start) is the final one.
+        """
+        if keep:
+            self.best_arrays = self.global_arrays
+            return
+        self.rounds = min(self.rounds, server_round)
+        if self.best_arrays is not None:
+            self.global_arrays = self.best_arrays
+
     def state(self) -> dict[str, Any]:
         """The federated rounds and each client's teacher version (for the record)."""
         return {"rounds": self.rounds, "versions": {str(k): v for k, v in self.versions.items()}}
@@ -301,6 +318,7 @@ class TeacherFederation:
         self.rounds = int(state["rounds"])
         self.versions = {}
         self.global_arrays = arrays
+        self.best_arrays = arrays if arrays is not None else self.start
 
 
 def _refusal(reply: Message, client: int, problem: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,8 +25,10 @@ import numpy as np
 from config.messages import TRAIN_KEYS
 from config.run_config import RunConfig
 from llm.inference import predict_logits
-from llm.probe import logit_metrics
-from llm.teacher_model import build_teacher_model, load_trainable_arrays
+from llm.probe import PROBE_HEAD, head_logits, is_head, logit_metrics
+from llm.teacher_model import build_teacher_model, load_trainable_arrays, set_head
+from server_app.teacher_federation import TeacherFederation
+from strategies.teacher import TeacherPolicy
 from tasks.datasets import TextDataset
 
 logger = logging.getLogger(__name__)
@@ -56,15 +59,72 @@ def _mean(values: Any) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def global_teacher_accuracy(
-    config: RunConfig, arrays: Mapping[str, np.ndarray], rows: TextDataset
-) -> float:
-    """The federated teacher (its pooled adapters and head) scored on ``rows``."""
+def global_teacher_metrics(
+    config: RunConfig,
+    arrays: Mapping[str, np.ndarray],
+    rows: TextDataset,
+    features: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """The federated teacher (its pooled adapters and head, or a head alone) scored on
+    ``rows``: cross-entropy (nats) and accuracy. A head alone reads ``features`` (the
+    frozen base's embeddings of ``rows``) where given, with no pass of the LLM."""
+    if is_head(arrays) and features is not None:
+        return logit_metrics(head_logits(features, arrays), rows.labels)
     cfg = config.teacher
     model, tokenizer = build_teacher_model(cfg, rows.num_classes, config.federation.seed)
-    load_trainable_arrays(model, dict(arrays))
+    if is_head(arrays):
+        set_head(model, *(arrays[name] for name in PROBE_HEAD))
+    else:
+        load_trainable_arrays(model, dict(arrays))
     logits = predict_logits(model, tokenizer, rows.texts, cfg.max_length, cfg.embed_batch_size)
-    return logit_metrics(logits, rows.labels)[1]
+    return logit_metrics(logits, rows.labels)
+
+
+def judge_global_teacher(
+    config: RunConfig,
+    policy: TeacherPolicy,
+    teachers: TeacherFederation,
+    teacher_round: int,
+    val: tuple[TextDataset, np.ndarray],
+) -> dict[str, Any]:
+    """Score the global teacher of ``teacher_round`` (0: the start) on the server's
+    validation rows and let ``policy`` judge it (``teacher-policy=validated``).
+
+    ``val``: the rows and their frozen-base embeddings. A teacher round's average
+    that is not kept ends the federation, the best teacher yet final. Returns the
+    round record's ``teacher-val``: the loss (nats), accuracy, verdict, the round
+    of the final teacher when the federation ended, and the scoring's seconds.
+    """
+    started = time.perf_counter()
+    arrays = teachers.global_arrays if teacher_round else teachers.start
+    assert arrays is not None
+    loss, accuracy = global_teacher_metrics(config, arrays, *val)
+    kept = policy.judge(teacher_round, loss)
+    record: dict[str, Any] = {"teacher-round": teacher_round, "loss": loss, "accuracy": accuracy}
+    record["kept"] = kept
+    name = "the teachers' start" if teacher_round == 0 else f"round {teacher_round}'s average"
+    if teacher_round and not kept:
+        teachers.settle(teacher_round, keep=False)
+        policy.end_federation(teacher_round)
+        best = policy.best
+        record["final-teacher-round"] = best[0] if best is not None else teacher_round
+        verdict = (
+            f"not below the best teacher yet by teacher-min-delta; the teacher of round "
+            f"{record['final-teacher-round']} (0: the start) is final"
+        )
+    else:
+        if teacher_round:
+            teachers.settle(teacher_round, keep=True)
+        verdict = "the best teacher yet" if teacher_round else "the yardstick"
+    record["seconds"] = time.perf_counter() - started
+    logger.info(
+        "%s: server validation loss %.4f nats, acc %.3f: %s (teacher-policy=validated)",
+        name,
+        loss,
+        accuracy,
+        verdict,
+    )
+    return record
 
 
 def teacher_summary(
@@ -77,8 +137,8 @@ def teacher_summary(
     """``summary.json``'s ``teacher``; warns once when teachers ended below their probe."""
     summary: dict[str, Any] = {"federation": config.teacher.federation, **clients_teacher(rounds)}
     if global_arrays is not None:
-        summary["val-accuracy"] = global_teacher_accuracy(config, global_arrays, val_rows)
-        summary["test-accuracy"] = global_teacher_accuracy(config, global_arrays, test_rows)
+        summary["val-accuracy"] = global_teacher_metrics(config, global_arrays, val_rows)[1]
+        summary["test-accuracy"] = global_teacher_metrics(config, global_arrays, test_rows)[1]
     else:
         summary["val-accuracy"] = summary["test-accuracy"] = None
     if summary["below-probe"]:

@@ -19,6 +19,7 @@ from strategies.llm_guided import FedProx, LLMGuidedStrategy, LLMQFLReference
 from strategies.selection import SELECTIONS
 from strategies.steps import RATIO_RULES, STEP_POLICIES, parse_arms
 from strategies.student_fedavg import StudentFedAvg
+from strategies.teacher import build_teacher_policy
 from strategies.termination import parse_rules
 
 BUILTIN: dict[str, type[StudentFedAvg]] = {
@@ -71,6 +72,7 @@ def check_strategy(config: RunConfig) -> None:
             f"every budget must be in {bounds}",
         )
     check_choice("selection", policy.selection, tuple(SELECTIONS))
+    build_teacher_policy(config)  # teacher-policy=validated needs federated teachers
     parse_rules(policy.termination)
     local_steps = config.student.local_steps
     if strategy in ("llm-guided", "llmqfl-reference") and policy.steps_policy in RATIO_RULES:

@@ -226,6 +226,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, ClientBooks, FedAvg):
             "val-history": list(self.val_history),
             "declared-examples": {str(p): n for p, n in self.declared_examples.items()},
             "declared-val-examples": {str(p): n for p, n in self.declared_val_examples.items()},
+            "teacher": self.teacher_policy.state(),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -236,6 +237,7 @@ class StudentFedAvg(RoundPlanner, FederatedEvaluation, ClientBooks, FedAvg):
         self.declare_val_examples(
             {int(p): n for p, n in state.get("declared-val-examples", {}).items()}
         )
+        self.teacher_policy.load_state(state.get("teacher", {}))
 
     # ------------------------------------------------------------ the train phase
     def configure_round(

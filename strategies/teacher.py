@@ -20,6 +20,12 @@ the student matches a weak teacher early by learning the local labels, and
 on the benchmark federation (``bench/compare_strategies.py``, one seed) the
 global student then stayed 5-7 validation points below FedAvg's.
 
+- :class:`ValidatedTeacher` (teacher federation only): a chunk per federated
+  round while each new global teacher lowers the loss on the server's
+  validation rows below the best teacher yet, the pooled probe the teachers
+  start from included; the best is final. It is the one policy that reads
+  the teacher every client distils from, on rows no client trains on.
+
 With teacher federation (``teacher-federation=fedavg``) the same decisions
 apply in the K = ``teacher-fedavg-rounds`` federated rounds, where a chunk
 fine-tunes the received global adapters: :class:`TeacherOnce` gives
@@ -37,6 +43,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from config.errors import ConfigError
 from strategies.memory import ClientMemory
 
 
@@ -47,6 +54,9 @@ class TeacherPolicy:
     """
 
     name = "once"
+    #: Whether the round flow scores each federated teacher on the server's validation
+    #: rows and hands the loss to :meth:`judge`.
+    reads_server_val = False
 
     def __init__(self, epochs: float, federated_rounds: int = 0) -> None:
         self.epochs = epochs
@@ -69,6 +79,16 @@ class TeacherPolicy:
         resumed run's teacher state): no later round fine-tunes it."""
         if self.federated_rounds:
             self.federated_rounds = min(self.federated_rounds, rounds)
+
+    def judge(self, teacher_round: int, loss: float) -> bool:
+        """Read the global teacher's loss on the server's validation rows (only policies
+        that :attr:`reads_server_val`); True: its federation may go on."""
+        return True
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        """``(teacher round, loss)`` of the best global teacher judged (None: none judged)."""
+        return None
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable state (none: decisions follow from the client's memory)."""
@@ -137,13 +157,88 @@ class SteeredTeacher(TeacherPolicy):
         return chunk, f"still improving: {done:.2f} epochs done, {chunk:g} more"
 
 
-TEACHER_POLICIES = {"once": TeacherPolicy, "steered": SteeredTeacher}
+class ValidatedTeacher(TeacherPolicy):
+    """Teacher federation steered by the global teacher's loss on the server's validation rows.
+
+    Each federated round fine-tunes one chunk of ``teacher-chunk-epochs``
+    (within ``teacher-max-steps``) from the global teacher. After the round
+    the server scores the new average on its validation rows
+    (:meth:`judge`): the teacher federation goes on while each average lowers
+    that loss by at least ``teacher-min-delta`` below the best teacher yet,
+    the teachers' start (the pooled probe, round 0) included. The first
+    average that does not ends it, and the best teacher is the final one:
+    where fine-tuning did not beat the pooled probe, every client distils
+    from the probe, whose logits it computes from the embeddings it holds.
+    Needs ``teacher-federation=fedavg`` (only then does the server hold the
+    teacher every client distils from).
+
+    The losses read are kept as :attr:`scores` (``[teacher round, nats]``),
+    saved and restored with the strategy.
+    """
+
+    name = "validated"
+    reads_server_val = True
+
+    def __init__(self, chunk_epochs: float, min_delta: float, federated_rounds: int) -> None:
+        super().__init__(chunk_epochs, federated_rounds)
+        self.min_delta = min_delta
+        self.scores: list[tuple[int, float]] = []
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        """``(teacher round, loss)`` of the best global teacher, the last one kept (None:
+        none scored yet); an average within ``min_delta`` of it was not kept."""
+        best = None
+        for teacher_round, loss in self.scores:
+            if best is None or loss < best[1] - self.min_delta:
+                best = (teacher_round, loss)
+        return best
+
+    def decide(
+        self, server_round: int, partition: int, client: ClientMemory | None
+    ) -> tuple[float, str]:
+        if server_round > self.federated_rounds:
+            return 0.0, "the federated teacher is final"
+        best = self.best
+        if best is None:
+            return self.epochs, f"federated round {server_round}: a first chunk"
+        teacher_round, loss = best
+        start = "the start" if teacher_round == 0 else f"the average of round {teacher_round}"
+        return self.epochs, (
+            f"federated round {server_round}: {start} is the best teacher yet, server val "
+            f"loss {loss:.4f} nats"
+        )
+
+    def judge(self, teacher_round: int, loss: float) -> bool:
+        """Record the global teacher of ``teacher_round`` (0: the start) and its loss on the
+        server's validation rows; True when it is the new best by at least ``min_delta``
+        (its federation may go on), False when the best teacher yet stays final."""
+        best = self.best
+        self.scores.append((teacher_round, float(loss)))
+        return best is None or loss < best[1] - self.min_delta
+
+    def state(self) -> dict[str, Any]:
+        return {"scores": [list(s) for s in self.scores]}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.scores = [(int(r), float(loss)) for r, loss in state.get("scores", [])]
+
+
+TEACHER_POLICIES = {"once": TeacherPolicy, "steered": SteeredTeacher, "validated": ValidatedTeacher}
 
 
 def build_teacher_policy(config: Any) -> TeacherPolicy:
     """The ``teacher-policy`` of a ``RunConfig``."""
     policy, teacher = config.policy, config.teacher
     federated = federated_teacher_rounds(config)
+    if policy.teacher_policy == "validated":
+        if not federated:
+            raise ConfigError(
+                "teacher-policy='validated' scores the global teacher on the server's "
+                "validation rows: it needs teacher-federation='fedavg' (for local teachers "
+                "use teacher-policy='steered')"
+            )
+        return ValidatedTeacher(policy.teacher_chunk_epochs, policy.teacher_min_delta, federated)
     if policy.teacher_policy == "steered":
         return SteeredTeacher(
             teacher.epochs,

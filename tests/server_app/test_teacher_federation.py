@@ -23,7 +23,7 @@ from client_app.node import ClientNode
 from config.messages import TEACHER_FINAL_KEY, TEACHER_KEY, TEACHER_ROUND_KEY, teacher_steps
 from harness.inprocess import run_in_process, task_identity
 from llm.inference import predict_logits
-from llm.probe import logit_metrics
+from llm.probe import head_logits, logit_metrics
 from server_app.results import read_rounds
 from server_app.teacher_federation import TeacherFederation, average_arrays
 from strategies import StudentFedAvg
@@ -235,3 +235,53 @@ def test_federated_teachers_train_the_budget_the_strategy_sent(
     assert steps == {"0": [3, 1, 0], "1": [3, 1, 0]}
     assert all("capped at 4 steps" in r for r in rounds[1]["teacher-reasons"].values())
     assert set(rounds[2]["teacher-reasons"].values()) == {"the federated teacher is final"}
+
+
+def test_the_validated_teacher_keeps_the_pooled_probe_when_fine_tuning_does_not_beat_it(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """teacher-policy=validated with a bar no average can clear (teacher-min-delta of 10
+    nats): round 1's average is judged on the server's validation rows and not kept, the
+    federation ends, and every client distils from the pooled probe, its logits computed
+    from the embeddings it holds."""
+    grid = run_in_process(
+        {
+            **_small_fedavg(tmp_path, shared_data),
+            "num-server-rounds": 3,
+            "strategy": "llm-guided",
+            "selection": "all",
+            "steps-policy": "fixed",
+            "termination": "max-rounds",
+            "teacher-fedavg-rounds": 2,
+            "teacher-policy": "validated",
+            "teacher-chunk-epochs": 0.5,
+            "teacher-min-delta": 10.0,
+        },
+        num_nodes=2,
+    )
+    (run_dir,) = tmp_path.iterdir()
+    zero, first, second, third = read_rounds(run_dir / "rounds.jsonl")
+    assert zero["teacher-val"]["teacher-round"] == 0 and zero["teacher-val"]["kept"]
+    judged = first["teacher-val"]
+    assert judged["teacher-round"] == 1 and not judged["kept"]
+    assert judged["final-teacher-round"] == 0
+    assert all(c["teacher-steps"] == 2 for c in first["clients"])  # 0.5 epochs of 48 rows
+    # Round 2: the final teacher is the start, the pooled probe head alone (3 x 384
+    # weights and 3 biases, float32, to each of 2 clients); nothing is trained.
+    head_bytes = 2 * (3 * 384 + 3) * 4
+    assert head_bytes <= second["teacher-bytes-sent"] < head_bytes + 1024
+    assert set(second["teacher-reasons"].values()) == {"the federated teacher is final"}
+    for client in second["clients"]:
+        assert client["teacher-version"] == 2 and client["teacher-steps"] == 0
+    assert third["teacher-bytes-sent"] == 0 and "teacher-val" not in third
+    # Each client's teacher is the probe: its logits are the head's on its own embeddings,
+    # and the summary's global teacher is the start the server judged in round 0.
+    for context in grid.contexts.values():
+        node = ClientNode(context)
+        head = node.store.arrays("adapters")
+        assert set(head) == {"classifier.weight", "classifier.bias"}
+        _, val_x = node.features()
+        logits = node.store.arrays("teacher")["val"]
+        assert np.allclose(logits, head_logits(val_x, head), atol=1e-6)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["teacher"]["val-accuracy"] == pytest.approx(zero["teacher-val"]["accuracy"])

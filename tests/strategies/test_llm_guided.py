@@ -19,7 +19,7 @@ from server_app.preflight import preflight
 from strategies.memory import ClientMemory
 from strategies.selection import build_selection
 from strategies.steps import build_step_policy
-from strategies.teacher import SteeredTeacher, TeacherPolicy
+from strategies.teacher import SteeredTeacher, TeacherPolicy, ValidatedTeacher
 from strategies.termination import NoisePlateau, TeacherNoise, build_termination, teacher_gaps
 from strategies.timing import Speed, estimate_seconds, fit_to_deadline
 
@@ -62,6 +62,7 @@ def test_every_policy_state_round_trips_through_json() -> None:
         ({"final-model": "mean"}, "final-model"),
         ({"strategy": "llm-guided", "local-steps": 500}, "local-steps"),
         ({"strategy": "llmqfl-reference", "steps-policy": "bandit"}, "steps-policy"),
+        ({"teacher-policy": "validated", "teacher-federation": "local"}, "teacher-policy"),
     ],
 )
 def test_bad_policy_settings_fail_with_one_line_naming_the_key(
@@ -197,6 +198,48 @@ def test_steered_teacher_trains_in_chunks_while_they_pay() -> None:
     once = TeacherPolicy(2.0)
     assert once.decide(1, 0, None) == (2.0, "first participation")
     assert once.decide(2, 0, _teacher_memory([1.1, 0.5], 1.0, steps=20)) == (0.0, "kept")
+
+
+def test_the_validated_teacher_federates_while_the_average_beats_the_best_teacher_yet() -> None:
+    """teacher-policy=validated: chunks while each average lowers the server's validation
+    loss by teacher-min-delta below the best teacher yet (the start included); the first
+    that does not ends the federation with the best teacher final. Resumes from state."""
+    import numpy as np
+
+    from server_app.teacher_federation import TeacherFederation
+
+    start = {"classifier.weight": np.zeros((2, 3), np.float32), "classifier.bias": np.ones(2)}
+    averages = [{"lora": np.full(2, float(r), np.float32)} for r in range(4)]
+    policy = ValidatedTeacher(chunk_epochs=0.5, min_delta=0.01, federated_rounds=3)
+    teachers = TeacherFederation(3, start=start)
+    assert policy.decide(1, 0, None) == (0.5, "federated round 1: a first chunk")
+    assert policy.judge(0, 0.60)  # the start: the yardstick
+    assert policy.decide(1, 0, None)[1].startswith("federated round 1: the start is the best")
+    for teacher_round, loss in [(1, 0.55), (2, 0.545)]:  # 0.05 below the start; then 0.005
+        teachers.global_arrays = averages[teacher_round]
+        keep = policy.judge(teacher_round, loss)
+        teachers.settle(teacher_round, keep)
+        if not keep:
+            policy.end_federation(teacher_round)
+    assert policy.best == (1, 0.55) and policy.scores == [(0, 0.60), (1, 0.55), (2, 0.545)]
+    assert teachers.rounds == policy.federated_rounds == 2  # ended after round 2 of 3
+    assert teachers.global_arrays is averages[1]  # the best teacher is final
+    assert policy.decide(3, 0, None) == (0.0, "the federated teacher is final")
+    # An average above the start: the start stays final.
+    first = TeacherFederation(2, start=start)
+    worse = ValidatedTeacher(0.5, 0.01, 2)
+    worse.judge(0, 0.60)
+    first.global_arrays = averages[1]
+    first.settle(1, worse.judge(1, 0.70))
+    assert first.global_arrays is start and first.rounds == 1
+    # The decisions survive a resume through JSON.
+    restored = ValidatedTeacher(0.5, 0.01, 3)
+    restored.load_state(json.loads(json.dumps(policy.state())))
+    restored.end_federation(2)
+    assert restored.best == policy.best
+    assert [restored.decide(r, 0, None) for r in (2, 3)] == [
+        policy.decide(r, 0, None) for r in (2, 3)
+    ]
 
 
 def test_time_aware_budgets_equalise_a_constructed_round() -> None:
