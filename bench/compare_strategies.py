@@ -14,15 +14,18 @@ fine-tunes its own teachers and pays for them:
 - ``fedavg``: every client trains ``--local-steps`` steps every round for
   ``--rounds`` rounds, teachers fine-tuned for ``teacher-epochs`` in round 1
   (the baseline);
-- ``llm-guided``: :data:`GUIDED`: each teacher fine-tuned for ``teacher-epochs``
-  but at most ``teacher-max-steps`` steps, each student budget at most
-  ``student-max-epochs`` passes over the client's rows, time-aware budgets
-  against each round's median (slow clients' student steps cut), FedAvg's
+- ``llm-guided``: :data:`GUIDED`: the federated teacher trained in 1-epoch
+  chunks (at most ``teacher-max-steps`` steps in all) while each average
+  beats the best teacher yet on the server's validation rows, the pooled
+  probe included (``teacher-policy=validated``), FedAvg's student budgets,
   aggregation and rounds, and the mean of the last 3 rounds' students;
-- one run per lever of llm-guided with that lever switched off (the teacher
-  cap, the epoch cap, the deadline, the mean of the last rounds);
+- one run per lever of llm-guided with that lever switched off (the validated
+  teacher: ``teacher-epochs`` in each federated round, as FedAvg; the teacher
+  cap; the mean of the last rounds);
 - with ``--only NAME ...``: fedavg, llm-guided and the named runs, among them
-  :data:`EXTRA` (``llmqfl-reference``: the published code's rules;
+  :data:`EXTRA` (``guided-student-caps``: at most ``student-max-epochs`` 5
+  passes over a client's rows and a median deadline on measured seconds;
+  ``llmqfl-reference``: the published code's rules;
   ``guided-rest``: clients that match their teacher rest;
   ``guided-adaptive-steps``: the adaptive ratio rule on;
   ``guided-fednova``: FedNova aggregation;
@@ -32,10 +35,7 @@ fine-tunes its own teachers and pays for them:
   ``guided-utility``: Oort-style selection of half the nodes by their gap to
   their teacher and their speed; ``guided-random-half``: the same places drawn
   at random; ``guided-teacher-stop``: the stop when the gap
-  to the teachers is within its noise; ``guided-teacher-levers``: both;
-  ``guided-validated-teacher``: teacher chunks while the federated average
-  beats the best teacher yet, the pooled probe included, on the server's
-  validation rows).
+  to the teachers is within its noise; ``guided-teacher-levers``: both).
 
 Per run, from the apps' own measurements: client compute seconds (teacher,
 embeddings, student and the rest of every reply, the statistics query
@@ -88,10 +88,11 @@ GUIDED: dict[str, Any] = {
     "strategy": "llm-guided",
     "selection": "all",
     "steps-policy": "fixed",
-    "teacher-policy": "once",
+    "teacher-policy": "validated",
+    "teacher-chunk-epochs": 1.0,
     "teacher-max-steps": 48,
-    "student-max-epochs": 5.0,
-    "deadline": "median",
+    "student-max-epochs": 0.0,
+    "deadline": "off",
     "termination": "max-rounds",
     "final-model": "average",
     "final-average-rounds": 3,
@@ -108,14 +109,16 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "fedavg": {"strategy": "fedavg"},
     "llm-guided": GUIDED,
     # llm-guided with one lever off each (the lever's contribution).
+    "guided-teacher-once": {**GUIDED, "teacher-policy": "once"},  # teacher-epochs, not judged
     "guided-no-teacher-cap": {**GUIDED, "teacher-max-steps": 0},
-    "guided-no-epoch-cap": {**GUIDED, "student-max-epochs": 0.0},
-    "guided-no-deadline": {**GUIDED, "deadline": "off"},
     # the same rounds as llm-guided; the last round's student instead of the mean of 3
     "guided-last-model": {**GUIDED, "final-model": "last"},
 }
 #: Run only when named in ``--only``.
 EXTRA: dict[str, dict[str, Any]] = {
+    # the student caps of the earlier configuration: at most 5 passes over a client's
+    # rows, and a median deadline on measured seconds
+    "guided-student-caps": {**GUIDED, "student-max-epochs": 5.0, "deadline": "median"},
     "llmqfl-reference": {"strategy": "llmqfl-reference", "steps-policy": "adaptive"},
     "guided-rest": {**GUIDED, "skip-epsilon": 0.0},
     "guided-adaptive-steps": {**GUIDED, "steps-policy": "adaptive"},
@@ -142,14 +145,6 @@ EXTRA: dict[str, dict[str, Any]] = {
         "selection-explore": 1.0,
     },
     "guided-teacher-stop": {**GUIDED, "termination": "teacher-noise", "stop-min-rounds": 6},
-    # the teacher budget read from the global teacher on the server's validation rows:
-    # 1-epoch chunks (within the cap) while each average beats the best teacher yet,
-    # the pooled probe included; the best is final
-    "guided-validated-teacher": {
-        **GUIDED,
-        "teacher-policy": "validated",
-        "teacher-chunk-epochs": 1.0,
-    },
     "guided-teacher-levers": {
         **GUIDED,
         "selection": "utility",
