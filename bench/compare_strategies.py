@@ -48,6 +48,10 @@ validation accuracy minus 1 point.
     python bench/compare_strategies.py --task tweeteval --seeds 1 2 3 4 5
     python bench/compare_strategies.py --task genomic --seeds 1 2 3 4 5 --only
 
+With ``--out DIR --reuse`` a seed's run already in ``DIR`` is read instead of run
+again, if its stored configuration has the same value for every key the bench
+sets: an interrupted bench resumes where it stopped.
+
 Ends with ``RESULT task=<t> compute_saving=<share of fedavg's client compute
 saved> idle_saving=<share of fedavg's idle seconds saved> accuracy_gap=<llm-guided
 minus fedavg test accuracy, points, mean over seeds> gap_low= gap_high=<its paired
@@ -241,9 +245,9 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[s
     runs = {}
     for name, overrides in STRATEGIES.items():
         results = out / f"seed{seed}-{name}"
-        run_in_process(
-            {**base, **overrides, "results-dir": str(results)}, args.clients, node_configs=nodes
-        )
+        config = {**base, **overrides, "results-dir": str(results)}
+        if not (args.reuse and _finished_run(results, config)):
+            run_in_process(config, args.clients, node_configs=nodes)
         (run_dir,) = results.iterdir()
         runs[name] = (
             read_rounds(run_dir / "rounds.jsonl"),
@@ -267,6 +271,33 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict[str, dict[s
             flush=True,
         )
     return figures
+
+
+def _finished_run(results: Path, config: dict[str, Any]) -> bool:
+    """Whether ``results`` holds one finished run whose stored configuration has
+    ``config``'s value for every key the bench sets (``--reuse``; the defaults are not
+    compared). A run that differs is an error: its folder is the user's to move."""
+    runs = sorted(results.glob("*/summary.json"))
+    if not results.exists() or not any(results.iterdir()):
+        return False
+    if len(runs) != 1:
+        raise SystemExit(f"--reuse: {results} holds no single finished run; move it away")
+    stored = json.loads((runs[0].parent / "config.json").read_text())
+    paths = ("data-dir",)
+    differs = [
+        key
+        for key, value in config.items()
+        if key != "results-dir"
+        and (
+            Path(stored.get(key, "")).resolve() != Path(value).resolve()
+            if key in paths
+            else stored.get(key) != value
+        )
+    ]
+    if differs:
+        raise SystemExit(f"--reuse: {runs[0].parent} was run with other {', '.join(differs)}")
+    logging.warning("--reuse: reading %s instead of running it again", runs[0].parent)
+    return True
 
 
 def _table(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -313,6 +344,12 @@ def main() -> None:
         help="run fedavg, llm-guided and only these (names from STRATEGIES or EXTRA)",
     )
     parser.add_argument("--out", default="", help="results directory (default: a temp dir)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read a seed's finished run already in --out (same values for every key this "
+        "bench sets) instead of running it again: resumes an interrupted bench",
+    )
     args = parser.parse_args()
     args.data_dir = args.data_dir or str(TASKS[args.task][0])
     if args.only is not None:
