@@ -49,7 +49,7 @@ from server_app.flower_log import QuietAfterStop
 from server_app.messaging import DirectGrid, array_bytes
 from server_app.node_query import identify_nodes
 from server_app.results import ResultsWriter
-from server_app.round_record import RoundOutcome, round_record
+from server_app.round_record import RoundOutcome, round_line, round_record
 from server_app.server_data import evaluate_global
 from server_app.setup import Federation
 from server_app.teacher_federation import record_bytes
@@ -263,7 +263,7 @@ class RoundFlow(Strategy):
         fed.observe_val(step.server_round, self.writer.rounds)
         _checkpoint(fed, self.writer, step.server_round)
         self.rounds_run = step.server_round
-        _log_round(record, fed.config.federation.num_rounds)
+        logger.info("%s", round_line(record, fed.config.federation.num_rounds))
         reason = fed.strategy.should_stop(step.server_round, self.writer.rounds)
         if reason is None and fed.budget is not None:
             reason = fed.budget.stop_reason(step.server_round)
@@ -373,24 +373,4 @@ def _checkpoint(fed: Federation, writer: ResultsWriter, server_round: int) -> No
         fed.strategy.state(),
         writer.rounds,
         teacher_state=teachers.state() if teachers is not None else None,
-    )
-
-
-def _log_round(record: dict[str, Any], num_rounds: int) -> None:
-    """One line: who trained with which budget, the validation figures (and the evaluate
-    phase's on the clients' own rows), the seconds."""
-    budgets = ", ".join(f"{p}:{steps}" for p, steps in record["budgets"].items())
-    failed = f", {len(record['failures'])} failed" if record["failures"] else ""
-    federated = record.get("federated-val") or {}
-    own = f"; clients' own rows acc {federated['accuracy']:.3f}" if federated.get("clients") else ""
-    logger.info(
-        "round %d/%d: clients:steps %s%s; validation acc %.3f, loss %.4f nats%s; %.1f s",
-        record["round"],
-        num_rounds,
-        budgets or "none",
-        failed,
-        record["val"]["accuracy"],
-        record["val"]["loss"],
-        own,
-        record["seconds"],
     )

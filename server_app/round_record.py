@@ -1,7 +1,8 @@
 """Pure functions: what a round (and the run) produced -> the records the results hold.
 
 :func:`initial_record` is round 0 of ``rounds.jsonl``, :func:`round_record` a
-trained round, :func:`summary_record` the run's ``summary.json``. None of them
+trained round, :func:`round_line` its console line, :func:`summary_record` the
+run's ``summary.json``. None of them
 reads a clock, a file or a message: the round loop measures, these arrange.
 """
 
@@ -219,3 +220,38 @@ def summary_record(
         "failures": sum(len(r.get("failures", [])) for r in rounds),
         "quantum-cost": sum_costs(priced),
     }
+
+
+def round_line(record: Mapping[str, Any], num_rounds: int) -> str:
+    """A round's console line: who trained and why, each step budget (and teacher budget,
+    in a round that trains teachers) with its reason, the validation figures (and the
+    evaluate phase's on the clients' own rows), the seconds."""
+    who = ", ".join(str(p) for p in record["participants"]) or "none"
+    parts = [f"round {record['round']}/{num_rounds}: trained {who} ({record['selection-reason']})"]
+    if record["budgets"]:
+        parts.append("steps " + _by_reason(record["budgets"], record["budget-reasons"]))
+    if any(epochs > 0 for epochs in record["teacher-budgets"].values()):
+        epochs = _by_reason(record["teacher-budgets"], record["teacher-reasons"])
+        parts.append(f"teacher epochs {epochs}")
+    if record["failures"]:
+        parts.append(f"{len(record['failures'])} failed")
+    val = f"validation acc {record['val']['accuracy']:.3f}, loss {record['val']['loss']:.4f} nats"
+    federated = record.get("federated-val") or {}
+    if federated.get("clients"):
+        val += f"; clients' own rows acc {federated['accuracy']:.3f}"
+    return "; ".join([*parts, val, f"{record['seconds']:.1f} s"])
+
+
+def _by_reason(values: Mapping[str, float], reasons: Mapping[str, str]) -> str:
+    """``"40 for 0, 1 (fixed), 12 for 2 (capped)"`` (``"40 each (fixed)"`` when all agree):
+    the clients grouped by value and reason."""
+    groups: dict[tuple[float, str], list[str]] = {}
+    for partition, value in values.items():
+        groups.setdefault((value, reasons.get(partition, "")), []).append(partition)
+    if len(groups) == 1:
+        ((value, reason),) = groups
+        return f"{value:g} each" + (f" ({reason})" if reason else "")
+    return ", ".join(
+        f"{value:g} for {', '.join(partitions)}" + (f" ({reason})" if reason else "")
+        for (value, reason), partitions in groups.items()
+    )
