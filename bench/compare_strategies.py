@@ -14,11 +14,12 @@ fine-tunes its own teachers and pays for them:
 - ``fedavg``: every client trains ``--local-steps`` steps every round for
   ``--rounds`` rounds, teachers fine-tuned for ``teacher-epochs`` in round 1
   (the baseline);
-- ``llm-guided``: :data:`GUIDED`: the federated teacher trained in 1-epoch
-  chunks (at most ``teacher-max-steps`` steps in all) while each average
-  beats the best teacher yet on the server's validation rows, the pooled
-  probe included (``teacher-policy=validated``), FedAvg's student budgets,
-  aggregation and rounds, and the mean of the last 3 rounds' students;
+- ``llm-guided``: :data:`GUIDED`, llm-guided's defaults spelled out: the
+  federated teacher trained in 1-epoch chunks (at most ``teacher-max-steps``
+  steps in all) while each average beats the best teacher yet on the
+  server's validation rows, the pooled probe included
+  (``teacher-policy=validated``), FedAvg's student budgets, aggregation and
+  rounds, and the mean of the last 3 rounds' students;
 - one run per lever of llm-guided with that lever switched off (the validated
   teacher: ``teacher-epochs`` in each federated round, as FedAvg; the teacher
   cap; the mean of the last rounds);
@@ -88,6 +89,7 @@ TASKS = {
 }
 #: The nodes' emulated speeds (node config ``slowdown``), by partition.
 SLOWDOWNS = {0: 6.0, 1: 3.0, 2: 2.0}
+#: llm-guided's defaults, spelled out (tests/config checks that they are the defaults).
 GUIDED: dict[str, Any] = {
     "strategy": "llm-guided",
     "selection": "all",
@@ -210,6 +212,7 @@ def warm_up(args: argparse.Namespace, out: Path) -> None:
     """One small untimed run first, so that loading libraries and models from disk is
     not charged to whichever strategy happens to run first."""
     config = {
+        "strategy": "fedavg",
         "task": args.task,
         "data-dir": str(Path(args.data_dir).resolve()),
         "num-server-rounds": 1,

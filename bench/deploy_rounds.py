@@ -52,6 +52,7 @@ def main() -> None:
         results = root / "results"
         outcome = cluster.run(
             {
+                "strategy": "fedavg",
                 "task": "tweeteval",
                 "data-dir": str(DATA),
                 "results-dir": str(results),

@@ -94,6 +94,7 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 def one_seed(task: str, data_dir: str, seed: int, args: argparse.Namespace) -> dict[str, float]:
     """Every column for one dataset and seed."""
     base = {
+        "strategy": "fedavg",  # teacher-epochs as set (llm-guided trains teachers in chunks)
         "task": task,
         "data-dir": data_dir,
         "results-dir": tempfile.mkdtemp(prefix=f"quality-{task}-"),

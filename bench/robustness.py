@@ -108,6 +108,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="robustness-"))
     app = Hostile(args.scale)
     base: dict[str, Any] = {
+        "strategy": "fedavg",  # the attacks' target; the robust rules replace its mean
         "num-server-rounds": args.rounds,
         "min-nodes": 5,
         "max-train-rows": 1500,

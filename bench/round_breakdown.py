@@ -40,6 +40,7 @@ def main() -> None:
     outcome = flwr_run(
         str(Path(__file__).resolve().parents[1]),
         run_config={
+            "strategy": "fedavg",  # teacher-epochs in round 1, as the phases above say
             "task": "tweeteval",
             "data-dir": str(Path(args.data_dir).resolve()),
             "results-dir": str(results),

@@ -8,7 +8,7 @@ from config.fields import at_least, check, check_choice, is_seconds, positive, s
 
 AGGREGATIONS = ("fedavg", "fednova", "median", "trimmed-mean", "krum")
 TEACHER_POLICIES = ("once", "steered", "validated")
-FINAL_MODELS = ("last", "best-val", "average")
+FINAL_MODELS = ("auto", "last", "best-val", "average")
 
 
 @dataclass(frozen=True)
@@ -17,9 +17,10 @@ class PolicyConfig:
 
     steps_policy: str = setting(
         "steps-policy",
-        "adaptive",
+        "fixed",
         "Step budgets: fixed, incremental, dynamic-weighted, logarithmic, adaptive, hybrid, "
-        "bandit.",
+        "bandit. llmqfl-reference takes a ratio rule (incremental, dynamic-weighted, "
+        "logarithmic, adaptive, hybrid); with fixed it keeps the published adaptive rule.",
     )
     min_steps: int = setting("min-steps", 5, "Smallest step budget a policy may set (>= 1).")
     max_steps: int = setting("max-steps", 100, "Largest step budget a policy may set.")
@@ -36,7 +37,7 @@ class PolicyConfig:
     )
     selection: str = setting(
         "selection",
-        "gap",
+        "all",
         "Which nodes train: all, random-k, closest, gap, power-of-choice, utility "
         "(k = fraction-train of the connected nodes).",
     )
@@ -78,7 +79,7 @@ class PolicyConfig:
     )
     teacher_policy: str = setting(
         "teacher-policy",
-        "once",
+        "validated",
         "llm-guided: once (teacher-epochs in a client's first round), steered (chunks of "
         "teacher-chunk-epochs while its validation loss keeps falling, up to teacher-epochs) "
         "or validated (teacher-federation=fedavg: a chunk per federated round while the "
@@ -87,7 +88,7 @@ class PolicyConfig:
     )
     teacher_max_steps: int = setting(
         "teacher-max-steps",
-        0,
+        48,
         "llm-guided: no client fine-tunes its teacher for more than this many steps in all "
         "(its epochs are cut to fit); 0 = no cap.",
     )
@@ -109,7 +110,7 @@ class PolicyConfig:
     )
     termination: str = setting(
         "termination",
-        "plateau",
+        "max-rounds",
         "Comma-separated stop rules: teacher-gap, teacher-noise, plateau, noise-plateau, distance, "
         "max-rounds.",
     )
@@ -141,10 +142,11 @@ class PolicyConfig:
     )
     final_model: str = setting(
         "final-model",
-        "last",
+        "auto",
         "The global student the run ends with and scores on the test rows: last (the last "
         "round's), best-val (the round's with the highest validation accuracy, ties: lower "
-        "validation loss) or average (the mean of the last final-average-rounds rounds').",
+        "validation loss), average (the mean of the last final-average-rounds rounds') or "
+        "auto (average for llm-guided, last for the other strategies).",
     )
     final_average_rounds: int = setting(
         "final-average-rounds",

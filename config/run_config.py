@@ -65,7 +65,7 @@ class FederationConfig:
     )
     strategy: str = setting(
         "strategy",
-        "fedavg",
+        "llm-guided",
         "fedavg, fedprox, llm-guided, llmqfl-reference, flwr:<a Flower strategy> (FedAdam, "
         "FedYogi, FedAvgM, QFedAvg, FedMedian, DifferentialPrivacyServerSide*, ...: it "
         "aggregates the student) or package.module:Class (a StudentFedAvg or a Flower "
@@ -225,6 +225,13 @@ class RunConfig:
             for name, section in _SECTIONS.items()
         }
         return cls(**sections)
+
+    @property
+    def final_model(self) -> str:
+        """``final-model`` with ``auto`` resolved: average for llm-guided, else last."""
+        if self.policy.final_model != "auto":
+            return self.policy.final_model
+        return "average" if self.federation.strategy == "llm-guided" else "last"
 
     def to_flat(self) -> dict[str, Any]:
         """The inverse of :meth:`from_flat`: ``{run-config key: value}``."""

@@ -80,7 +80,7 @@ def _finish(
     writer.write_json(
         "strategy.json", {"class": type(fed.strategy).__name__, **fed.strategy.state()}
     )
-    averaged = [r for r, _ in fed.recent] if config.policy.final_model == "average" else []
+    averaged = [r for r, _ in fed.recent] if config.final_model == "average" else []
     # The mean of the last rounds' students was never scored on the validation split: score it.
     final_val = evaluate_global(fed.student, final, fed.data.val) if averaged else None
     test = evaluate_global(fed.student, final, fed.data.test)  # the one read of the test rows

@@ -40,6 +40,16 @@ def preflight(config: RunConfig) -> None:
     if resolve_optimizer(student.optimizer, device) == "cobyla":
         tuned = gradient_free_parameters(circuit)
         check_cobyla_budget(student.local_steps, tuned)
-        if fed.strategy in ("llm-guided", "llmqfl-reference"):
+        if _may_plan_below_local_steps(config):
             check_cobyla_budget(config.policy.min_steps, tuned, key="min-steps")
     check_strategy(config)
+
+
+def _may_plan_below_local_steps(config: RunConfig) -> bool:
+    """Whether the strategy may send a budget below ``local-steps`` (down to ``min-steps``):
+    the reference's ratio rules, or llm-guided with another steps policy or a cap."""
+    policy, strategy = config.policy, config.federation.strategy
+    if strategy == "llmqfl-reference":
+        return True
+    capped = policy.student_max_epochs > 0 or policy.deadline != "off"
+    return strategy == "llm-guided" and (policy.steps_policy != "fixed" or capped)

@@ -65,15 +65,14 @@ class Federation:
         among the last ``final-average-rounds`` rounds' (``final-model=average``)."""
         if best_val_round(history) == server_round or self.best_arrays is None:
             self.best_arrays, self.best_round = self.arrays, server_round
-        policy = self.config.policy
-        if policy.final_model == "average":
+        if self.config.final_model == "average":
             kept = [*self.recent, (server_round, self.arrays)]
-            self.recent = kept[-policy.final_average_rounds :]
+            self.recent = kept[-self.config.policy.final_average_rounds :]
 
     def final_student(self) -> tuple[ArrayRecord, int]:
         """The student the run ends with (``final-model``) and the round it is from (-1: the
         last round's, or the mean of the last rounds' with ``average``)."""
-        final_model = self.config.policy.final_model
+        final_model = self.config.final_model
         if final_model == "best-val" and self.best_arrays is not None:
             return self.best_arrays, self.best_round
         if final_model == "average" and self.recent:

@@ -163,11 +163,17 @@ def _below_probe_figures(summary: Mapping[str, Any]) -> str:
 
 def _remedies(config: RunConfig) -> str:
     """The teacher levers this run did not use, as settings to try."""
-    cfg = config.teacher
+    cfg, policy = config.teacher, config.policy
+    chunks = config.federation.strategy == "llm-guided" and policy.teacher_policy != "once"
     tries = [
         "teacher-head='probe'" if cfg.head != "probe" else "",
         "teacher-federation='fedavg'" if cfg.federation != "fedavg" else "",
         "teacher-keep-best=true" if not cfg.keep_best else "",
-        f"teacher-epochs={2 * cfg.epochs:g}",
+        # llm-guided's steered and validated teachers train in chunks, within the cap
+        f"teacher-chunk-epochs={2 * policy.teacher_chunk_epochs:g}" if chunks else "",
+        f"teacher-max-steps={2 * policy.teacher_max_steps}"
+        if chunks and policy.teacher_max_steps
+        else "",
+        "" if chunks else f"teacher-epochs={2 * cfg.epochs:g}",
     ]
     return ", ".join(t for t in tries if t)

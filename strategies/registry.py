@@ -72,7 +72,8 @@ def check_strategy(config: RunConfig) -> None:
             f"every budget must be in {bounds}",
         )
     check_choice("selection", policy.selection, tuple(SELECTIONS))
-    build_teacher_policy(config)  # teacher-policy=validated needs federated teachers
+    if strategy == "llm-guided":  # the one strategy that reads teacher-policy
+        build_teacher_policy(config)  # teacher-policy=validated needs federated teachers
     parse_rules(policy.termination)
     local_steps = config.student.local_steps
     if strategy in ("llm-guided", "llmqfl-reference") and policy.steps_policy in RATIO_RULES:
@@ -82,8 +83,8 @@ def check_strategy(config: RunConfig) -> None:
             local_steps,
             f"the starting budget must be in {bounds}",
         )
-    if strategy == "llmqfl-reference":
-        check_choice("steps-policy", policy.steps_policy, tuple(RATIO_RULES))
+    if strategy == "llmqfl-reference":  # fixed, the default, keeps its published rule
+        check_choice("steps-policy", policy.steps_policy, ("fixed", *RATIO_RULES))
 
 
 def resolve_strategy(name: str) -> Any:

@@ -236,7 +236,7 @@ def build_teacher_policy(config: Any) -> TeacherPolicy:
             raise ConfigError(
                 "teacher-policy='validated' scores the global teacher on the server's "
                 "validation rows: it needs teacher-federation='fedavg' (for local teachers "
-                "use teacher-policy='steered')"
+                "use teacher-policy='once' or 'steered')"
             )
         return ValidatedTeacher(policy.teacher_chunk_epochs, policy.teacher_min_delta, federated)
     if policy.teacher_policy == "steered":

@@ -6,6 +6,7 @@ are checked at the server's start-up: tests/server_app/test_preflight.py.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -72,3 +73,22 @@ def test_readme_lists_every_key_with_its_default() -> None:
 
     readme = (PYPROJECT.parent / "README.md").read_text()
     assert markdown_table() in readme, "regenerate with: python -m config.run_config"
+
+
+def test_the_default_strategy_is_the_measured_llm_guided_configuration() -> None:
+    """A user who names no key gets the llm-guided configuration that
+    bench/compare_strategies.py measured (its ``GUIDED``), and FedAvg is one key away
+    with the last round's student, as the bench's baseline."""
+    import importlib.util
+
+    path = PYPROJECT.parent / "bench" / "compare_strategies.py"
+    spec = importlib.util.spec_from_file_location("compare_strategies", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    default, measured = RunConfig(), RunConfig.from_flat(bench.GUIDED)
+    assert default.federation.strategy == "llm-guided"
+    assert default.final_model == measured.final_model == "average"
+    assert dataclasses.replace(default.policy, final_model="average") == measured.policy
+    fedavg = RunConfig.from_flat(bench.STRATEGIES["fedavg"])
+    assert fedavg.federation.strategy == "fedavg" and fedavg.final_model == "last"

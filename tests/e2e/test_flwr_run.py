@@ -93,6 +93,8 @@ def test_a_run_resumed_through_flwr_run_ends_where_an_uninterrupted_one_does(
         # teacher-federation=fedavg it reloads the final average, and the teacher steps it
         # reports after a restart count from 0, unlike the uninterrupted run's.)
         "teacher-federation": "local",
+        "teacher-policy": "once",
+        "final-model": "last",  # the resumed and the straight run's last students are compared
         "strategy": "llm-guided",
         "selection": "random-k",
         "fraction-train": 0.67,

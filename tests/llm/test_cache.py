@@ -14,6 +14,7 @@ from harness.inprocess import run_in_process
 from server_app.results import read_rounds
 
 SMALL = {
+    "strategy": "fedavg",  # teacher-epochs in each federated round, as the cache tests count
     "num-server-rounds": 1,
     "min-nodes": 2,
     "max-train-rows": 120,

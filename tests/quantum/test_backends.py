@@ -310,13 +310,13 @@ def test_preflight_refuses_a_cobyla_budget_below_the_floor() -> None:
     # The default task (genomic) has 2 classes: 36 circuit weights + 2 scales + 2 biases.
     with pytest.raises(ConfigError, match="local-steps=20: COBYLA needs at least 42"):
         preflight(RunConfig.from_flat({"optimizer": "cobyla"}))
-    with pytest.raises(ConfigError, match="min-steps=5: COBYLA needs at least 42"):
-        preflight(
-            RunConfig.from_flat(
-                {"optimizer": "cobyla", "strategy": "llm-guided", "local-steps": 50}
-            )
-        )
+    # A strategy that may plan fewer steps than local-steps is held to min-steps too.
+    for planner in ({"steps-policy": "adaptive"}, {"deadline": "median"}):
+        with pytest.raises(ConfigError, match="min-steps=5: COBYLA needs at least 42"):
+            preflight(RunConfig.from_flat({"optimizer": "cobyla", "local-steps": 50, **planner}))
+    # The default llm-guided (fixed budgets, no cap) and FedAvg send local-steps.
     preflight(RunConfig.from_flat({"optimizer": "cobyla", "local-steps": 42}))
+    preflight(RunConfig.from_flat({"optimizer": "cobyla", "strategy": "fedavg", "local-steps": 42}))
 
 
 @pytest.mark.parametrize("device", ["qiskit.aer", "fake:FakeManilaV2"])

@@ -20,6 +20,7 @@ def _run_dir(results: Path) -> Path:
 
 
 BASE = {
+    "strategy": "fedavg",  # the runs below that test llm-guided name it
     "num-server-rounds": 2,
     "min-nodes": 3,
     "max-train-rows": 900,
@@ -72,6 +73,7 @@ def guided_run(
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             "strategy": "llm-guided",
+            "teacher-policy": "once",  # local teachers
             "num-server-rounds": 6,
             "min-nodes": 2,
             "fraction-train": 0.67,  # k = 2 of 3
@@ -305,6 +307,7 @@ def test_the_step_caps_reach_the_clients_and_are_honoured(
             "data-dir": str(shared_data / "tweeteval_sentiment"),
             "results-dir": str(results),
             "strategy": "llm-guided",
+            "teacher-policy": "once",  # local teachers
             "selection": "all",
             "steps-policy": "fixed",
             "termination": "max-rounds",
@@ -517,6 +520,7 @@ def test_a_client_whose_partition_has_one_class_trains_like_the_others(
             "teacher-epochs": 0.5,
             "local-steps": 5,
             "seed": 1,
+            "strategy": "fedavg",
         },
         num_nodes=3,
     )

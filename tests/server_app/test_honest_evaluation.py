@@ -96,6 +96,7 @@ def test_a_task_of_any_number_of_classes_runs(tmp_path: Path, classes: int) -> N
     results = tmp_path / "results"
     run_in_process(
         {
+            "strategy": "fedavg",  # teacher-epochs as set, not validated chunks
             "task": "tweeteval",
             "data-dir": str(folder),
             "results-dir": str(results),

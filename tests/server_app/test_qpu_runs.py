@@ -38,6 +38,7 @@ class GrowingSteps(StudentFedAvg):
 
 def _config(shared_data: Path, results: Path, **extra: Any) -> dict[str, Any]:
     return {
+        "strategy": "fedavg",  # the guided runs below name llm-guided
         "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "results-dir": str(results),

@@ -22,6 +22,7 @@ GUIDED = {
     "teacher-federation": "local",  # the restore budget is the local teachers' path
     "seed": 11,
     "strategy": "llm-guided",
+    "teacher-policy": "once",  # local teachers
     "selection": "random-k",  # seeded draws: the generator's state must survive the restart
     "fraction-train": 0.67,
     "min-nodes": 3,

@@ -131,6 +131,7 @@ def test_what_the_server_sends_each_round(as_superlink: None) -> None:
 def _small_fedavg(results: Path, shared_data: Path) -> dict[str, object]:
     """Two TweetEval clients of 48 train rows, federated adapters, no disk cache."""
     return {
+        "strategy": "fedavg",  # the llm-guided tests below name it
         "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "results-dir": str(results),
@@ -212,6 +213,7 @@ def test_federated_teachers_train_the_budget_the_strategy_sent(
             **_small_fedavg(tmp_path, shared_data),
             "num-server-rounds": 3,
             "strategy": "llm-guided",
+            "teacher-policy": "once",  # teacher-epochs in each federated round, not judged
             "selection": "all",
             "steps-policy": "fixed",
             "termination": "max-rounds",

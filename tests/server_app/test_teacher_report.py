@@ -48,7 +48,7 @@ class _Lines(logging.Handler):
 def test_one_warning_line_when_a_teacher_ends_below_its_probe(
     request: pytest.FixtureRequest,
 ) -> None:
-    config = RunConfig.from_flat({"teacher-head": "cls"})
+    config = RunConfig.from_flat({"teacher-head": "cls", "strategy": "fedavg"})
     rows = TextDataset(["a"], np.array([0]), 2, "unused")
     lines = _Lines()
     report_logger = logging.getLogger("server_app.teacher_report")
@@ -63,6 +63,11 @@ def test_one_warning_line_when_a_teacher_ends_below_its_probe(
     level = [ROUNDS[0], {"round": 1, "clients": [_client(0, 0.6, 0.6), _client(1, 0.8, 0.6)]}]
     assert teacher_summary(config, level, None, rows, rows)["below-probe"] == []
     assert len(lines.lines) == 1  # no second line
+    # llm-guided's teachers train in chunks within a cap: those are the levers it names.
+    teacher_summary(RunConfig.from_flat({"teacher-head": "cls"}), ROUNDS, None, rows, rows)
+    levers = "try teacher-head='probe', teacher-chunk-epochs=2, teacher-max-steps=96"
+    assert levers in lines.lines[1]
+    assert "teacher-epochs" not in lines.lines[1]
 
 
 def test_the_probe_accuracy_is_the_probe_heads_argmax() -> None:

@@ -67,6 +67,7 @@ def test_a_hostile_clients_replies_are_rejected_and_the_honest_average_is_kept(
 ) -> None:
     recorder = Recorder()
     config: dict[str, Any] = {
+        "strategy": "fedavg",
         "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "results-dir": str(tmp_path),

@@ -242,6 +242,7 @@ def test_hostile_statistics_are_refused_and_the_honest_node_keeps_its_partition(
     tmp_path: Path, shared_data: Path
 ) -> None:
     config: dict[str, Any] = {
+        "strategy": "fedavg",
         "task": "tweeteval",
         "data-dir": str(shared_data / "tweeteval_sentiment"),
         "results-dir": str(tmp_path),

@@ -60,9 +60,10 @@ def test_every_policy_state_round_trips_through_json() -> None:
         ({"teacher-max-steps": -1}, "teacher-max-steps"),
         ({"final-average-rounds": 0}, "final-average-rounds"),
         ({"final-model": "mean"}, "final-model"),
-        ({"strategy": "llm-guided", "local-steps": 500}, "local-steps"),
+        ({"strategy": "llm-guided", "steps-policy": "adaptive", "local-steps": 500}, "local-steps"),
         ({"strategy": "llmqfl-reference", "steps-policy": "bandit"}, "steps-policy"),
         ({"teacher-policy": "validated", "teacher-federation": "local"}, "teacher-policy"),
+        ({"teacher-federation": "local"}, "teacher-policy"),  # the default policy, named
     ],
 )
 def test_bad_policy_settings_fail_with_one_line_naming_the_key(
@@ -72,6 +73,13 @@ def test_bad_policy_settings_fail_with_one_line_naming_the_key(
         preflight(RunConfig.from_flat(flat))
     message = str(err.value)
     assert message.startswith(f"{key}=") and "\n" not in message
+
+
+def test_local_teachers_pass_with_a_strategy_that_reads_no_teacher_policy() -> None:
+    for strategy in ("fedavg", "fedprox", "llmqfl-reference"):
+        preflight(RunConfig.from_flat({"strategy": strategy, "teacher-federation": "local"}))
+    local = {"strategy": "llm-guided", "teacher-federation": "local", "teacher-policy": "once"}
+    preflight(RunConfig.from_flat(local))
 
 
 def _fake_round(

@@ -25,7 +25,7 @@ from flwr.app import (
 from config import ConfigError, RunConfig
 from config.messages import TrainInstructions
 from harness.inprocess import task_identity
-from strategies import StudentFedAvg, build_strategy
+from strategies import LLMGuidedStrategy, StudentFedAvg, build_strategy
 from strategies.registry import check_strategy
 from strategies.replies import reply_node
 from strategies.rounds import TrainRound
@@ -180,7 +180,8 @@ class CustomStrategy(StudentFedAvg):
 
 
 def test_registry_builds_builtin_and_module_class() -> None:
-    assert type(build_strategy(RunConfig())) is StudentFedAvg
+    assert type(build_strategy(RunConfig.from_flat({"strategy": "fedavg"}))) is StudentFedAvg
+    assert type(build_strategy(RunConfig())) is LLMGuidedStrategy  # the default
     spec = f"{__name__}:CustomStrategy"
     strategy = build_strategy(RunConfig.from_flat({"strategy": spec}))
     assert isinstance(strategy, CustomStrategy)
@@ -291,7 +292,7 @@ def test_fedprox_sends_its_proximal_weight() -> None:
     arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     (message,) = strategy.configure_train(1, arrays, ConfigRecord({}), Grid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.3
-    plain = build_strategy(RunConfig())
+    plain = build_strategy(RunConfig.from_flat({"strategy": "fedavg"}))
     plain.bind_nodes(PARTITIONS)
     (message,) = plain.configure_train(1, arrays, ConfigRecord({}), Grid([10]))
     assert message.content.config_records["config"]["proximal-mu"] == 0.0
